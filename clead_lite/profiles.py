@@ -1,0 +1,153 @@
+"""Run profiles: one switch, `CLEAD_PROFILE` = smoke | quick | full, selects every size in the course.
+
+- ``smoke``: every code path in seconds (the tests).
+- ``quick``: a real lesson on a laptop CPU, minutes, on the offline embedded dataset.
+- ``full``:  the paper's setting (CIFAR-10, PreAct ResNet-18) on a GPU.
+
+Default: ``full`` when CUDA is available, else ``quick``. `CLEAD_DATASET` overrides the profile's dataset.
+Floor 0: imports nothing of the package.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+
+PROFILE_NAMES = ("smoke", "quick", "full")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the course needs to know about a dataset: its shape and its standard threat model."""
+    name: str
+    channels: int
+    size: int
+    num_classes: int
+    eps: float            # standard L-inf budget in pixel units ([0, 1] scale)
+    alpha: float          # PGD step size for that budget
+    eps_l2: float         # standard L2 budget
+    flip: bool            # horizontal flip is a label-preserving augmentation
+    crop_pad: int         # random-crop padding for augmentation
+    model: str            # default architecture
+    classes: tuple[str, ...]
+
+
+_DIGITS = tuple(str(i) for i in range(10))
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist5k": DatasetInfo("mnist5k", 1, 28, 10, 0.3, 0.01, 2.0, False, 2, "smallcnn", _DIGITS),
+    "mnist": DatasetInfo("mnist", 1, 28, 10, 0.3, 0.01, 2.0, False, 2, "smallcnn", _DIGITS),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", 1, 28, 10, 0.1, 0.01, 1.5, False, 2, "smallcnn",
+        ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")),
+    "cifar10": DatasetInfo(
+        "cifar10", 3, 32, 10, 8 / 255, 2 / 255, 0.5, True, 4, "preactresnet18",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+}
+DEFAULT_DATASET = "mnist5k"
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(map(repr, DATASETS))}")
+    return DATASETS[name]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size a notebook or the command line needs. Attack settings default to the dataset's."""
+    name: str
+    dataset: str
+    model: str
+    n_train: int | None        # None: the whole split
+    n_test: int | None
+    epochs: int
+    batch_size: int
+    lr: float
+    train_steps: int           # PGD steps when crafting training examples
+    eval_steps: int            # PGD steps for evaluation (PGD-k)
+    eval_restarts: int
+    n_eval: int                # test images attacked in evaluations
+    n_autoattack: int          # test images given to AutoAttack
+    n_embed: int               # images embedded for UMAP
+    contrastive_weight: float  # lambda of clead_online
+    temperature: float
+    use_checkpoints: bool      # may notebooks load shipped checkpoints instead of training
+
+    @property
+    def info(self) -> DatasetInfo:
+        return dataset_info(self.dataset)
+
+    @property
+    def eps(self) -> float:
+        return self.info.eps
+
+    @property
+    def alpha(self) -> float:
+        return self.info.alpha
+
+    def replace(self, **changes) -> "Profile":
+        """A copy with some fields changed, e.g. `profile.replace(dataset="fashion-mnist")`."""
+        if "dataset" in changes:
+            dataset_info(changes["dataset"])
+            changes.setdefault("model", dataset_info(changes["dataset"]).model)
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        n = "all" if self.n_train is None else self.n_train
+        return (f"profile {self.name!r}: dataset {self.dataset} ({n} train images), model {self.model}, "
+                f"{self.epochs} epoch(s), eps {self.eps:.4g}, PGD-{self.eval_steps} evaluation")
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", "mnist5k", "smallcnn", n_train=256, n_test=128, epochs=1, batch_size=64,
+                     lr=0.05, train_steps=2, eval_steps=3, eval_restarts=1, n_eval=64, n_autoattack=16,
+                     n_embed=64, contrastive_weight=0.5, temperature=0.1, use_checkpoints=False),
+    "quick": Profile("quick", "mnist5k", "smallcnn", n_train=None, n_test=None, epochs=8, batch_size=128,
+                     lr=0.05, train_steps=10, eval_steps=20, eval_restarts=2, n_eval=500, n_autoattack=200,
+                     n_embed=600, contrastive_weight=0.5, temperature=0.1, use_checkpoints=True),
+    "full": Profile("full", "cifar10", "preactresnet18", n_train=None, n_test=None, epochs=30, batch_size=512,
+                    lr=0.2, train_steps=10, eval_steps=20, eval_restarts=5, n_eval=10000, n_autoattack=1000,
+                    n_embed=2000, contrastive_weight=0.5, temperature=0.1, use_checkpoints=True),
+}
+
+
+def default_profile_name() -> str:
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def get_profile(name: str | None = None, dataset: str | None = None) -> Profile:
+    """The profile `name`, else `$CLEAD_PROFILE`, else `full` on a GPU and `quick` otherwise.
+
+    `dataset` (else `$CLEAD_DATASET`) replaces the profile's dataset and its default model.
+    """
+    name = name or os.environ.get("CLEAD_PROFILE") or default_profile_name()
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r} (from CLEAD_PROFILE or the argument); "
+                         f"allowed: {', '.join(map(repr, PROFILE_NAMES))}")
+    profile = PROFILES[name]
+    dataset = dataset or os.environ.get("CLEAD_DATASET")
+    if dataset and dataset != profile.dataset:
+        profile = profile.replace(dataset=dataset)
+    return profile
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The device, chosen once: the argument, else `$CLEAD_DEVICE`, else CUDA when available, else CPU."""
+    device = device or os.environ.get("CLEAD_DEVICE")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # device-ok
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); returns a CPU generator seeded the same."""
+    import random
+
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,86 @@
+"""Argument checks shared by every module: each raises with the argument's name, its value and what is
+allowed. Floor 0: imports nothing of the package."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+NORMS = ("linf", "l2")
+
+
+def check_eps(eps: float, name: str = "eps") -> float:
+    """eps: a perturbation budget in pixel units, a real number in [0, 1]."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or math.isnan(eps):
+        raise TypeError(f"{name} must be a number in [0, 1], got {eps!r}")
+    if not 0.0 <= eps <= 1.0:
+        hint = " (pixel values are in [0, 1]: write 8/255, not 8)" if eps > 1 else ""
+        raise ValueError(f"{name} must be in [0, 1], got {eps}{hint}")
+    return float(eps)
+
+
+def check_positive(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
+def check_nonnegative(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{name} must be a number >= 0, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+def check_int(value: int, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(value: str, name: str, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+    return value
+
+
+def check_images(x: torch.Tensor, name: str = "x", channels: int | None = None) -> torch.Tensor:
+    """x: (B, C, H, W) floating tensor in [0, 1] with B >= 1."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(x.shape)} (rank {x.dim()})")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one image")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype} (divide uint8 by 255)")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} has {x.shape[1]} channels, the model expects {channels} (shape {tuple(x.shape)})")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0 or math.isnan(lo) or math.isnan(hi):
+        raise ValueError(
+            f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+            "attacks work in pixel space: do not normalise the input, the model does that itself")
+    return x
+
+
+def check_labels(y: torch.Tensor, batch: int, num_classes: int | None = None, name: str = "y") -> torch.Tensor:
+    """y: (B,) int64 class indices in [0, num_classes)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of int64 labels, got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"{name} must have dtype torch.int64 (class indices), got {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must have shape (B,), got {tuple(y.shape)}")
+    if y.shape[0] != batch:
+        raise ValueError(f"x and {name} disagree on the batch size: x has {batch}, {name} has {y.shape[0]}")
+    if num_classes is not None and y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{name} must be in [0, {num_classes - 1}], got values in [{lo}, {hi}]")
+    return y
