@@ -1,0 +1,1 @@
+"""Checks for the exercises of notebooks 01-03 (attacks, adversarial training)."""

@@ -1,0 +1,1 @@
+"""Checks for the exercises of notebooks 04-07 (contrastive losses, C-LEAD, evaluation, embeddings)."""
