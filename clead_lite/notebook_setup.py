@@ -91,3 +91,49 @@ def setup(profile: str | Profile | None = None, seed: int = 0, device: str | tor
             print("note: the 'full' profile (CIFAR-10, PreActResNet18) is meant for a GPU; on this CPU it will be "
                   "very slow. Set CLEAD_PROFILE=quick for a laptop lesson.")
     return profile, device
+
+
+def load_data(profile: Profile, seed: int = 0):
+    """The profile's train and test images: (x_train, y_train, x_test, y_test), CPU tensors in [0, 1].
+
+    Sizes: `profile.n_train` / `profile.n_test` (None: the whole split) of `profile.dataset`.
+    """
+    from .data import load_dataset
+    x_train, y_train = load_dataset(profile.dataset, "train", n=profile.n_train, seed=seed)
+    x_test, y_test = load_dataset(profile.dataset, "test", n=profile.n_test, seed=seed)
+    return x_train, y_train, x_test, y_test
+
+
+def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch.device, *, live: bool = True,
+                  title: str | None = None, **changes):
+    """A model trained with `method` ('standard', 'pgd_at', 'clead_online'): the shipped checkpoint when the
+    profile allows it (`profile.use_checkpoints`) and one matches (dataset, method, profile, model), else
+    trained here with `training.train` (progress bar; live curves when `live`).
+
+    changes: TrainConfig fields that override the profile's (a run with changes never loads a checkpoint,
+    since the shipped one was trained with the profile's settings). Returns (model in eval mode on `device`,
+    history): history is a `training.History` (list of records; `.frame('epoch')`), or the checkpoint's
+    stored history, or None when the checkpoint has none.
+    """
+    from .checkpoints import find_checkpoint, load_checkpoint, load_pretrained
+    from .models import build_model
+    from .training import History, TrainConfig, train
+    from .viz import LiveCurves
+
+    if profile.use_checkpoints and not changes:
+        path = find_checkpoint(profile.dataset, method, profile.name, profile.model)
+        if path is not None:
+            model, entry = load_pretrained(profile.dataset, method, profile.name, profile.model, device=device)
+            state = load_checkpoint(path, map_location="cpu")
+            history = History(state["history"]) if state.get("history") else None
+            print(f"loaded the shipped {method} checkpoint {path.name} (sha256 verified; trained with the "
+                  f"{profile.name!r} profile). Set CLEAD_PROFILE=smoke or pass a change (e.g. epochs=...) to "
+                  f"train it here instead.")
+            return model.eval(), history
+    model = build_model(profile.model, num_classes=profile.info.num_classes)
+    config = TrainConfig.from_profile(profile, method, **changes)
+    callback = LiveCurves(title=title or f"{method} on {profile.dataset}", name=method) if live else None
+    result = train(model, x_train, y_train, config, dataset=profile.dataset, device=device, callback=callback)
+    print(f"trained {method} in {result.seconds:.0f} s ({result.epochs_run} epoch(s)"
+          f"{'' if result.best_epoch is None else f', kept the weights of epoch {result.best_epoch}'})")
+    return result.model.eval(), result.history

@@ -1,0 +1,308 @@
+"""Clean and adversarial embeddings, how far apart they are, and a shared 2-D UMAP map of both.
+
+- `embed(model, x)` -> (N, D) embeddings ("features": the penultimate layer, or "projection": the
+  contrastive head's output).
+- `clean_and_adversarial_embeddings(model, x, y, attack)` -> embeddings and predictions of the clean images
+  and of their adversarial versions.
+- `separation_metrics(z_clean, z_adv, y)` -> numbers that say whether the attack moves an embedding far
+  (towards another class) or keeps it close to its clean version.
+- `umap_projection(z_clean, z_adv)` -> one UMAP fitted on both sets together, cached on disk;
+  `warm_up_umap()` pays numba's one-off compilation early.
+
+Floor 1: imports `validate`, `models`, `data` (for the data root).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import data_root
+from .models import _unwrap, model_input_check
+from .validate import check_choice, check_int, check_labels, check_nonnegative
+
+SPACES = ("features", "projection")
+KNN_K = 5
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+__all__ = ["embed", "clean_and_adversarial_embeddings", "separation_metrics", "umap_projection",
+           "warm_up_umap", "SPACES"]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode; each module's own mode restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _embedder(model: nn.Module, space: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    check_choice(space, "space", SPACES)
+    inner = _unwrap(model)
+    method = "features" if space == "features" else "project"
+    fn = getattr(inner, method, None)
+    if not callable(fn):
+        raise TypeError(f"space={space!r} needs a model with a {method}(x) method; "
+                        f"{type(inner).__name__} has none (use a clead_lite.models model)")
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 512, space: str = "features") -> torch.Tensor:
+    """Embeddings of x: (N, C, H, W) float in [0, 1] -> (N, D) float32 on the CPU.
+
+    space: "features" (the penultimate layer, `model.features`) or "projection" (the contrastive
+    projection head, `model.project`, not normalised). Runs in eval mode without gradients, in batches of
+    `batch_size` on the model's device; the model's train/eval mode is restored afterwards.
+    """
+    fn = _embedder(model, space)
+    check_int(batch_size, "batch_size")
+    model_input_check(model, x)
+    device = _device_of(model)
+    out = []
+    with _eval_mode(model), torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(fn(x[i:i + batch_size].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def clean_and_adversarial_embeddings(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack,
+                                     batch_size: int = 256, space: str = "features") -> dict[str, torch.Tensor]:
+    """Attack x and embed both the clean and the adversarial images (all results on the CPU).
+
+    x: (N, C, H, W) float in [0, 1], y: (N,) int64, attack: callable(model, x, y) -> x_adv, e.g.
+    `clead_lite.attacks.make_attack("pgd", eps=0.3, alpha=0.01, steps=20)`.
+    Returns a dict: z_clean, z_adv: (N, D) float32; y, pred_clean, pred_adv: (N,) int64;
+    x_adv: (N, C, H, W) float32 in [0, 1]. Row i of every entry is image i.
+    """
+    fn = _embedder(model, space)
+    check_int(batch_size, "batch_size")
+    if not callable(attack):
+        raise TypeError(f"attack must be a callable(model, x, y) -> x_adv, got {type(attack).__name__}; "
+                        "e.g. clead_lite.attacks.make_attack('pgd', eps=0.3, alpha=0.01, steps=20)")
+    model_input_check(model, x)
+    check_labels(y, len(x), getattr(_unwrap(model), "num_classes", None))
+    device = _device_of(model)
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("z_clean", "z_adv", "pred_clean", "pred_adv", "x_adv")}
+    with _eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            xb_adv = attack(model, xb, yb)
+            if not isinstance(xb_adv, torch.Tensor) or xb_adv.shape != xb.shape:
+                got = tuple(xb_adv.shape) if isinstance(xb_adv, torch.Tensor) else type(xb_adv).__name__
+                raise ValueError(f"attack must return x_adv with the shape of its input {tuple(xb.shape)}, got {got}")
+            with torch.no_grad():
+                both = torch.cat([xb, xb_adv.detach().to(xb.dtype)])
+                z = fn(both).float().cpu()
+                pred = model(both).argmax(1).cpu()
+            b = len(xb)
+            parts["z_clean"].append(z[:b])
+            parts["z_adv"].append(z[b:])
+            parts["pred_clean"].append(pred[:b])
+            parts["pred_adv"].append(pred[b:])
+            parts["x_adv"].append(xb_adv.detach().float().cpu())
+    out = {k: torch.cat(v) for k, v in parts.items()}
+    out["y"] = y.detach().cpu()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def _as_embeddings(z, name: str) -> torch.Tensor:
+    if isinstance(z, np.ndarray):
+        z = torch.from_numpy(z)
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (N, D), got {type(z).__name__}")
+    if z.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, D), got {tuple(z.shape)}")
+    if not z.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor (embeddings), got dtype {z.dtype}")
+    if not torch.isfinite(z).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return z.detach().float().cpu()
+
+
+def _nearest_clean(u_adv: torch.Tensor, u_clean: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Indices (N_adv, k) of the k clean points most cosine-similar to each adversarial one (nearest first)."""
+    return torch.cat([(u_adv[i:i + chunk] @ u_clean.T).topk(k, dim=1).indices
+                      for i in range(0, len(u_adv), chunk)])
+
+
+def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """How far adversarial embeddings move away from their clean versions, as five numbers.
+
+    z_clean, z_adv: (N, D), row i of z_adv is the adversarial version of clean row i; y: (N,) int64 true
+    labels. "Cosine" below means cosine similarity (embeddings scaled to unit length).
+
+    - pair_cosine: mean over i of cos(z_clean_i, z_adv_i), in [-1, 1]. Near 1: the attack barely moves an
+      embedding's direction; low: the adversarial embedding points somewhere else.
+    - pair_distance_ratio: mean ||z_clean_i - z_adv_i|| divided by the mean distance between the clean class
+      centroids (Euclidean, raw embeddings; scale-free). Much below 1: the attack moves points a small step
+      compared with how far apart the classes are; near or above 1: as far as from one class to another.
+    - knn_accuracy: each adversarial embedding is classified by a 5-nearest-neighbour (cosine) vote among
+      the clean embeddings and their true labels; the fraction that gets its own true label. High: the
+      adversarial point still sits among clean points of its class (the representation is robust even
+      if the classifier head is fooled); low: it has moved into another class's region.
+    - silhouette: sklearn's silhouette score (cosine distance) of the union of clean and adversarial
+      embeddings, both labelled with the true class, in [-1, 1]. High: the classes form compact, separate
+      clusters even with adversarial points in them; near 0 or negative: the adversarial points blur them.
+    - own_neighbour_fraction: fraction of adversarial points whose nearest (cosine) clean point is their
+      own clean version. High: the attack does not carry an embedding past any other image; low: the
+      adversarial embedding lands nearer to other images than to its source.
+    """
+    z_clean = _as_embeddings(z_clean, "z_clean")
+    z_adv = _as_embeddings(z_adv, "z_adv")
+    if z_adv.shape != z_clean.shape:
+        raise ValueError(f"z_adv has shape {tuple(z_adv.shape)}, but z_clean has shape {tuple(z_clean.shape)}; "
+                         "they must be paired row for row")
+    if isinstance(y, np.ndarray):
+        y = torch.from_numpy(y)
+    y = check_labels(y, len(z_clean), name="y").cpu()
+    classes = torch.unique(y)
+    if len(classes) < 2:
+        raise ValueError(f"separation_metrics needs at least two classes in y, got only class {classes.tolist()}")
+    n = len(z_clean)
+    u_clean, u_adv = F.normalize(z_clean, dim=1), F.normalize(z_adv, dim=1)
+
+    pair_cosine = (u_clean * u_adv).sum(1).mean()
+
+    centroids = torch.stack([z_clean[y == c].mean(0) for c in classes])
+    iu = torch.triu_indices(len(classes), len(classes), offset=1)
+    centroid_dist = torch.cdist(centroids, centroids)[iu[0], iu[1]].mean()
+    pair_dist = (z_clean - z_adv).norm(dim=1).mean()
+    ratio = pair_dist / centroid_dist if centroid_dist > 0 else torch.tensor(float("inf"))
+
+    k = min(KNN_K, n)
+    nn_idx = _nearest_clean(u_adv, u_clean, k)
+    votes = F.one_hot(y[nn_idx], int(y.max()) + 1).float()                      # (N, k, C)
+    votes = votes * (1.0 + 1e-3 * 0.5 ** torch.arange(k).view(1, k, 1))         # a tie goes to the class of
+    # the nearest point among the tied classes (the bonuses 2^-rank never add up to a whole vote)
+    knn_accuracy = (votes.sum(1).argmax(1) == y).float().mean()
+    own = (nn_idx[:, 0] == torch.arange(n)).float().mean()
+
+    from sklearn.metrics import silhouette_score
+    union = torch.cat([u_clean, u_adv]).numpy()
+    labels = torch.cat([y, y]).numpy()
+    sample = 10_000 if len(union) > 10_000 else None
+    silhouette = silhouette_score(union, labels, metric="cosine", sample_size=sample, random_state=0)
+
+    return {"pair_cosine": float(pair_cosine), "pair_distance_ratio": float(ratio),
+            "knn_accuracy": float(knn_accuracy), "silhouette": float(silhouette),
+            "own_neighbour_fraction": float(own)}
+
+
+# ---------------------------------------------------------------------------------------------- UMAP
+def _import_umap():
+    try:
+        import umap
+    except ImportError as e:
+        raise ImportError("UMAP projections need the package umap-learn: pip install umap-learn "
+                          f"(import failed: {e})") from e
+    return umap
+
+
+def _as_array(z, name: str) -> np.ndarray:
+    return np.ascontiguousarray(_as_embeddings(z, name).numpy(), dtype=np.float32)
+
+
+def _cache_key(z_clean: np.ndarray, z_adv: np.ndarray, params: dict) -> str:
+    h = hashlib.sha256(b"clead_lite.umap_projection v1")
+    h.update(repr(sorted(params.items())).encode())
+    for z in (z_clean, z_adv):
+        h.update(repr(z.shape).encode())
+        h.update(z.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fit_umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, metric: str) -> np.ndarray:
+    umap = _import_umap()
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_components=2, metric=metric,
+                        random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")   # a seed makes UMAP single-threaded
+        return np.asarray(reducer.fit_transform(z), dtype=np.float32)
+
+
+def umap_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where UMAP results are cached: `cache_dir`, else <data root>/cache/umap."""
+    return Path(cache_dir) if cache_dir is not None else data_root() / "cache" / "umap"
+
+
+def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
+                    cache_dir: str | os.PathLike | None = None, metric: str = "cosine") -> np.ndarray:
+    """One 2-D UMAP map of clean and adversarial embeddings together; (N_clean + N_adv, 2) float32 numpy.
+
+    z_clean: (N_clean, D), z_adv: (N_adv, D) (tensors or arrays). Rows [0, N_clean) of the result are the
+    clean points, the rest the adversarial ones, in input order. A single UMAP is fitted on the union so
+    that both sets live in the same map (fitting them separately would make their positions
+    incomparable). Seeded (deterministic, single-threaded). The result is cached on disk under
+    `umap_cache_dir(cache_dir)` (default <data root>/cache/umap), keyed by a hash of the inputs and the
+    settings, so calling again with the same inputs returns at once without importing UMAP.
+    Below 4,096 points UMAP uses exact neighbours; above, pynndescent, whose first use compiles for a minute.
+    """
+    zc, za = _as_array(z_clean, "z_clean"), _as_array(z_adv, "z_adv")
+    if zc.shape[1] != za.shape[1]:
+        raise ValueError(f"z_clean and z_adv must have the same embedding dimension, got {zc.shape} and {za.shape}")
+    n = len(zc) + len(za)
+    check_int(n_neighbors, "n_neighbors", minimum=2)
+    if n_neighbors >= n:
+        raise ValueError(f"n_neighbors must be smaller than the number of points ({n}), got {n_neighbors}")
+    min_dist = check_nonnegative(min_dist, "min_dist")
+    if min_dist > 1.0:
+        raise ValueError(f"min_dist must be in [0, 1] (UMAP's spread is 1), got {min_dist}")
+    check_int(seed, "seed", minimum=0)
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a metric name such as 'cosine' or 'euclidean', got {metric!r}")
+    params = {"n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "metric": metric}
+    path = umap_cache_dir(cache_dir) / f"umap-{_cache_key(zc, za, params)}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == (n, 2):
+                return cached
+        except (OSError, ValueError):
+            pass                                       # a broken cache file: recompute and overwrite it
+    result = _fit_umap(np.concatenate([zc, za]), n_neighbors, min_dist, seed, metric)
+    _save_atomic(path, result)
+    return result
+
+
+def warm_up_umap(metric: str = "cosine") -> float:
+    """Import UMAP and run a tiny fit, so numba compiles its kernels now (~10-30 s once per process) rather
+    than in the middle of a lesson. Returns the seconds it took."""
+    start = time.perf_counter()
+    z = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    _fit_umap(z, n_neighbors=5, min_dist=0.1, seed=0, metric=metric)
+    return time.perf_counter() - start

@@ -1,0 +1,481 @@
+"""The embedding explorer of notebook 07: where do adversarial examples land in a model's embedding space?
+
+Two parts, kept apart so that the slow one is testable and the fast one stays fast:
+
+- `precompute_explorer_data(models, x, y, attacks, eps_values)` does all the work up front: for every model,
+  attack and eps it attacks the images (white-box, against that model), embeds the clean and adversarial
+  images, fits ONE 2-D UMAP map on both sets together (cached on disk by `embeddings.umap_projection`), and
+  stores predictions, probabilities and separation metrics. Returns an `ExplorerData`.
+- `embedding_explorer(data)` builds the ipywidgets explorer on top: choose the model, the attack, eps and the
+  colouring; pick a point (index slider, "next fooled" button, or the point nearest to typed map coordinates)
+  and see its clean image, its adversarial image and both predictions. Interaction only redraws (a PNG from
+  matplotlib's Agg backend into an `ipywidgets.Image`), so it works in JupyterLab, Colab and VS Code without
+  the matplotlib widget backend, and answers at once.
+
+Stable CSS classes for the browser test: `clead-embedding-explorer` (the whole widget), `clead-explorer-model`,
+`clead-explorer-attack`, `clead-explorer-eps`, `clead-explorer-color`, `clead-explorer-point`,
+`clead-explorer-next-fooled`, `clead-explorer-find-x`, `clead-explorer-find-y`, `clead-explorer-find`,
+`clead-explorer-plot`, `clead-explorer-images`, `clead-explorer-caption`, `clead-explorer-metrics`.
+Floor 2: imports embeddings, viz, attacks (through viz), models, validate.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from .embeddings import clean_and_adversarial_embeddings, separation_metrics, umap_projection
+from .models import _unwrap
+from .validate import check_eps, check_images, check_int, check_labels
+from .viz import ADV_COLOR, CLEAN_COLOR, EXPLORER_ATTACKS, make_explorer_attack, perturbation_image, to_numpy_image
+
+ExplorerAttack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
+Projector = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+COLOR_MODES = ("class", "clean / adversarial", "fooled")
+
+__all__ = ["ExplorerData", "precompute_explorer_data", "embedding_explorer", "EmbeddingExplorer",
+           "nearest_point", "point_details", "COLOR_MODES"]
+
+
+# =============================================================================================== data
+@dataclass
+class ExplorerData:
+    """Everything the explorer shows, computed once.
+
+    x: (N, C, H, W) float in [0, 1] on the CPU; y: (N,) int64; classes: names by label.
+    models / attacks: names in display order; eps_values: the budgets attacked.
+    probs_clean[model]: (N, K) softmax of the clean images.
+    entries[(model, attack, eps)]: a dict with
+      coords (2N, 2) float32 numpy (rows [0, N) clean, [N, 2N) adversarial, one shared UMAP map),
+      x_adv (N, C, H, W) float32, probs_adv (N, K), pred_clean / pred_adv (N,) int64,
+      metrics (dict of `embeddings.separation_metrics` plus clean_accuracy and robust_accuracy).
+    """
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: tuple[str, ...]
+    models: tuple[str, ...]
+    attacks: tuple[str, ...]
+    eps_values: tuple[float, ...]
+    space: str
+    probs_clean: dict[str, torch.Tensor] = field(default_factory=dict)
+    entries: dict[tuple[str, str, float], dict] = field(default_factory=dict)
+
+    def entry(self, model: str, attack: str, eps: float) -> dict:
+        key = (model, attack, float(eps))
+        if key not in self.entries:
+            raise KeyError(f"no precomputed data for model {model!r}, attack {attack!r}, eps {eps}; available: "
+                           f"models {list(self.models)}, attacks {list(self.attacks)}, eps {list(self.eps_values)}")
+        return self.entries[key]
+
+    def metrics_table(self):
+        """A pandas DataFrame, one row per (model, attack, eps): accuracies and separation metrics."""
+        import pandas as pd
+        rows = [{"model": m, "attack": a, "eps": e, **d["metrics"]} for (m, a, e), d in self.entries.items()]
+        return pd.DataFrame(rows)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(_unwrap(model).parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _softmax(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """(N, K) class probabilities of x in eval mode on the model's device, returned on the CPU."""
+    device, was_training = _device_of(model), model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([F.softmax(model(x[i:i + batch_size].to(device)).float(), dim=1).cpu()
+                              for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def _resolve_attacks(attacks, steps: int) -> dict[str, ExplorerAttack]:
+    """Names from viz.EXPLORER_ATTACKS ('fgsm', 'pgd', 'noise') or a {name: attack(model, x, y, eps)} dict."""
+    if isinstance(attacks, str):
+        attacks = (attacks,)
+    if isinstance(attacks, Mapping):
+        out = dict(attacks)
+        for name, fn in out.items():
+            if not callable(fn):
+                raise TypeError(f"attacks[{name!r}] must be a callable(model, x, y, eps) -> x_adv, "
+                                f"got {type(fn).__name__}")
+    else:
+        out = {}
+        for name in attacks:
+            if name not in EXPLORER_ATTACKS:
+                raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(map(repr, EXPLORER_ATTACKS))} "
+                                 "(or pass a dict {name: attack(model, x, y, eps) -> x_adv})")
+            out[name] = make_explorer_attack(name, steps=steps)
+    if not out:
+        raise ValueError(f"attacks must name at least one attack, e.g. ('pgd', 'noise'); got {attacks!r}")
+    return out
+
+
+def precompute_explorer_data(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+                             attacks: Sequence[str] | Mapping[str, ExplorerAttack] = ("pgd", "noise"),
+                             eps_values: Sequence[float] = (0.15, 0.3), classes: Sequence[str] | None = None,
+                             space: str = "features", steps: int = 10, n_neighbors: int = 15, seed: int = 0,
+                             cache_dir=None, projector: Projector | None = None, batch_size: int = 256,
+                             progress: bool = True) -> ExplorerData:
+    """Attack, embed and project everything the explorer can show.
+
+    models: {display name: model}, e.g. {"standard": m0, "PGD-AT": m1, "C-LEAD online": m2} (any subset).
+    x: (N, C, H, W) float in [0, 1]; y: (N,) int64. attacks: names ('fgsm', 'pgd' = L-inf PGD with `steps`
+    steps of eps/4, 'noise' = random signs of size eps, the sanity baseline) or {name: attack(model, x, y, eps)
+    -> x_adv}. eps_values: budgets (> 0, pixel units). Every attack is white-box against the model shown.
+    space: "features" (penultimate layer) or "projection" (contrastive head). projector(z_clean, z_adv) ->
+    (2N, 2): default one UMAP per (model, attack, eps) on clean and adversarial embeddings together, cached on
+    disk (`embeddings.umap_projection(..., n_neighbors, seed, cache_dir)`). Cost: one attack and one UMAP fit
+    per combination, paid once; nothing is computed while the widget is used.
+    """
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError("models must be a non-empty dict {display name: model}, e.g. {'standard': model}")
+    for name, m in models.items():
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"models[{name!r}] must be a torch.nn.Module, got {type(m).__name__}")
+    check_images(x)
+    x = x.detach().float().cpu()
+    y = check_labels(y, len(x)).detach().cpu()
+    if len(x) < 4:
+        raise ValueError(f"the explorer needs at least 4 images (it fits a 2-D map), got {len(x)}")
+    eps_values = tuple(float(check_eps(e, "eps_values[i]")) for e in eps_values)
+    if not eps_values:
+        raise ValueError("eps_values must hold at least one budget, e.g. (0.15, 0.3)")
+    if any(e == 0 for e in eps_values):
+        raise ValueError(f"eps_values must be > 0 (at eps = 0 the adversarial images are the clean ones), "
+                         f"got {list(eps_values)}")
+    check_int(steps, "steps")
+    attack_fns = _resolve_attacks(attacks, steps)
+    num_classes = int(y.max()) + 1
+    if classes is None:
+        classes = tuple(str(k) for k in range(max(num_classes, 10)))
+    classes = tuple(str(c) for c in classes)
+    if len(classes) < num_classes:
+        raise ValueError(f"classes has {len(classes)} names but y has labels up to {num_classes - 1}")
+    if projector is None:
+        n_nb = min(n_neighbors, 2 * len(x) - 1)
+
+        def projector(zc, za):
+            return umap_projection(zc, za, n_neighbors=n_nb, seed=seed, cache_dir=cache_dir)
+
+    data = ExplorerData(x=x, y=y, classes=classes, models=tuple(models), attacks=tuple(attack_fns),
+                        eps_values=eps_values, space=space)
+    jobs = [(m, a, e) for m in models for a in attack_fns for e in eps_values]
+    bar = _progress(len(jobs), progress)
+    for model_name, model in models.items():
+        data.probs_clean[model_name] = _softmax(model, x, batch_size)
+        for attack_name, attack in attack_fns.items():
+            for eps in eps_values:
+                bar.set_description(f"{model_name} / {attack_name} / eps {eps:.3g}")
+                data.entries[(model_name, attack_name, eps)] = _one_entry(
+                    model, x, y, lambda m, xb, yb, a=attack, e=eps: a(m, xb, yb, e), projector, space, batch_size)
+                bar.update(1)
+    bar.close()
+    return data
+
+
+def _one_entry(model, x, y, attack, projector, space, batch_size) -> dict:
+    emb = clean_and_adversarial_embeddings(model, x, y, attack, batch_size=batch_size, space=space)
+    coords = np.asarray(projector(emb["z_clean"], emb["z_adv"]), dtype=np.float32)
+    if coords.shape != (2 * len(x), 2):
+        raise ValueError(f"projector must return (2N, 2) = ({2 * len(x)}, 2) coordinates, got {coords.shape}")
+    metrics = separation_metrics(emb["z_clean"], emb["z_adv"], y) if len(torch.unique(y)) > 1 else {}
+    metrics = {"clean_accuracy": float((emb["pred_clean"] == y).float().mean()),
+               "robust_accuracy": float((emb["pred_adv"] == y).float().mean()), **metrics}
+    return {"coords": coords, "x_adv": emb["x_adv"], "probs_adv": _softmax(model, emb["x_adv"], batch_size),
+            "pred_clean": emb["pred_clean"], "pred_adv": emb["pred_adv"], "metrics": metrics}
+
+
+class _NoBar:
+    def set_description(self, *_):
+        pass
+
+    def update(self, *_):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="explorer", unit="map")
+
+
+# =============================================================================================== queries
+def nearest_point(coords: np.ndarray, u: float, v: float) -> tuple[int, str]:
+    """The point of a (2N, 2) map nearest to map coordinates (u, v): (image index in [0, N), 'clean' or
+    'adversarial')."""
+    coords = np.asarray(coords)
+    k = int(np.argmin(((coords - np.array([u, v], dtype=coords.dtype)) ** 2).sum(1)))
+    n = len(coords) // 2
+    return k % n, ("clean" if k < n else "adversarial")
+
+
+def point_details(data: ExplorerData, model: str, attack: str, eps: float, index: int) -> dict:
+    """What the explorer shows for image `index`: x, x_adv (C, H, W), label, clean / adversarial prediction and
+    confidence, whether the attack fooled the model, and the two map positions."""
+    e = data.entry(model, attack, eps)
+    n = len(data.x)
+    if not 0 <= index < n:
+        raise IndexError(f"index must be in [0, {n - 1}], got {index}")
+    p_clean, p_adv = data.probs_clean[model][index], e["probs_adv"][index]
+    k_clean, k_adv = int(p_clean.argmax()), int(p_adv.argmax())
+    label = int(data.y[index])
+    return {"index": index, "x": data.x[index], "x_adv": e["x_adv"][index], "label": label,
+            "pred_clean": k_clean, "conf_clean": float(p_clean[k_clean]),
+            "pred_adv": k_adv, "conf_adv": float(p_adv[k_adv]),
+            "fooled": k_adv != label and k_clean == label, "changed": k_adv != k_clean,
+            "xy_clean": tuple(map(float, e["coords"][index])), "xy_adv": tuple(map(float, e["coords"][n + index]))}
+
+
+def fooled_indices(data: ExplorerData, model: str, attack: str, eps: float) -> np.ndarray:
+    """Indices of images the model classifies correctly when clean and wrongly under the attack."""
+    e = data.entry(model, attack, eps)
+    return np.flatnonzero(((e["pred_clean"] == data.y) & (e["pred_adv"] != data.y)).numpy())
+
+
+# =============================================================================================== drawing
+def _png(fig: Figure, dpi: int = 80) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _point_colors(data: ExplorerData, e: dict, mode: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """RGBA colours (N, 4) for the clean and the adversarial points, and legend handles."""
+    from matplotlib.lines import Line2D
+    n = len(data.y)
+    if mode == "class":
+        cmap = matplotlib.colormaps["tab10" if len(data.classes) <= 10 else "tab20"]
+        c = cmap(data.y.numpy() % cmap.N)
+        handles = [Line2D([], [], marker="o", ls="", color=cmap(k % cmap.N), label=data.classes[k])
+                   for k in sorted(set(data.y.tolist()))]
+        return c, c, handles
+    if mode == "clean / adversarial":
+        clean = np.tile(matplotlib.colors.to_rgba(CLEAN_COLOR), (n, 1))
+        adv = np.tile(matplotlib.colors.to_rgba(ADV_COLOR), (n, 1))
+        handles = [Line2D([], [], marker="o", ls="", color=CLEAN_COLOR, label="clean"),
+                   Line2D([], [], marker="^", ls="", color=ADV_COLOR, label="adversarial")]
+        return clean, adv, handles
+    grey, green, red = (matplotlib.colors.to_rgba(c) for c in ("#bbbbbb", "#2ca02c", ADV_COLOR))
+    ok = (e["pred_adv"] == data.y).numpy()
+    adv = np.where(ok[:, None], np.array(green), np.array(red))
+    handles = [Line2D([], [], marker="o", ls="", color=grey, label="clean"),
+               Line2D([], [], marker="^", ls="", color=green, label="adversarial, still right"),
+               Line2D([], [], marker="^", ls="", color=red, label="adversarial, wrong")]
+    return np.tile(grey, (n, 1)), adv, handles
+
+
+def draw_map(ax, data: ExplorerData, model: str, attack: str, eps: float, mode: str = "class",
+             index: int | None = None) -> None:
+    """Scatter the shared UMAP map (clean: circles, adversarial: triangles) into `ax`; mark point `index`."""
+    e = data.entry(model, attack, eps)
+    n = len(data.y)
+    xy = e["coords"]
+    c_clean, c_adv, handles = _point_colors(data, e, mode)
+    ax.clear()
+    size = 14 if n <= 1000 else 6
+    ax.scatter(xy[:n, 0], xy[:n, 1], c=c_clean, s=size, marker="o", alpha=0.75, linewidths=0)
+    ax.scatter(xy[n:, 0], xy[n:, 1], c=c_adv, s=size * 1.4, marker="^", alpha=0.75, linewidths=0)
+    if index is not None:
+        (u0, v0), (u1, v1) = xy[index], xy[n + index]
+        ax.annotate("", xy=(u1, v1), xytext=(u0, v0),
+                    arrowprops=dict(arrowstyle="->", color="black", lw=2, shrinkA=4, shrinkB=4))
+        ax.scatter([u0], [v0], s=180, facecolors="none", edgecolors="black", linewidths=2.5, marker="o")
+        ax.scatter([u1], [v1], s=220, facecolors="none", edgecolors="black", linewidths=2.5, marker="^")
+    ax.set_title(f"{model}: {attack} eps = {eps:.3g} ({data.space})\n"
+                 "o clean, ^ adversarial (one UMAP on both)", fontsize=13)
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    ax.grid(False)
+    legend_title = {"class": "true class", "clean / adversarial": None, "fooled": None}[mode]
+    ax.legend(handles=handles, title=legend_title, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5),
+              frameon=False, markerscale=1.2)
+
+
+def draw_point(axes, data: ExplorerData, details: dict) -> None:
+    """Clean image, amplified perturbation, adversarial image of one point into three axes."""
+    names = data.classes
+    for ax in axes:
+        ax.clear()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    img = to_numpy_image(details["x"])
+    axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    axes[0].set_title(f"clean: {names[details['pred_clean']]} ({details['conf_clean']:.0%})\n"
+                      f"label {names[details['label']]}", fontsize=12)
+    delta = details["x_adv"] - details["x"]
+    pert, amp = perturbation_image(delta)
+    axes[1].imshow(pert, cmap="RdBu_r" if pert.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    axes[1].set_title(f"perturbation x{amp:.0f}\nmax |δ| = {float(delta.abs().max()):.3f}", fontsize=12)
+    adv = to_numpy_image(details["x_adv"])
+    axes[2].imshow(adv, cmap="gray" if adv.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    axes[2].set_title(f"adversarial: {names[details['pred_adv']]} ({details['conf_adv']:.0%})", fontsize=12,
+                      color=ADV_COLOR if details["pred_adv"] != details["label"] else "black")
+
+
+def caption_html(data: ExplorerData, details: dict) -> str:
+    """One line of text about the selected point (the browser test reads it)."""
+    names = data.classes
+    verdict = ("<b style='color:#d62728'>fooled</b>" if details["fooled"] else
+               "already wrong when clean" if details["pred_clean"] != details["label"] else "not fooled")
+    return (f"<span style='font-size:15px'>image {details['index']}: label <b>{names[details['label']]}</b>, "
+            f"clean prediction <b>{names[details['pred_clean']]}</b> ({details['conf_clean']:.0%}), "
+            f"adversarial prediction <b>{names[details['pred_adv']]}</b> ({details['conf_adv']:.0%}) "
+            f"&rarr; {verdict}</span>")
+
+
+def metrics_html(data: ExplorerData, model: str, attack: str, eps: float) -> str:
+    m = data.entry(model, attack, eps)["metrics"]
+    labels = {"clean_accuracy": "clean accuracy", "robust_accuracy": "accuracy under the attack",
+              "pair_cosine": "mean cos(clean, adversarial)", "knn_accuracy": "5-NN accuracy of adversarial points",
+              "own_neighbour_fraction": "nearest clean point is its own", "silhouette": "silhouette (by class)",
+              "pair_distance_ratio": "shift / class-centroid distance"}
+    cells = "".join(f"<tr><td>{labels.get(k, k)}</td><td style='text-align:right'><b>{v:.3f}</b></td></tr>"
+                    for k, v in m.items())
+    return (f"<div style='font-size:13px'><b>{model}, {attack}, eps = {eps:.3g}</b> "
+            f"(N = {len(data.y)}, in the {data.space} space)<table>{cells}</table></div>")
+
+
+# =============================================================================================== widget
+def embedding_explorer(data: ExplorerData, model: str | None = None, attack: str | None = None,
+                       eps: float | None = None, color: str = "class", index: int = 0) -> "EmbeddingExplorer":
+    """The interactive explorer (an ipywidgets VBox) over precomputed `data` (`precompute_explorer_data`).
+
+    Controls: model, attack, eps, colour (by true class, clean vs adversarial, or whether the attack fooled
+    the model), the selected image (slider), "next fooled" (jumps to the next image the attack fools) and
+    "nearest to (u, v)" (selects the point closest to typed map coordinates). Shows the map with the selected
+    clean point (circle) and its adversarial version (triangle) joined by an arrow, the two images with the
+    amplified perturbation and the predictions, and the separation metrics of the current map.
+    """
+    return EmbeddingExplorer(data, model=model, attack=attack, eps=eps, color=color, index=index)
+
+
+def _widget_base():
+    import ipywidgets as widgets
+    return widgets.VBox
+
+
+class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
+    """See `embedding_explorer`. Parts: `.model_dropdown`, `.attack_dropdown`, `.eps_slider`, `.color_buttons`,
+    `.point_slider`, `.next_fooled_button`, `.find_u`, `.find_v`, `.find_button`, `.plot` (Image),
+    `.images` (Image), `.caption` (HTML), `.metrics` (HTML). `render_count` counts redraws."""
+
+    def __init__(self, data: ExplorerData, model=None, attack=None, eps=None, color="class", index=0):
+        import ipywidgets as widgets
+        if not isinstance(data, ExplorerData):
+            raise TypeError(f"data must be an ExplorerData from precompute_explorer_data(...), got "
+                            f"{type(data).__name__}")
+        self.data = data
+        model = data.models[0] if model is None else model
+        attack = data.attacks[0] if attack is None else attack
+        eps = data.eps_values[-1] if eps is None else float(eps)
+        data.entry(model, attack, eps)                       # a clear error for a wrong name or eps
+        if color not in COLOR_MODES:
+            raise ValueError(f"unknown color {color!r}; allowed: {', '.join(map(repr, COLOR_MODES))}")
+        n = len(data.y)
+        if not 0 <= index < n:
+            raise ValueError(f"index must be in [0, {n - 1}], got {index}")
+        wide = widgets.Layout(width="330px")
+        self.model_dropdown = widgets.Dropdown(options=list(data.models), value=model, description="model",
+                                               layout=wide)
+        self.attack_dropdown = widgets.Dropdown(options=list(data.attacks), value=attack, description="attack",
+                                                layout=wide)
+        self.eps_slider = widgets.SelectionSlider(options=[(f"{e:.3g}", e) for e in data.eps_values], value=eps,
+                                                  description="eps", continuous_update=False, layout=wide)
+        self.color_buttons = widgets.ToggleButtons(options=list(COLOR_MODES), value=color, description="colour")
+        self.point_slider = widgets.IntSlider(value=index, min=0, max=n - 1, description="image",
+                                              continuous_update=False, layout=widgets.Layout(width="420px"))
+        self.next_fooled_button = widgets.Button(description="next fooled image", icon="forward")
+        self.find_u = widgets.FloatText(value=0.0, description="u", layout=widgets.Layout(width="150px"))
+        self.find_v = widgets.FloatText(value=0.0, description="v", layout=widgets.Layout(width="150px"))
+        self.find_button = widgets.Button(description="select nearest point", icon="crosshairs")
+        self.plot = widgets.Image(format="png", layout=widgets.Layout(width="640px"))
+        self.images = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
+        self.caption = widgets.HTML()
+        self.metrics = widgets.HTML()
+        self.status = widgets.HTML()
+        for w, css in ((self, "clead-embedding-explorer"), (self.model_dropdown, "clead-explorer-model"),
+                       (self.attack_dropdown, "clead-explorer-attack"), (self.eps_slider, "clead-explorer-eps"),
+                       (self.color_buttons, "clead-explorer-color"), (self.point_slider, "clead-explorer-point"),
+                       (self.next_fooled_button, "clead-explorer-next-fooled"),
+                       (self.find_u, "clead-explorer-find-x"), (self.find_v, "clead-explorer-find-y"),
+                       (self.find_button, "clead-explorer-find"), (self.plot, "clead-explorer-plot"),
+                       (self.images, "clead-explorer-images"), (self.caption, "clead-explorer-caption"),
+                       (self.metrics, "clead-explorer-metrics"), (self.status, "clead-explorer-status")):
+            w.add_class(css)
+        self.render_count = 0
+        self._map_fig = Figure(figsize=(8.0, 6.0))
+        self._map_ax = self._map_fig.add_subplot(1, 1, 1)
+        self._img_fig = Figure(figsize=(7.5, 2.9))
+        self._img_axes = self._img_fig.subplots(1, 3)
+        controls = widgets.VBox([widgets.HBox([self.model_dropdown, self.attack_dropdown, self.eps_slider]),
+                                 self.color_buttons,
+                                 widgets.HBox([self.point_slider, self.next_fooled_button]),
+                                 widgets.HBox([self.find_u, self.find_v, self.find_button, self.status])])
+        right = widgets.VBox([self.images, self.caption, self.metrics])
+        super().__init__([controls, widgets.HBox([self.plot, right])])
+        for w in (self.model_dropdown, self.attack_dropdown, self.eps_slider, self.color_buttons, self.point_slider):
+            w.observe(self._on_change, names="value")
+        self.next_fooled_button.on_click(self._on_next_fooled)
+        self.find_button.on_click(self._on_find)
+        self.render()
+
+    # ------------------------------------------------------------------------------------------- state
+    @property
+    def selection(self) -> tuple[str, str, float]:
+        return self.model_dropdown.value, self.attack_dropdown.value, float(self.eps_slider.value)
+
+    def details(self) -> dict:
+        """`point_details` of the selected image under the selected model, attack and eps."""
+        return point_details(self.data, *self.selection, int(self.point_slider.value))
+
+    # ------------------------------------------------------------------------------------------- events
+    def _on_change(self, change) -> None:
+        self.render()
+
+    def _on_next_fooled(self, _button=None) -> None:
+        fooled = fooled_indices(self.data, *self.selection)
+        if len(fooled) == 0:
+            self.status.value = "the attack fools no correctly classified image here"
+            return
+        later = fooled[fooled > self.point_slider.value]
+        self.status.value = f"{len(fooled)} fooled images"
+        self.point_slider.value = int(later[0] if len(later) else fooled[0])   # triggers render()
+
+    def _on_find(self, _button=None) -> None:
+        e = self.data.entry(*self.selection)
+        i, which = nearest_point(e["coords"], float(self.find_u.value), float(self.find_v.value))
+        self.status.value = f"nearest: image {i} ({which})"
+        if i == self.point_slider.value:
+            self.render()
+        else:
+            self.point_slider.value = i
+
+    # ------------------------------------------------------------------------------------------- drawing
+    def render(self) -> None:
+        """Redraw the map, the images, the caption and the metrics from the precomputed data (no model calls)."""
+        model, attack, eps = self.selection
+        details = self.details()
+        draw_map(self._map_ax, self.data, model, attack, eps, self.color_buttons.value, details["index"])
+        self._map_fig.tight_layout()
+        self.plot.value = _png(self._map_fig)
+        draw_point(self._img_axes, self.data, details)
+        self._img_fig.tight_layout()
+        self.images.value = _png(self._img_fig)
+        self.caption.value = caption_html(self.data, details)
+        self.metrics.value = metrics_html(self.data, model, attack, eps)
+        self.render_count += 1

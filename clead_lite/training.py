@@ -1,0 +1,1047 @@
+"""Training: one loop for standard, PGD adversarial training and C-LEAD (online), plus the stages of the
+published C-LEAD pipeline (faithful).
+
+Methods (`TrainConfig.method`), each only a different *step function* inside the same loop:
+
+- ``standard``      cross-entropy on clean images.
+- ``pgd_at``        Madry et al. 2018: cross-entropy on PGD examples made against the current model.
+- ``clead_online``  C-LEAD as the abstract describes it: PGD views regenerated at every step against the
+                    current model; loss = CE(adversarial) [+ CE(clean), `clean_ce`] + lambda * InfoNCE(clean,
+                    adversarial projections) (`supervised_contrastive`: SupCon, same-class samples are
+                    positives too). `attack_loss='contrastive'` crafts the view against the contrastive loss.
+                    With lambda = 0 (and no clean CE, CE attack) the step *is* the pgd_at step: same
+                    seed, identical weights.
+- ``clead_faithful``  the published pipeline, as stages (see `train_faithful`): standard surrogate ->
+                    `precompute_adversarial_views` (8-bit, cached in data/cache) -> `finetune_encoder`
+                    (3-view InfoNCE, no labels) -> `train_linear_head` (frozen encoder) -> evaluate.
+
+The loop: data resident on the device (`DeviceLoader`, augmentation on the device); SGD with momentum and
+weight decay; one-cycle, piecewise or constant learning rate per step; automatic mixed precision on CUDA
+(bf16 where supported, else fp16 with a GradScaler); channels_last; optional torch.compile; no host-device
+synchronisation inside the step (loss and accuracy are summed on the device and read every `log_every`
+steps); a tqdm bar with live loss/accuracy; a history (list of dicts, `.frame()` -> DataFrame); a
+held-out PGD accuracy each epoch with early stopping that keeps the best weights (robust overfitting);
+an atomic checkpoint each epoch that `resume=True` continues bit-for-bit on the CPU; and
+DistributedDataParallel when launched by `torchrun` (WORLD_SIZE > 1).
+Floor 2: imports attacks, losses, data, evaluation, checkpoints, models, profiles, validate.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import attacks as _attacks
+from .checkpoints import CheckpointError, load_checkpoint, load_model_state, model_metadata, save_checkpoint
+from .data import DeviceLoader
+from .evaluation import accuracy, robust_accuracy
+from .losses import info_nce, supcon
+from .models import _unwrap, build_model
+from .profiles import DATASETS, Profile, dataset_info, get_device
+from .validate import (NORMS, check_choice, check_eps, check_images, check_int, check_labels,
+                       check_nonnegative, check_positive)
+
+__all__ = [
+    "METHODS", "SCHEDULES", "VIEW_KINDS", "TrainConfig", "TrainResult", "History", "TrainStep", "train",
+    "lr_factor", "contrastive_attack_loss", "random_resized_crop", "precompute_adversarial_views",
+    "finetune_encoder", "train_linear_head", "train_surrogate", "train_faithful", "FaithfulResult",
+    "cache_dir", "to_uint8",
+]
+
+METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")
+_STAGES = ("faithful_encoder", "faithful_head")     # internal methods of the clead_faithful stages
+SCHEDULES = ("onecycle", "piecewise", "constant")
+ATTACK_LOSSES = ("ce", "contrastive")
+VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop")
+ENCODER_INITS = ("surrogate", "scratch")
+# Fields that may differ between a checkpoint and the run that resumes it.
+_RESUME_FREE = ("resume", "checkpoint_path", "log_every", "compile", "early_stop_patience")
+
+
+# ============================================================================================== config
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. `TrainConfig.from_profile(profile, method)` fills it from a profile.
+
+    eps / alpha: None takes the dataset's eps and Madry's step rule alpha = min(eps, 2.5 * eps / steps).
+    """
+    method: str = "pgd_at"
+    epochs: int = 10
+    batch_size: int = 128            # the global batch; each of N DDP processes takes batch_size // N
+    lr: float = 0.05                 # peak learning rate
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "onecycle"       # onecycle: linear 0 -> lr at `warmup`, -> 0 at the end
+    warmup: float = 0.4              # onecycle: fraction of the steps spent rising
+    # attack used to craft training examples (pgd_at, clead_online) and the held-out PGD accuracy
+    eps: float | None = None
+    alpha: float | None = None
+    attack_steps: int = 10
+    norm: str = "linf"
+    # clead_online
+    contrastive_weight: float = 0.5  # lambda
+    temperature: float = 0.1
+    clean_ce: bool = False           # add CE on clean inputs (loss = (CE_adv + CE_clean) / 2 + lambda * con)
+    supervised_contrastive: bool = False
+    attack_loss: str = "ce"          # 'contrastive': craft the view against the InfoNCE loss
+    # the loop
+    amp: bool | None = None          # None: on for CUDA (bf16 if supported, else fp16 + GradScaler), off on CPU
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    augment: bool = True             # the dataset's crop / flip (needs train(dataset=...))
+    log_every: int = 50
+    seed: int = 0
+    n_val: int = 0                   # held-out images for a PGD accuracy each epoch (0: none)
+    val_steps: int = 10
+    early_stop_patience: int | None = None  # epochs without a better held-out PGD accuracy before stopping
+    keep_best: bool = True           # end with the best held-out weights (when validating)
+    checkpoint_path: str | None = None
+    resume: bool = False
+    # clead_faithful
+    view_kinds: tuple[str, ...] = ("pgd_crop", "fgsm", "cw")
+    encoder_views: tuple[str, str] = ("pgd_crop", "cw")
+    view_steps: int = 3              # PGD steps of the precomputed views
+    view_alpha: float | None = None  # None: 3/8 eps (the published 3/255 for 8/255)
+    cw_steps: int = 50
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    head_fgsm: bool = True           # every second linear-head batch is the surrogate's FGSM view
+    encoder_init: str = "surrogate"  # fine-tune the surrogate's encoder, or a fresh one
+    surrogate_epochs: int | None = None
+    encoder_epochs: int | None = None
+    head_epochs: int | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_profile(cls, profile: Profile, method: str = "pgd_at", **changes) -> "TrainConfig":
+        """A config with the profile's epochs, batch size, lr, eps, attack steps, lambda and temperature."""
+        n_val = {"smoke": 64, "quick": 500}.get(profile.name, 1000)
+        base = dict(method=method, epochs=profile.epochs, batch_size=profile.batch_size, lr=profile.lr,
+                    eps=profile.eps, attack_steps=profile.train_steps,
+                    contrastive_weight=profile.contrastive_weight, temperature=profile.temperature,
+                    n_val=n_val, val_steps=min(profile.eval_steps, 10), view_steps=3,
+                    cw_steps=10 if profile.name == "smoke" else 50)
+        return cls(**{**base, **changes})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        """Plain data (lists for tuples), for checkpoints and JSON."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with fields changed; unknown names get a clear error."""
+        known = [f.name for f in dataclasses.fields(self)]
+        unknown = [k for k in changes if k not in known]
+        if unknown:
+            raise TypeError(f"unknown TrainConfig field(s) {', '.join(map(repr, unknown))}; fields: {', '.join(known)}")
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        check_choice(self.method, "method", METHODS + _STAGES)
+        check_int(self.epochs, "epochs")
+        check_int(self.batch_size, "batch_size", minimum=2)
+        check_positive(self.lr, "lr")
+        if not 0.0 <= check_nonnegative(self.momentum, "momentum") < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        check_nonnegative(self.weight_decay, "weight_decay")
+        check_choice(self.schedule, "schedule", SCHEDULES)
+        if not 0.0 < check_positive(self.warmup, "warmup") < 1.0:
+            raise ValueError(f"warmup must be a fraction in (0, 1), got {self.warmup}")
+        check_choice(self.norm, "norm", NORMS)
+        if self.eps is not None:
+            check_eps(self.eps) if self.norm == "linf" else check_nonnegative(self.eps, "eps")
+        if self.alpha is not None:
+            check_positive(self.alpha, "alpha")
+        check_int(self.attack_steps, "attack_steps")
+        check_nonnegative(self.contrastive_weight, "contrastive_weight (lambda)")
+        check_positive(self.temperature, "temperature")
+        check_choice(self.attack_loss, "attack_loss", ATTACK_LOSSES)
+        for name in ("clean_ce", "supervised_contrastive", "compile", "augment", "keep_best", "resume",
+                     "nesterov", "head_fgsm"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("amp", "channels_last"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be None (automatic), True or False, got {getattr(self, name)!r}")
+        if self.method != "clead_online":
+            for name, default in (("attack_loss", "ce"), ("supervised_contrastive", False), ("clean_ce", False)):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name}={getattr(self, name)!r} only applies to method 'clead_online', "
+                                     f"got method {self.method!r}")
+        check_int(self.log_every, "log_every")
+        check_int(self.seed, "seed", minimum=0)
+        check_int(self.n_val, "n_val", minimum=0)
+        check_int(self.val_steps, "val_steps")
+        if self.early_stop_patience is not None:
+            check_int(self.early_stop_patience, "early_stop_patience")
+        if self.resume and not self.checkpoint_path:
+            raise ValueError("resume=True needs checkpoint_path (the file to continue from)")
+        for kind in self.view_kinds:
+            check_choice(kind, "view kind (view_kinds)", VIEW_KINDS)
+        if len(self.encoder_views) != 2:
+            raise ValueError(f"encoder_views must name two views (the 3-view loss: clean + 2), got {self.encoder_views}")
+        for kind in self.encoder_views:
+            if kind not in self.view_kinds:
+                raise ValueError(f"encoder view {kind!r} is not computed; view_kinds={self.view_kinds}")
+        check_int(self.view_steps, "view_steps")
+        if self.view_alpha is not None:
+            check_positive(self.view_alpha, "view_alpha")
+        check_int(self.cw_steps, "cw_steps")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale}")
+        check_choice(self.encoder_init, "encoder_init", ENCODER_INITS)
+        for name in ("surrogate_epochs", "encoder_epochs", "head_epochs"):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name)
+
+    def resolved(self, dataset: str | None = None, need_eps: bool = True) -> "TrainConfig":
+        """Fill eps / alpha: eps from the dataset when None; alpha = min(eps, 2.5 * eps / attack_steps).
+
+        need_eps=False (no attack and no validation in this run) leaves eps None when nothing gives it."""
+        eps = self.eps
+        if eps is None:
+            if dataset is None and not need_eps:
+                return self
+            if dataset is None:
+                raise ValueError(f"eps is not set: pass eps=... (e.g. 0.3 for MNIST) or dataset=... so that "
+                                 f"the dataset's standard eps is used (method {self.method!r})")
+            eps = dataset_info(dataset).eps if self.norm == "linf" else dataset_info(dataset).eps_l2
+        alpha = self.alpha if self.alpha is not None else min(eps, 2.5 * eps / self.attack_steps)
+        return self.replace(eps=float(eps), alpha=float(alpha or 1e-12))
+
+    @property
+    def adversarial(self) -> bool:
+        return self.method in ("pgd_at", "clead_online")
+
+
+# ============================================================================================== history
+class History(list):
+    """A list of record dicts: kind='step' (every log_every steps) and kind='epoch' (every epoch)."""
+
+    def frame(self, kind: str | None = None):
+        """The records as a pandas DataFrame; `kind='epoch'` or `'step'` keeps one kind."""
+        import pandas as pd
+        rows = [r for r in self if kind is None or r.get("kind") == kind]
+        return pd.DataFrame(rows)
+
+    def epochs(self) -> list[dict]:
+        return [r for r in self if r.get("kind") == "epoch"]
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns. `model` holds the best held-out weights when validating with keep_best."""
+    model: nn.Module
+    history: History
+    config: TrainConfig
+    best_epoch: int | None = None        # 1-based; None without validation
+    best_val_acc: float | None = None    # held-out accuracy of best_epoch (PGD; clean for 'standard')
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    checkpoint_path: str | None = None
+
+    def frame(self, kind: str | None = None):
+        return self.history.frame(kind)
+
+
+# ============================================================================================== schedule
+def lr_factor(step: int, total: int, schedule: str, warmup: float = 0.4) -> float:
+    """Multiplier of the peak lr at optimiser step `step` (0-based) of `total`.
+
+    onecycle: a triangle from 0 up to 1 at `warmup` and down to 0 at the end (evaluated at step + 0.5, so
+    no step has lr exactly 0); piecewise: 1, then 0.1 from 50 % and 0.01 from 75 % of the steps (Madry /
+    Rice et al.); constant: 1.
+    """
+    t = (step + 0.5) / max(total, 1)
+    if schedule == "onecycle":
+        return t / warmup if t <= warmup else max(0.0, (1.0 - t) / (1.0 - warmup))
+    if schedule == "piecewise":
+        return 1.0 if t < 0.5 else (0.1 if t < 0.75 else 0.01)
+    return 1.0
+
+
+# ============================================================================================== losses
+def contrastive_attack_loss(z_clean: torch.Tensor, z_adv: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-example InfoNCE of `losses.info_nce(z_clean, z_adv)` (its mean equals that loss): (B,).
+
+    z_clean: (B, D) anchors (fixed while crafting), z_adv: (B, D). Row i: query clean_i, positive adv_i,
+    negatives clean_j and adv_j for j != i. An attack maximising it pushes adv_i away from clean_i.
+    """
+    b = z_clean.shape[0]
+    a = F.normalize(z_clean.float(), dim=1)
+    v = F.normalize(z_adv.float(), dim=1)
+    logits = torch.cat([a @ a.T, a @ v.T], dim=1) / temperature                     # (B, 2B)
+    logits = logits.masked_fill(torch.eye(b, 2 * b, dtype=torch.bool, device=a.device), float("-inf"))
+    return F.cross_entropy(logits, torch.arange(b, device=a.device) + b, reduction="none")
+
+
+# ============================================================================================== the step
+class _Both(nn.Module):
+    """forward(x) -> logits, forward(x, projection=True) -> (logits, projection): one module for DDP."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.module = model
+
+    def forward(self, x: torch.Tensor, projection: bool = False):
+        return self.module.forward_all(x) if projection else self.module(x)
+
+
+def _amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """None (fp32), torch.bfloat16 or torch.float16 for autocast."""
+    on = device.type == "cuda" if amp is None else amp
+    if not on:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+class TrainStep:
+    """One optimiser step of a method, with its optimiser, scheduler and scaler (used by `train` and the
+    benchmarks). `step(x, y)` returns (loss, correct, terms): device tensors, never synchronised.
+
+    model: already on `device`. x: (B, C, H, W) float in [0, 1] (uint8 stacks for the faithful stages).
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int,
+                 ddp: dict | None = None):
+        cfg = self.cfg = config
+        self.device, self.model = device, model
+        self.amp_dtype = _amp_dtype(device, cfg.amp)
+        self.channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.trainable = self._select_parameters()
+        self.attack_model = torch.compile(model) if cfg.compile else model
+        net: nn.Module = _Both(model)
+        if ddp:
+            from torch.nn.parallel import DistributedDataParallel
+            uses_all = cfg.method == "clead_online" and cfg.contrastive_weight > 0
+            net = DistributedDataParallel(net, device_ids=ddp.get("device_ids"), find_unused_parameters=not uses_all)
+        self.net = torch.compile(net) if cfg.compile else net
+        self.optimizer = torch.optim.SGD(self.trainable, lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda i: lr_factor(i, total_steps, cfg.schedule, cfg.warmup))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        # the random starts of the training attack: its own stream, on the device (no host copies)
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.step_index = 0
+        self._fn = {"standard": self._standard, "pgd_at": self._pgd_at, "clead_online": self._clead_online,
+                    "faithful_encoder": self._faithful_encoder, "faithful_head": self._faithful_head}[cfg.method]
+
+    # ------------------------------------------------------------------ plumbing
+    def _select_parameters(self) -> list[nn.Parameter]:
+        inner = _unwrap(self.model)
+        if self.cfg.method == "faithful_head":
+            for p in inner.parameters():
+                p.requires_grad_(False)
+            for p in inner.classifier.parameters():
+                p.requires_grad_(True)
+        if self.cfg.method == "faithful_encoder":
+            return [p for n, p in inner.named_parameters() if not n.startswith("classifier.")]
+        return [p for p in inner.parameters() if p.requires_grad]
+
+    def train_mode(self) -> None:
+        """Train mode, except a frozen encoder (linear head stage) keeps its BatchNorm statistics."""
+        if self.cfg.method == "faithful_head":
+            self.model.eval()
+        else:
+            self.model.train()
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _attack(self, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> torch.Tensor:
+        """PGD against the current model, without the per-call argument checks of `attacks.pgd` (they read
+        tensor values, a host-device sync; the data were checked once when training started)."""
+        cfg = self.cfg
+        objective = _attacks._objective(loss_fn, False)
+        run = _attacks._pgd_linf if cfg.norm == "linf" else _attacks._pgd_l2
+        # bf16 autocast is safe for input gradients; fp16 without loss scaling may underflow: fp32 then
+        ctx = self.autocast() if self.amp_dtype == torch.bfloat16 else contextlib.nullcontext()
+        with _attacks._attack_mode(self.attack_model), ctx:
+            start = _attacks._random_start(x, cfg.eps, cfg.norm, self.generator)
+            return run(self.attack_model, x, y, start, cfg.eps, cfg.alpha, cfg.attack_steps, objective).detach()
+
+    # ------------------------------------------------------------------ step functions
+    # each returns (loss, logits used for the accuracy or None, {name: detached scalar})
+    def _standard(self, x, y):
+        with self.autocast():
+            logits = self.net(x)
+            return F.cross_entropy(logits, y), logits, {}
+
+    def _pgd_at(self, x, y):
+        return self._ce_on(self._attack(x, y), y)
+
+    def _ce_on(self, x_adv, y):
+        with self.autocast():
+            logits = self.net(x_adv)
+            return F.cross_entropy(logits, y), logits, {}
+
+    def _clead_online(self, x, y):
+        cfg, lam = self.cfg, self.cfg.contrastive_weight
+        loss_fn = None
+        if cfg.attack_loss == "contrastive":
+            inner = _unwrap(self.model)
+            with _attacks._attack_mode(inner), torch.no_grad(), self.autocast():
+                z_fixed = inner.project(x)      # the clean anchors, fixed while the view is crafted
+            loss_fn = lambda m, xa, ya: contrastive_attack_loss(z_fixed, _unwrap(m).project(xa), cfg.temperature)
+        x_adv = self._attack(x, y, loss_fn)
+        if lam == 0 and not cfg.clean_ce:
+            return self._ce_on(x_adv, y)        # exactly the pgd_at step
+        b = x.shape[0]
+        with self.autocast():
+            if lam == 0:
+                logits_clean, logits_adv = self.net(torch.cat([x, x_adv])).split(b)
+                terms = {}
+                con = None
+            else:
+                logits, z = self.net(torch.cat([x, x_adv]), projection=True)
+                logits_clean, logits_adv = logits.split(b)
+                z_clean, z_adv = z.split(b)
+                if cfg.supervised_contrastive:
+                    con = supcon(torch.cat([z_clean, z_adv]), torch.cat([y, y]), temperature=cfg.temperature)
+                else:
+                    con = info_nce(z_clean, z_adv, temperature=cfg.temperature)
+            ce = F.cross_entropy(logits_adv, y)
+            if cfg.clean_ce:
+                ce = 0.5 * (ce + F.cross_entropy(logits_clean, y))
+            loss = ce if con is None else ce + lam * con
+        terms = {"ce": ce.detach()}
+        if con is not None:
+            terms["contrastive"] = con.detach()
+        return loss, logits_adv, terms
+
+    @staticmethod
+    def _unstack(xb: torch.Tensor, parts: int) -> list[torch.Tensor]:
+        """uint8 (B, parts*C, H, W) -> parts float tensors (B, C, H, W) in [0, 1]."""
+        return list(xb.float().div_(255.0).chunk(parts, dim=1))
+
+    def _faithful_encoder(self, x, y):
+        clean, v1, v2 = self._unstack(x, 3)
+        with self.autocast():
+            _, z = self.net(torch.cat([clean, v1, v2]), projection=True)
+            z_clean, z1, z2 = z.chunk(3)
+            loss = info_nce(z_clean, z1, z2, temperature=self.cfg.temperature)
+        return loss, None, {}
+
+    def _faithful_head(self, x, y):
+        parts = self._unstack(x, x.shape[1] // _unwrap(self.model).in_channels)
+        use_view = self.cfg.head_fgsm and len(parts) > 1 and self.step_index % 2 == 1
+        return self._ce_on(parts[1] if use_view else parts[0], y)
+
+    # ------------------------------------------------------------------ one step
+    def step(self, x: torch.Tensor, y: torch.Tensor):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logits, terms = self._fn(x, y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step_index += 1
+        correct = (logits.detach().argmax(1) == y).sum() if logits is not None else None
+        return loss.detach().float(), correct, terms
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "step_index": self.step_index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step_index = int(state.get("step_index", 0))
+
+
+# ============================================================================================== RNG state
+def _rng_state(generator: torch.Generator) -> dict:
+    """Every random stream as tensors / plain data (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {"attack": generator.get_state(), "torch": torch.get_rng_state(),
+             "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
+             "numpy": torch.as_tensor(np.asarray(np_state[1], dtype=np.int64)),
+             "numpy_pos": int(np_state[2])}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    generator.set_state(state["attack"].to(torch.uint8))
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
+
+
+# ============================================================================================== DDP
+def _ddp_setup(device: torch.device | None) -> dict | None:
+    """Under torchrun (WORLD_SIZE > 1): init the process group (nccl on CUDA, gloo on CPU) and pick this
+    process's device. Returns {'rank', 'world_size', 'device', 'device_ids', 'created'} or None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    import torch.distributed as dist
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device(f"cuda:{local}")
+        torch.cuda.set_device(device)
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        created = True
+    return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "device": device,
+            "device_ids": [device.index] if device.type == "cuda" else None, "created": created}
+
+
+def _all_reduce_sum(values: torch.Tensor, ddp: dict | None) -> torch.Tensor:
+    if ddp:
+        import torch.distributed as dist
+        dist.all_reduce(values)
+    return values
+
+
+# ============================================================================================== the loop
+def _split_validation(x, y, n_val: int, seed: int):
+    """A seeded held-out split: (x_train, y_train, x_val, y_val)."""
+    if n_val >= len(y):
+        raise ValueError(f"n_val={n_val} leaves no training images (the training set has {len(y)})")
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 7919))
+    val, tr = perm[:n_val], perm[n_val:]
+    return x[tr], y[tr], x[val], y[val]
+
+
+def _validate(model: nn.Module, x_val, y_val, cfg: TrainConfig, epoch: int, device) -> dict:
+    """Held-out clean and PGD-`val_steps` accuracy (fp32, eval mode, a seeded generator per epoch)."""
+    g = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
+    attack = lambda m, xb, yb: _attacks.pgd(m, xb, yb, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.val_steps,
+                                            norm=cfg.norm, generator=g)
+    was = model.training
+    model.eval()
+    out = {"val_clean_acc": accuracy(model, x_val, y_val), "val_pgd_acc": robust_accuracy(model, x_val, y_val, attack)}
+    model.train(was)
+    return out
+
+
+def _selection_metric(cfg: TrainConfig) -> str:
+    """What early stopping and keep_best watch: the held-out PGD accuracy for robust training, the clean
+    accuracy for standard training (whose PGD accuracy is about 0 and would pick noise)."""
+    return "val_pgd_acc" if cfg.adversarial or cfg.method == "faithful_head" else "val_clean_acc"
+
+
+def _check_training_data(model, x, y, cfg):
+    inner = _unwrap(model)
+    channels = getattr(inner, "in_channels", None)
+    if cfg.method in _STAGES:
+        if x.dtype != torch.uint8:
+            raise TypeError(f"the {cfg.method} stage takes uint8 image stacks, got {x.dtype}")
+    else:
+        check_images(x, "x_train", channels)
+    check_labels(y, x.shape[0], getattr(inner, "num_classes", None), name="y_train")
+
+
+def _config_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
+    now = cfg.to_dict()
+    return [f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in now
+            if k not in _RESUME_FREE and k in saved and saved[k] != now[k]]
+
+
+def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config: TrainConfig | None = None, *,
+          x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, dataset: str | None = None,
+          device: str | torch.device | None = None, progress: bool = True,
+          callback: Callable[[dict, nn.Module], bool | None] | None = None, **changes) -> TrainResult:
+    """Train `model` with `config.method`; returns a TrainResult (model, history, best_epoch, ...).
+
+    model: a course model (logits, `forward_all`); moved to the device and trained in place.
+    x_train: (N, C, H, W) float in [0, 1], y_train: (N,) int64. x_val/y_val: held-out images for the
+    per-epoch PGD accuracy (else `n_val` images are split off x_train with a seeded permutation).
+    dataset: a name in DATASETS; gives the default eps and the augmentation (crop/flip).
+    callback(record, model): called with every history record (kind 'step' and 'epoch'); returning True
+    from an epoch record stops training after that epoch; raising stops it at once (a checkpoint of the
+    finished epochs is already on disk). `changes` override config fields: train(..., epochs=2).
+    """
+    cfg = config or TrainConfig()
+    if changes:
+        cfg = cfg.replace(**changes)
+    if cfg.method == "clead_faithful":
+        raise ValueError("method 'clead_faithful' is a pipeline of stages, not one loop: call "
+                         "train_faithful(x_train, y_train, config, dataset=...) (or its stages)")
+    if dataset is not None:
+        dataset_info(dataset)
+    cfg = cfg.resolved(dataset, need_eps=cfg.adversarial or x_val is not None or cfg.n_val > 0)
+    ddp = _ddp_setup(torch.device(device) if device is not None else None)
+    device = ddp["device"] if ddp else get_device(device)
+    rank, world = (ddp["rank"], ddp["world_size"]) if ddp else (0, 1)
+    main = rank == 0
+    try:
+        return _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, progress and main, callback,
+                      ddp, rank, world)
+    finally:
+        if ddp and ddp["created"]:
+            import torch.distributed as dist
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, callback, ddp, rank, world):
+    t_start = time.perf_counter()
+    main = rank == 0
+    _check_training_data(model, x_train, y_train, cfg)
+    if x_val is None and cfg.n_val > 0:
+        x_train, y_train, x_val, y_val = _split_validation(x_train, y_train, cfg.n_val, cfg.seed)
+    elif x_val is not None:
+        check_images(x_val, "x_val", getattr(_unwrap(model), "in_channels", None))
+        check_labels(y_val, x_val.shape[0], name="y_val")
+        if cfg.n_val:
+            x_val, y_val = x_val[:cfg.n_val], y_val[:cfg.n_val]
+    if x_val is not None:
+        x_val, y_val = x_val.to(device), y_val.to(device)
+
+    per_rank = max(1, cfg.batch_size // world)
+    drop_last = len(y_train) // world >= per_rank
+    loader_kwargs = dict(device=device, drop_last=drop_last, seed=cfg.seed, rank=rank, world_size=world)
+    if dataset is not None and cfg.augment and cfg.method not in _STAGES:
+        loader = DeviceLoader.for_dataset(dataset, x_train, y_train, per_rank, augment=True, **loader_kwargs)
+    else:
+        loader = DeviceLoader(x_train, y_train, per_rank, shuffle=True, **loader_kwargs)
+    if len(loader) == 0:
+        raise ValueError(f"no training batch: {len(y_train)} images, batch_size {cfg.batch_size}")
+
+    model.to(device)
+    stepper = TrainStep(model, cfg, device, total_steps=cfg.epochs * len(loader), ddp=ddp)
+    history = History()
+    start_epoch, best = 0, {"epoch": None, "val_acc": None, "bad_epochs": 0, "model": None}
+    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    finished = False
+
+    if cfg.resume and ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt, map_location="cpu", required=("model", "config", "epoch"))
+        diff = _config_mismatch(state["config"], cfg)
+        if diff:
+            raise CheckpointError(f"cannot resume from {ckpt}: its run used other settings ({'; '.join(diff)}); "
+                                  "use the same settings, or another checkpoint_path to start afresh")
+        load_model_state(model, state)
+        history = History(state.get("history", []))
+        start_epoch = int(state["epoch"])
+        finished = bool(state.get("finished"))
+        best = {**best, **(state.get("best") or {})}
+        if not finished:
+            stepper.load_state_dict(state["train_state"])
+            _set_rng_state(state["rng"], stepper.generator)
+        if show:
+            print(f"resuming {cfg.method} from {ckpt} after epoch {start_epoch}/{cfg.epochs}", flush=True)
+
+    stopped_early = False
+    epoch = start_epoch
+    for epoch in range(start_epoch, 0 if finished else cfg.epochs):
+        record = _run_epoch(stepper, loader, epoch, cfg, history, show, callback, ddp)
+        if x_val is not None:
+            record.update(_validate(_unwrap(model), x_val, y_val, cfg, epoch, device))
+            value = record[_selection_metric(cfg)]
+            if best["val_acc"] is None or value > best["val_acc"]:
+                best.update(epoch=epoch + 1, val_acc=value, bad_epochs=0,
+                            model={k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()})
+            else:
+                best["bad_epochs"] += 1
+            record["best_epoch"] = best["epoch"]
+        record["seconds"] = time.perf_counter() - record.pop("_t0")
+        history.append(record)
+        if show:
+            _print_epoch(record, cfg)
+        stop = cfg.early_stop_patience is not None and best["bad_epochs"] >= cfg.early_stop_patience
+        if ckpt is not None and main:
+            _save_train_checkpoint(ckpt, model, stepper, cfg, epoch + 1, history, best, dataset, finished=False)
+        if callback is not None and callback(record, model) is True:
+            stop = True
+        if stop:
+            stopped_early = True
+            break
+
+    if not finished:
+        if cfg.keep_best and best["model"] is not None:
+            load_model_state(model, best["model"])
+        epochs_run = len(history.epochs())
+        if ckpt is not None and main:
+            _save_train_checkpoint(ckpt, model, stepper, cfg, epochs_run, history, best, dataset, finished=True)
+    else:
+        epochs_run = len(history.epochs())
+    if cfg.method == "faithful_head":
+        for p in _unwrap(model).parameters():
+            p.requires_grad_(True)
+    model.eval()
+    return TrainResult(model=model, history=history, config=cfg, best_epoch=best["epoch"],
+                       best_val_acc=best["val_acc"], epochs_run=epochs_run, stopped_early=stopped_early,
+                       seconds=time.perf_counter() - t_start, checkpoint_path=str(ckpt) if ckpt else None)
+
+
+def _run_epoch(stepper: TrainStep, loader: DeviceLoader, epoch: int, cfg: TrainConfig, history: History, show: bool,
+               callback, ddp) -> dict:
+    """One pass over the loader; returns the epoch record (without validation)."""
+    from tqdm.auto import tqdm
+    t0 = time.perf_counter()
+    stepper.train_mode()
+    loader.set_epoch(epoch)
+    n_batches = len(loader)
+    zero = lambda: torch.zeros((), device=stepper.device)
+    totals = {"loss": zero(), "correct": zero()}      # epoch sums, on the device
+    window = {"loss": zero(), "correct": zero()}      # since the last log step
+    seen = seen_window = 0
+    bar = tqdm(total=n_batches, desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}", disable=not show, leave=False,
+               dynamic_ncols=True)
+    for i, (xb, yb) in enumerate(loader):
+        loss, correct, terms = stepper.step(xb, yb)
+        n = yb.shape[0]
+        for acc in (totals, window):
+            acc["loss"] += loss * n
+            if correct is not None:
+                acc["correct"] += correct
+            for k, v in terms.items():
+                acc[k] = acc.get(k, zero()) + v.float() * n
+        seen += n
+        seen_window += n
+        bar.update(1)
+        if (i + 1) % cfg.log_every == 0 or i + 1 == n_batches:
+            values = {k: float(v) / seen_window for k, v in window.items()}   # the one sync: every k steps
+            rec = {"kind": "step", "epoch": epoch + (i + 1) / n_batches, "step": stepper.step_index,
+                   "loss": values.pop("loss"), "lr": stepper.optimizer.param_groups[0]["lr"]}
+            acc_value = values.pop("correct")
+            if stepper.cfg.method != "faithful_encoder":
+                rec["acc"] = acc_value
+            rec.update(values)
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", **({"acc": f"{rec['acc']:.3f}"} if "acc" in rec else {}))
+            if callback is not None:
+                callback(rec, stepper.model)
+            window = {k: zero() for k in window}
+            seen_window = 0
+    bar.close()
+    keys = sorted(totals)
+    sums = _all_reduce_sum(torch.stack([totals[k] for k in keys] + [torch.tensor(float(seen), device=stepper.device)]), ddp)
+    count = float(sums[-1])
+    values = {k: float(v) / count for k, v in zip(keys, sums[:-1])}
+    record = {"kind": "epoch", "epoch": epoch + 1, "step": stepper.step_index, "loss": values.pop("loss")}
+    acc_value = values.pop("correct")
+    if stepper.cfg.method != "faithful_encoder":
+        record["acc"] = acc_value
+    record.update(values)
+    record["lr"] = stepper.optimizer.param_groups[0]["lr"]
+    record["images"] = int(count)
+    elapsed = time.perf_counter() - t0
+    record["images_per_s"] = count / max(elapsed, 1e-9)
+    record["_t0"] = t0
+    return record
+
+
+def _print_epoch(record: dict, cfg: TrainConfig) -> None:
+    from tqdm.auto import tqdm
+    parts = [f"{cfg.method} epoch {record['epoch']}/{cfg.epochs}", f"loss {record['loss']:.4f}"]
+    if "acc" in record:
+        parts.append(f"train acc {record['acc']:.3f}")
+    if "val_pgd_acc" in record:
+        parts.append(f"held-out clean {record['val_clean_acc']:.3f} PGD-{cfg.val_steps} {record['val_pgd_acc']:.3f}")
+    parts.append(f"{record['seconds']:.1f} s")
+    tqdm.write("  ".join(parts))
+
+
+def _save_train_checkpoint(path, model, stepper, cfg, epoch, history, best, dataset, finished) -> None:
+    state = {"format": 1, "kind": "train", **model_metadata(model), "model": _unwrap(model).state_dict(),
+             "epoch": epoch, "history": list(history), "config": cfg.to_dict(), "method": cfg.method,
+             "dataset": dataset, "finished": finished,
+             "best": {k: v for k, v in best.items() if k != "model" or not finished}}
+    if not finished:  # what a resume needs; a finished checkpoint is slim
+        state["train_state"] = stepper.state_dict()
+        state["rng"] = _rng_state(stepper.generator)
+    save_checkpoint(path, state)
+
+
+# ============================================================================================== clead_faithful
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where precomputed views are cached: `path`, else `$CLEAD_CACHE_DIR`, else the repository's data/cache."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("CLEAD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    return repo / "data" / "cache" if (repo / "clead_lite").is_dir() else Path("data") / "cache"
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """x: float in [0, 1] -> uint8 in [0, 255] (rounded): the 8-bit storage of the published pipeline."""
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.5, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = False,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """SimCLR-style random resized crop (and optional horizontal flip) of every image, on x's device.
+
+    x: (B, C, H, W) float in [0, 1] -> (B, C, H, W) in [0, 1]: a random box of `scale` times the area and
+    aspect `ratio` is resized back to H x W (bilinear). Random numbers from the CPU `generator`.
+    """
+    b = x.shape[0]
+    area = torch.empty(b).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    r = log_r.exp()
+    sw = (area * r).sqrt().clamp(max=1.0)          # box width / image width
+    sh = (area / r).sqrt().clamp(max=1.0)
+    cx = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sw)   # box centre in [-1, 1] coordinates
+    cy = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sh)
+    sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = sw * sign, cx
+    theta[:, 1, 1], theta[:, 1, 2] = sh, cy
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp_(0.0, 1.0)
+
+
+def _hash_tensors(h, tensors) -> None:
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                                 kinds: tuple[str, ...] = ("pgd_crop", "fgsm", "cw"), steps: int = 3,
+                                 alpha: float | None = None, cw_steps: int = 50, cw_c: float = 1.0,
+                                 cw_kappa: float = 0.0, cw_lr: float = 0.01,
+                                 crop_scale: tuple[float, float] = (0.5, 1.0), flip: bool = False,
+                                 batch_size: int = 256, seed: int = 0, cache: str | os.PathLike | None = None,
+                                 use_cache: bool = True, device: str | torch.device | None = None,
+                                 progress: bool = True) -> dict[str, torch.Tensor]:
+    """One adversarial copy of every image per kind, against the fixed `surrogate`, stored as 8-bit.
+
+    x: (N, C, H, W) float in [0, 1], y: (N,) int64. Kinds: 'pgd' (L-inf eps, `steps` steps of `alpha`,
+    default 3/8 eps = the published 3/255 for 8/255), 'fgsm' (eps), 'cw' (CW-L2, c=1, kappa=0, `cw_steps`
+    steps of Adam lr 0.01, no eps bound); '<kind>_crop' attacks a SimCLR-style random resized crop of the
+    image instead. Returns {kind: (N, C, H, W) uint8 on the CPU}. Results are cached in `cache` (default
+    data/cache) under a sha256 of the surrogate's weights, the images, the labels and every setting; a
+    second call with the same inputs loads the file instead of attacking.
+    """
+    from tqdm.auto import tqdm
+    for k in kinds:
+        check_choice(k, "view kind", VIEW_KINDS)
+    check_eps(eps)
+    check_int(steps, "steps")
+    check_int(cw_steps, "cw_steps")
+    check_int(batch_size, "batch_size")
+    inner = _unwrap(surrogate)
+    check_images(x, "x", getattr(inner, "in_channels", None))
+    check_labels(y, x.shape[0], getattr(inner, "num_classes", None))
+    alpha = alpha if alpha is not None else 3 / 8 * eps
+    params = dict(kinds=list(kinds), eps=eps, steps=steps, alpha=alpha, cw_steps=cw_steps, cw_c=cw_c,
+                  cw_kappa=cw_kappa, cw_lr=cw_lr, crop_scale=list(crop_scale), flip=flip, seed=seed, format=1)
+    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    sd = inner.state_dict()
+    _hash_tensors(h, [sd[k] for k in sorted(sd)])
+    _hash_tensors(h, [x, y])
+    key = h.hexdigest()
+    path = cache_dir(cache) / f"views-{key[:24]}.pt"
+    if use_cache and path.exists():
+        state = load_checkpoint(path, required=("views",))
+        views = state["views"]
+        if all(k in views and views[k].shape == x.shape for k in kinds):
+            if progress:
+                print(f"adversarial views loaded from the cache {path}", flush=True)
+            return {k: views[k] for k in kinds}
+
+    device = get_device(device) if device is not None else next(inner.parameters()).device
+    was_training = surrogate.training
+    surrogate.eval()
+    crop_gen = torch.Generator().manual_seed(seed)
+    out = {k: torch.empty(x.shape, dtype=torch.uint8) for k in kinds}
+    n = x.shape[0]
+    for start in tqdm(range(0, n, batch_size), desc="adversarial views", disable=not progress, leave=False):
+        xb = x[start:start + batch_size].to(device)
+        yb = y[start:start + batch_size].to(device)
+        crop = random_resized_crop(xb, crop_scale, flip=flip, generator=crop_gen) if any(
+            k.endswith("_crop") for k in kinds) else None
+        for k in kinds:
+            src = crop if k.endswith("_crop") else xb
+            base = k.removesuffix("_crop")
+            if base == "pgd":
+                adv = _attacks.pgd(surrogate, src, yb, eps=eps, alpha=alpha, steps=steps,
+                                   generator=torch.Generator(device=device).manual_seed(seed + start))
+            elif base == "fgsm":
+                adv = _attacks.fgsm(surrogate, src, yb, eps=eps)
+            else:
+                adv = _attacks.cw_l2(surrogate, src, yb, c=cw_c, kappa=cw_kappa, steps=cw_steps, lr=cw_lr)
+            out[k][start:start + batch_size] = to_uint8(adv.detach()).cpu()
+    surrogate.train(was_training)
+    if use_cache:
+        save_checkpoint(path, {"format": 1, "kind": "views", "params": params, "key": key, "views": out})
+        if progress:
+            print(f"adversarial views cached in {path}", flush=True)
+    return out
+
+
+def train_surrogate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None,
+                    **kwargs) -> TrainResult:
+    """Stage 1: a standard (non-robust) surrogate classifier. `kwargs` go to `train`."""
+    cfg = (config or TrainConfig()).replace(method="standard", attack_loss="ce", clean_ce=False,
+                                            supervised_contrastive=False)
+    return train(model, x, y, cfg, **kwargs)
+
+
+def finetune_encoder(model: nn.Module, x: torch.Tensor, views: dict[str, torch.Tensor],
+                     config: TrainConfig | None = None, *, view_names: tuple[str, str] | None = None,
+                     **kwargs) -> TrainResult:
+    """Stage 3: fine-tune the encoder (body + projection head) with the 3-view InfoNCE, no labels.
+
+    x: (N, C, H, W) float in [0, 1]; views: {name: (N, C, H, W) uint8} from `precompute_adversarial_views`.
+    The clean embedding is the only query; positives its two views (`info_nce(z_clean, z_v1, z_v2)`).
+    The clean images and both views are stacked along the channel axis so that one DeviceLoader shuffles
+    them together. The classifier is left untouched.
+    """
+    cfg = config or TrainConfig()
+    names = tuple(view_names or cfg.encoder_views)
+    for name in names:
+        if name not in views:
+            raise ValueError(f"view {name!r} is not in views (have {', '.join(views)})")
+        if views[name].shape != x.shape or views[name].dtype != torch.uint8:
+            raise ValueError(f"view {name!r} must be uint8 of shape {tuple(x.shape)}, got "
+                             f"{views[name].dtype} {tuple(views[name].shape)}")
+    check_images(x, "x")
+    stack = torch.cat([to_uint8(x), views[names[0]], views[names[1]]], dim=1)
+    cfg = cfg.replace(method="faithful_encoder", n_val=0, attack_loss="ce", clean_ce=False,
+                      supervised_contrastive=False)
+    return train(model, stack, torch.zeros(len(x), dtype=torch.int64), cfg, **kwargs)
+
+
+def train_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None, *,
+                      fgsm_view: torch.Tensor | None = None, reset: bool = True, **kwargs) -> TrainResult:
+    """Stage 4: freeze the encoder, train a (re-initialised) linear classifier with cross-entropy.
+
+    fgsm_view: (N, C, H, W) uint8 FGSM examples made on the surrogate; with config.head_fgsm every second
+    batch uses them instead of the clean images (the published option). Encoder BatchNorm stays frozen.
+    """
+    cfg = config or TrainConfig()
+    check_images(x, "x")
+    inner = _unwrap(model)
+    if reset:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            inner.classifier.reset_parameters()
+    parts = [to_uint8(x)]
+    if cfg.head_fgsm and fgsm_view is not None:
+        if fgsm_view.shape != x.shape or fgsm_view.dtype != torch.uint8:
+            raise ValueError(f"fgsm_view must be uint8 of shape {tuple(x.shape)}, got {fgsm_view.dtype} "
+                             f"{tuple(fgsm_view.shape)}")
+        parts.append(fgsm_view)
+    cfg = cfg.replace(method="faithful_head", attack_loss="ce", clean_ce=False, supervised_contrastive=False)
+    return train(model, torch.cat(parts, dim=1), y, cfg, **kwargs)
+
+
+@dataclass
+class FaithfulResult:
+    """The final classifier (encoder + linear head), the surrogate, and each stage's history."""
+    model: nn.Module
+    surrogate: nn.Module
+    histories: dict[str, History]
+    config: TrainConfig
+    views: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def history(self) -> History:
+        """All stages' records in one History, each tagged with 'stage'."""
+        return History([{**r, "stage": s} for s, h in self.histories.items() for r in h])
+
+    def frame(self, kind: str | None = None):
+        return self.history.frame(kind)
+
+
+def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainConfig | None = None, *,
+                   dataset: str | None = None, model_name: str | None = None, num_classes: int = 10,
+                   surrogate: nn.Module | None = None, x_val: torch.Tensor | None = None,
+                   y_val: torch.Tensor | None = None, device: str | torch.device | None = None,
+                   progress: bool = True, cache: str | os.PathLike | None = None,
+                   callback: Callable | None = None) -> FaithfulResult:
+    """The published C-LEAD pipeline: surrogate -> 8-bit adversarial views -> 3-view InfoNCE encoder ->
+    linear head. Returns FaithfulResult(model, surrogate, histories, ...).
+
+    surrogate: a trained standard model to reuse (stage 1 is skipped). Stage epochs: surrogate_epochs,
+    encoder_epochs, head_epochs (default `epochs`). With checkpoint_path, each stage checkpoints to
+    '<stem>.<stage>.pt' (the final model to checkpoint_path).
+    """
+    t0 = time.perf_counter()
+    cfg = (config or TrainConfig(method="clead_faithful")).replace(method="clead_faithful").resolved(dataset)
+    device = get_device(device)
+    name = model_name or (dataset_info(dataset).model if dataset else None)
+    if name is None and surrogate is None:
+        raise ValueError("train_faithful needs dataset=... or model_name=... to build the models")
+    if x_val is None and cfg.n_val > 0:
+        x_train, y_train, x_val, y_val = _split_validation(x_train, y_train, cfg.n_val, cfg.seed)
+    common = dict(x_val=x_val, y_val=y_val, dataset=dataset, device=device, progress=progress, callback=callback)
+    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    stage_path = lambda s: str(ckpt.with_name(f"{ckpt.stem}.{s}{ckpt.suffix or '.pt'}")) if ckpt else None
+    base = cfg.replace(n_val=0)
+    histories: dict[str, History] = {}
+
+    if surrogate is None:
+        torch.manual_seed(cfg.seed)
+        surrogate = build_model(name, num_classes=num_classes)
+        res = train_surrogate(surrogate, x_train, y_train,
+                              base.replace(epochs=cfg.surrogate_epochs or cfg.epochs, checkpoint_path=stage_path("surrogate")),
+                              **common)
+        histories["surrogate"] = res.history
+    surrogate.to(device).eval()
+    flip = DATASETS[dataset].flip if dataset else False
+    views = precompute_adversarial_views(surrogate, x_train, y_train, eps=cfg.eps, kinds=cfg.view_kinds,
+                                         steps=cfg.view_steps, alpha=cfg.view_alpha, cw_steps=cfg.cw_steps,
+                                         crop_scale=cfg.crop_scale, flip=flip, seed=cfg.seed, cache=cache,
+                                         device=device, progress=progress)
+    if cfg.encoder_init == "surrogate":
+        model = copy.deepcopy(_unwrap(surrogate))
+    else:
+        torch.manual_seed(cfg.seed + 1)
+        model = build_model(name or model_metadata(surrogate)["model_name"], num_classes=num_classes)
+    enc = finetune_encoder(model, x_train, views, base.replace(epochs=cfg.encoder_epochs or cfg.epochs,
+                                                               checkpoint_path=stage_path("encoder")),
+                           device=device, progress=progress, callback=callback)
+    histories["encoder"] = enc.history
+    head_views = views.get("fgsm") if "fgsm" in views else None
+    head = train_linear_head(model, x_train, y_train,
+                             base.replace(epochs=cfg.head_epochs or cfg.epochs,
+                                          checkpoint_path=str(ckpt) if ckpt else None),
+                             fgsm_view=head_views, **common)
+    histories["head"] = head.history
+    return FaithfulResult(model=head.model.eval(), surrogate=surrogate, histories=histories, config=cfg, views=views,
+                          seconds=time.perf_counter() - t0)

@@ -1,0 +1,36 @@
+"""Run under `torchrun --nproc_per_node 2` by tests/test_training.py: train on tiny data with gloo on the
+CPU, then write what each rank saw to OUT_DIR/rank<r>.json."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+from clead_lite.data import load_dataset
+from clead_lite.models import SmallCNN
+from clead_lite.training import TrainConfig, train
+
+
+def main(out_dir: str) -> None:
+    torch.set_num_threads(1)
+    x, y = load_dataset("mnist5k", "train", n=256, seed=0)
+    torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    model = SmallCNN(width=8, feature_dim=32, proj_dim=16)
+    cfg = TrainConfig(method="clead_online", epochs=3, batch_size=64, lr=0.05, schedule="constant", eps=0.1,
+                      attack_steps=2, log_every=1, contrastive_weight=0.5,
+                      checkpoint_path=os.path.join(out_dir, "ddp.pt"))
+    result = train(model, x, y, cfg, dataset="mnist5k", device="cpu", progress=False)
+    rank = int(os.environ["RANK"])
+    params = torch.cat([p.detach().flatten() for p in result.model.parameters()])
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump({"rank": rank, "world_size": int(os.environ["WORLD_SIZE"]),
+                   "epochs": result.history.epochs(), "n_step_records": len(result.history) - 3,
+                   "epochs_run": result.epochs_run, "param_sum": float(params.double().sum()),
+                   "param_abs_sum": float(params.double().abs().sum()),
+                   "is_initialized_after": torch.distributed.is_initialized()}, fh)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
