@@ -41,14 +41,15 @@ def machine(device: torch.device) -> dict:
             "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
-def timed(fn, device: torch.device) -> float:
+def timed(fn, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def main(argv=None) -> dict:
@@ -83,16 +84,24 @@ def main(argv=None) -> dict:
     for fn in runs.values():  # warm-up (allocator, cuDNN autotuning, lazy init)
         timed(fn, device)
     times = {name: [] for name in runs}
+    cpu_times = {name: [] for name in runs}
     for r in range(args.repeats):
         order = list(runs) if r % 2 == 0 else list(reversed(runs))
         for name in order:
-            times[name].append(timed(runs[name], device))
+            wall, cpu = timed(runs[name], device)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
 
     median = {name: statistics.median(t) for name, t in times.items()}
+    median_cpu = {name: statistics.median(t) for name, t in cpu_times.items()}
     ratio = median["clead"] / median["torchattacks"]
     result = {"benchmark": f"PGD-{args.steps} L-inf, random start", "model": args.model, "batch": args.batch,
               "steps": args.steps, "repeats": args.repeats, "median_s": median, "times_s": times,
-              "ratio_clead_over_torchattacks": ratio, "machine": machine(device)}
+              "median_cpu_s": median_cpu, "cpu_times_s": cpu_times,
+              "ratio_clead_over_torchattacks": ratio,
+              "cpu_ratio_clead_over_torchattacks": median_cpu["clead"] / median_cpu["torchattacks"],
+              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+              "machine": machine(device)}
 
     m = result["machine"]
     print(f"PGD-{args.steps} (L-inf, random start), {args.model}, batch {args.batch}, {args.repeats} repeats, "
@@ -100,8 +109,13 @@ def main(argv=None) -> dict:
     print(f"machine: torch {m['torch']}, {m['device']} ({m['device_name']}), {m['cpu_cores']} cores, "
           f"{m['torch_threads']} torch threads, {m['date']}")
     for name, t in median.items():
-        print(f"  {name:13s} median {t:.4f} s  (min {min(times[name]):.4f}, max {max(times[name]):.4f})")
-    print(f"  ratio clead / torchattacks = {ratio:.3f}  (target <= 1.0)")
+        print(f"  {name:13s} median {t:.4f} s  (min {min(times[name]):.4f}, max {max(times[name]):.4f}); "
+              f"CPU time median {median_cpu[name]:.4f} s")
+    print(f"  ratio clead / torchattacks = {ratio:.3f}  (target <= 1.0); "
+          f"CPU-time ratio {result['cpu_ratio_clead_over_torchattacks']:.3f}")
+    if result["load_average"] is not None:
+        print(f"  load average at the end: {', '.join(f'{v:.1f}' for v in result['load_average'])} "
+              "(timings are noisy when it exceeds the core count)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

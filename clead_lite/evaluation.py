@@ -248,7 +248,7 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Se
     if not eps_values:
         raise ValueError("eps_values is empty; pass at least one budget, e.g. [0, 0.1, 0.2, 0.3]")
     norm = "l2" if attack == "pgd_l2" or (attack == "noise" and attack_kwargs.get("norm") == "l2") else "linf"
-    eps_values = [_check_budget(e, norm, "eps_values[i]") for e in eps_values]
+    eps_values = [_check_budget(e, norm, f"eps_values[{i}]") for i, e in enumerate(eps_values)]
     rows = []
     for e in eps_values:
         fn = attack(e) if callable(attack) else _sweep_attack(attack, e, seed, attack_kwargs)
@@ -370,8 +370,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     correct = (predict(model, x_adv, batch_size) == ys).cpu()
     clean = (predict(model, xs, batch_size) == ys).cpu()
     messages = [r.getMessage() for r in log.records]
-    attacks_run = [m[len("running "):] for m in messages if m.startswith("running ")]
-    after = {}
+    after = {}   # AutoAttack logs this line once an attack has run on every remaining robust example
     for m in messages:
         match = re.match(r"robust accuracy after (\S+): ([\d.]+)%", m)
         if match:
@@ -384,7 +383,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     result = AutoAttackResult(
         accuracy=correct.float().mean().item(), clean_accuracy=clean.float().mean().item(), n=len(indices),
         eps=eps, norm=aa_norm, version=version, seed=seed, attacks=list(adversary.attacks_to_run),
-        attacks_run=attacks_run, accuracy_after=after, max_perturbation=float(dist.max()), seconds=seconds,
+        attacks_run=list(after), accuracy_after=after, max_perturbation=float(dist.max()), seconds=seconds,
         correct=correct, indices=indices, warnings=warned)
     return result if return_details else result.accuracy
 
@@ -526,7 +525,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     if large_eps <= eps:
         raise ValueError(f"large_eps must be > eps ({eps}), got {large_eps}")
     sweep = sorted({0.0, eps / 4, eps / 2, 3 * eps / 4, eps} if sweep is None else
-                   {_check_budget(e, norm, "sweep[i]") for e in sweep} | {0.0, eps})
+                   {_check_budget(e, norm, f"sweep[{i}]") for i, e in enumerate(sweep)} | {0.0, eps})
 
     factory = attack or _pgd_factory(norm, eps, alpha, seed)
     name = getattr(factory, "__name__", type(factory).__name__)

@@ -21,6 +21,7 @@ Floor 2: imports embeddings, viz, attacks (through viz), models, validate.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -54,7 +55,8 @@ class ExplorerData:
     probs_clean[model]: (N, K) softmax of the clean images.
     entries[(model, attack, eps)]: a dict with
       coords (2N, 2) float32 numpy (rows [0, N) clean, [N, 2N) adversarial, one shared UMAP map),
-      x_adv (N, C, H, W) float32, probs_adv (N, K), pred_clean / pred_adv (N,) int64,
+      z_clean / z_adv (N, D) float32 embeddings (the space `space`), x_adv (N, C, H, W) float32,
+      probs_adv (N, K), pred_clean / pred_adv (N,) int64,
       metrics (dict of `embeddings.separation_metrics` plus clean_accuracy and robust_accuracy).
     """
     x: torch.Tensor
@@ -191,7 +193,8 @@ def _one_entry(model, x, y, attack, projector, space, batch_size) -> dict:
     metrics = separation_metrics(emb["z_clean"], emb["z_adv"], y) if len(torch.unique(y)) > 1 else {}
     metrics = {"clean_accuracy": float((emb["pred_clean"] == y).float().mean()),
                "robust_accuracy": float((emb["pred_adv"] == y).float().mean()), **metrics}
-    return {"coords": coords, "x_adv": emb["x_adv"], "probs_adv": _softmax(model, emb["x_adv"], batch_size),
+    return {"coords": coords, "z_clean": emb["z_clean"], "z_adv": emb["z_adv"], "x_adv": emb["x_adv"],
+            "probs_adv": _softmax(model, emb["x_adv"], batch_size),
             "pred_clean": emb["pred_clean"], "pred_adv": emb["pred_adv"], "metrics": metrics}
 
 
@@ -372,7 +375,8 @@ def _widget_base():
 class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
     """See `embedding_explorer`. Parts: `.model_dropdown`, `.attack_dropdown`, `.eps_slider`, `.color_buttons`,
     `.point_slider`, `.next_fooled_button`, `.find_u`, `.find_v`, `.find_button`, `.plot` (Image),
-    `.images` (Image), `.caption` (HTML), `.metrics` (HTML). `render_count` counts redraws."""
+    `.images` (Image), `.caption` (HTML), `.metrics` (HTML), `.status` (HTML). Methods: `details()`,
+    `next_fooled()`, `select_nearest(u, v)`, `caption_text()`, `render()`; `render_count` counts redraws."""
 
     def __init__(self, data: ExplorerData, model=None, attack=None, eps=None, color="class", index=0):
         import ipywidgets as widgets
@@ -443,27 +447,41 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         """`point_details` of the selected image under the selected model, attack and eps."""
         return point_details(self.data, *self.selection, int(self.point_slider.value))
 
+    def caption_text(self) -> str:
+        """The caption of the selected point as plain text."""
+        return re.sub(r"<[^>]+>", "", self.caption.value).replace("&rarr;", "->")
+
+    def next_fooled(self) -> int | None:
+        """Select the next image (after the current one, wrapping around) that the model classifies correctly
+        when clean and wrongly under the selected attack; returns its index, or None when there is none."""
+        fooled = fooled_indices(self.data, *self.selection)
+        if len(fooled) == 0:
+            self.status.value = "the attack fools no correctly classified image here"
+            return None
+        later = fooled[fooled > self.point_slider.value]
+        self.status.value = f"{len(fooled)} fooled images"
+        self.point_slider.value = int(later[0] if len(later) else fooled[0])   # triggers render()
+        return int(self.point_slider.value)
+
+    def select_nearest(self, u: float, v: float) -> tuple[int, str]:
+        """Select the image whose clean or adversarial point is nearest to map coordinates (u, v)."""
+        i, which = nearest_point(self.data.entry(*self.selection)["coords"], float(u), float(v))
+        self.status.value = f"nearest to ({u:.2f}, {v:.2f}): image {i} ({which})"
+        if i == self.point_slider.value:
+            self.render()
+        else:
+            self.point_slider.value = i
+        return i, which
+
     # ------------------------------------------------------------------------------------------- events
     def _on_change(self, change) -> None:
         self.render()
 
     def _on_next_fooled(self, _button=None) -> None:
-        fooled = fooled_indices(self.data, *self.selection)
-        if len(fooled) == 0:
-            self.status.value = "the attack fools no correctly classified image here"
-            return
-        later = fooled[fooled > self.point_slider.value]
-        self.status.value = f"{len(fooled)} fooled images"
-        self.point_slider.value = int(later[0] if len(later) else fooled[0])   # triggers render()
+        self.next_fooled()
 
     def _on_find(self, _button=None) -> None:
-        e = self.data.entry(*self.selection)
-        i, which = nearest_point(e["coords"], float(self.find_u.value), float(self.find_v.value))
-        self.status.value = f"nearest: image {i} ({which})"
-        if i == self.point_slider.value:
-            self.render()
-        else:
-            self.point_slider.value = i
+        self.select_nearest(self.find_u.value, self.find_v.value)
 
     # ------------------------------------------------------------------------------------------- drawing
     def render(self) -> None:

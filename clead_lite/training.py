@@ -93,6 +93,7 @@ class TrainConfig:
     alpha: float | None = None
     attack_steps: int = 10
     norm: str = "linf"
+    eps_warmup: float = 0.0          # fraction of the steps over which eps and alpha grow linearly from 0
     # clead_online
     contrastive_weight: float = 0.5  # lambda
     temperature: float = 0.1
@@ -133,8 +134,10 @@ class TrainConfig:
     def from_profile(cls, profile: Profile, method: str = "pgd_at", **changes) -> "TrainConfig":
         """A config with the profile's epochs, batch size, lr, eps, attack steps, lambda and temperature."""
         n_val = {"smoke": 64, "quick": 500}.get(profile.name, 1000)
+        # MNIST-like data at eps 0.3: PGD-AT stalls at chance unless eps grows over the first steps
+        eps_warmup = 0.2 if profile.info.channels == 1 else 0.0
         base = dict(method=method, epochs=profile.epochs, batch_size=profile.batch_size, lr=profile.lr,
-                    eps=profile.eps, attack_steps=profile.train_steps,
+                    eps=profile.eps, attack_steps=profile.train_steps, eps_warmup=eps_warmup,
                     contrastive_weight=profile.contrastive_weight, temperature=profile.temperature,
                     n_val=n_val, val_steps=min(profile.eval_steps, 10), view_steps=3,
                     cw_steps=10 if profile.name == "smoke" else 50)
@@ -176,6 +179,8 @@ class TrainConfig:
         if self.alpha is not None:
             check_positive(self.alpha, "alpha")
         check_int(self.attack_steps, "attack_steps")
+        if not 0.0 <= check_nonnegative(self.eps_warmup, "eps_warmup") < 1.0:
+            raise ValueError(f"eps_warmup must be a fraction in [0, 1), got {self.eps_warmup}")
         check_nonnegative(self.contrastive_weight, "contrastive_weight (lambda)")
         check_positive(self.temperature, "temperature")
         check_choice(self.attack_loss, "attack_loss", ATTACK_LOSSES)
@@ -353,6 +358,7 @@ class TrainStep:
         # the random starts of the training attack: its own stream, on the device (no host copies)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.step_index = 0
+        self.total_steps = total_steps
         self._fn = {"standard": self._standard, "pgd_at": self._pgd_at, "clead_online": self._clead_online,
                     "faithful_encoder": self._faithful_encoder, "faithful_head": self._faithful_head}[cfg.method]
 
@@ -388,9 +394,13 @@ class TrainStep:
         run = _attacks._pgd_linf if cfg.norm == "linf" else _attacks._pgd_l2
         # bf16 autocast is safe for input gradients; fp16 without loss scaling may underflow: fp32 then
         ctx = self.autocast() if self.amp_dtype == torch.bfloat16 else contextlib.nullcontext()
+        scale = 1.0
+        if cfg.eps_warmup > 0:   # a Python float from the step counter: no sync
+            scale = min(1.0, (self.step_index + 1) / (cfg.eps_warmup * self.total_steps))
+        eps, alpha = cfg.eps * scale, cfg.alpha * scale
         with _attacks._attack_mode(self.attack_model), ctx:
-            start = _attacks._random_start(x, cfg.eps, cfg.norm, self.generator)
-            return run(self.attack_model, x, y, start, cfg.eps, cfg.alpha, cfg.attack_steps, objective).detach()
+            start = _attacks._random_start(x, eps, cfg.norm, self.generator)
+            return run(self.attack_model, x, y, start, eps, alpha, cfg.attack_steps, objective).detach()
 
     # ------------------------------------------------------------------ step functions
     # each returns (loss, logits used for the accuracy or None, {name: detached scalar})

@@ -1,5 +1,5 @@
 """Run under `torchrun --nproc_per_node 2` by tests/test_training.py: train on tiny data with gloo on the
-CPU, then write what each rank saw to OUT_DIR/rank<r>.json."""
+CPU on the 256 digits in OUT_DIR/data.pt, then write what each rank saw to OUT_DIR/rank<r>.json."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,14 @@ import sys
 
 import torch
 
-from clead_lite.data import load_dataset
 from clead_lite.models import SmallCNN
 from clead_lite.training import TrainConfig, train
 
 
 def main(out_dir: str) -> None:
     torch.set_num_threads(1)
-    x, y = load_dataset("mnist5k", "train", n=256, seed=0)
+    data = torch.load(os.path.join(out_dir, "data.pt"), weights_only=True)  # written by the test
+    x, y = data["x"], data["y"]
     torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = SmallCNN(width=8, feature_dim=32, proj_dim=16)
     cfg = TrainConfig(method="clead_online", epochs=3, batch_size=64, lr=0.05, schedule="constant", eps=0.1,

@@ -115,19 +115,37 @@ def test_targeted_pgd_equals_torchattacks(model, mnist):
     assert max_diff(ours, atk(x, target)) <= 1e-5
 
 
-def test_cw_close_to_torchattacks(model, mnist):
-    # Tolerance 1e-5 (max abs pixel difference): the algorithms are the same (tanh space, Adam, best
-    # successful smallest-L2 example, early abort); only atanh is computed differently (torch.atanh vs
-    # torchattacks' 0.5 * log((1 + z) / (1 - z))), which moves the start by float32 rounding (~1e-7).
+CW_CLOSE = [dict(c=1.0, kappa=0.0, steps=50, lr=0.01),   # the C-LEAD / torchattacks defaults
+            dict(c=1.0, kappa=0.0, steps=50, lr=0.5)]    # the cost rises: both abort early (after 6 steps)
+
+
+@pytest.mark.parametrize("settings", CW_CLOSE, ids=["defaults", "early-abort"])
+def test_cw_close_to_torchattacks(model, mnist, settings):
+    # Tolerance 1e-5 (max abs pixel difference). The algorithms are the same (tanh space, Adam, the
+    # smallest-L2 successful example, the early abort); only atanh is computed differently (torch.atanh vs
+    # torchattacks' 0.5 * log((1 + z) / (1 - z))), which moves the start by float32 rounding (~1e-7). Adam's
+    # first step is about lr * sign(grad), so with larger c * lr such a difference can flip the sign of a
+    # near-zero gradient component in a few examples; the next test removes it and asks for equality.
     # The logits are shifted by +100: torchattacks' f masks the true class by multiplying with the one-hot,
     # which equals max_{i != y} Z_i only when all logits are positive; ours masks with -inf.
     x, y = mnist
     x, y = x[:32], y[:32]
     shifted = Shifted(model, 100.0)
-    ref = torchattacks.CW(shifted, c=1, kappa=0, steps=50, lr=0.01)(x, y)
-    ours = cw_l2(shifted, x, y, c=1.0, kappa=0.0, steps=50, lr=0.01)
+    ref = torchattacks.CW(shifted, **settings)(x, y)
+    ours = cw_l2(shifted, x, y, **settings)
     assert max_diff(ours, ref) <= 1e-5
     assert (ours != x).flatten(1).any(1).float().mean() > 0.5  # the comparison is not vacuous
+
+
+@pytest.mark.parametrize("settings", [dict(c=5.0, kappa=0.0, steps=30, lr=0.1),
+                                      dict(c=2.0, kappa=1.0, steps=20, lr=0.05)], ids=["c5", "kappa1"])
+def test_cw_identical_to_torchattacks_with_its_atanh(model, mnist, settings, monkeypatch):
+    x, y = mnist
+    x, y = x[:32], y[:32]
+    shifted = Shifted(model, 100.0)
+    ref = torchattacks.CW(shifted, **settings)(x, y)
+    monkeypatch.setattr(torch, "atanh", lambda z: 0.5 * torch.log((1 + z) / (1 - z)))
+    assert torch.equal(cw_l2(shifted, x, y, **settings), ref)
 
 
 def test_cw_is_invariant_to_a_logit_shift(model, mnist):
@@ -183,7 +201,8 @@ def test_attacks_raise_the_loss_and_pgd_beats_fgsm_and_noise(model, batch):
     x, y = batch
     eps = 0.1
     clean = per_example_ce(model, x, y).mean()
-    noise = per_example_ce(model, random_noise(model, x, y, eps, generator=torch.Generator().manual_seed(0)), y).mean()
+    x_noise = random_noise(model, x, y, eps, generator=torch.Generator().manual_seed(0))
+    noise = per_example_ce(model, x_noise, y).mean()
     one_step = per_example_ce(model, fgsm(model, x, y, eps), y).mean()
     many = per_example_ce(model, pgd(model, x, y, eps, eps / 4, STEPS), y).mean()
     assert clean < one_step <= many
@@ -287,6 +306,29 @@ def test_loss_fn_with_restarts_keeps_the_highest_custom_loss(model, noise_batch)
         f1, f3 = model(single).argmax(1) != y, model(multi).argmax(1) != y
         l1, l3 = away(model, single, y), away(model, multi, y)
     assert (f3 >= f1).all() and (l3[f3 == f1] >= l1[f3 == f1] - 1e-6).all()
+
+
+def test_restarts_pick_the_worst_case_per_example(model, noise_batch):
+    # Restart k draws the k-th random start from the generator, so four single runs on one generator
+    # replay the four restarts. The objective here rewards a CORRECT prediction (-CE): the restart with the
+    # highest objective is often one that does not fool the model, yet a restart that fools must win.
+    x, y = noise_batch
+
+    def minus_ce(m, x_adv, labels):
+        return -F.cross_entropy(m(x_adv), labels, reduction="none")
+
+    g = torch.Generator().manual_seed(8)
+    runs = torch.stack([pgd(model, x, y, 0.2, 0.1, 2, loss_fn=minus_ce, generator=g) for _ in range(4)])
+    multi = pgd(model, x, y, 0.2, 0.1, 2, loss_fn=minus_ce, restarts=4, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        fooled = torch.stack([model(r).argmax(1) != y for r in runs])           # (4, B)
+        value = torch.stack([minus_ce(model, r, y) for r in runs])              # (4, B)
+        fooled_multi, value_multi = model(multi).argmax(1) != y, minus_ce(model, multi, y)
+    mixed = fooled.any(0) & ~fooled.all(0)
+    assert mixed.sum() >= 5  # the case the rule is about occurs
+    assert torch.equal(fooled_multi, fooled.any(0))
+    best_value = torch.where(fooled | ~fooled.any(0), value, -torch.inf).amax(0)
+    assert torch.allclose(value_multi, best_value)
 
 
 def test_model_modes_restored_exactly(model, mnist):
@@ -428,7 +470,8 @@ BAD = {
                 r"x is an empty batch \(shape \(0, 1, 28, 28\)\)"),
     "y wrong dtype": (lambda m: fgsm(m, _x(), _y().int(), 0.3), TypeError,
                       r"y must have dtype torch.int64.*got torch.int32"),
-    "y wrong shape": (lambda m: fgsm(m, _x(), _y()[:, None], 0.3), ValueError, r"y must have shape \(B,\), got \(4, 1\)"),
+    "y wrong shape": (lambda m: fgsm(m, _x(), _y()[:, None], 0.3), ValueError,
+                      r"y must have shape \(B,\), got \(4, 1\)"),
     "y out of range": (lambda m: pgd(m, _x(), torch.tensor([0, 1, 2, 10]), 0.3, 0.01, 2), ValueError,
                        r"y must be in \[0, 9\], got values in \[0, 10\]"),
     "y negative": (lambda m: cw_l2(m, _x(), torch.tensor([0, -1, 2, 3])), ValueError,

@@ -78,7 +78,7 @@ def test_info_nce_single_mistake_variants_are_distinguishable():
 def test_check_info_nce_accepts_correct_solutions(fn, capsys):
     ok, out = verdict(C.check_info_nce, fn, capsys)
     assert ok, out
-    assert out.startswith("Correct!")
+    assert out.startswith("✅ Correct!")
 
 
 @pytest.mark.parametrize("kwargs, needle", [
@@ -116,7 +116,7 @@ def test_check_info_nce_hard_coded_temperature_sign_stub_and_unknown(capsys):
     def stub(a, v, t):
         raise NotImplementedError("Exercise 1: write InfoNCE")
     ok, out = verdict(C.check_info_nce, stub, capsys)
-    assert not ok and "NotImplementedError" in out
+    assert not ok and "not implemented yet (Exercise 1: write InfoNCE)" in out and out.startswith("❌")
     ok, out = verdict(C.check_info_nce, lambda a, v, t: nce_student()(a, v, t) * 1.37, capsys)
     assert not ok and "should be" in out          # no known mistake: the generic message with the numbers
     ok, out = verdict(C.check_info_nce, lambda a, v, t: torch.stack([nce_student()(a, v, t)] * 2), capsys)
@@ -409,6 +409,13 @@ def test_multiple_choice_checks(check, options, right, capsys):
         assert len(out) > 60                          # a real explanation, not just "wrong"
     assert not check("E")
     assert "one letter" in capsys.readouterr().out
+    assert check(lambda: right) and not check(lambda: "A" if right != "A" else "C")
+    capsys.readouterr()
+
+    def stub():
+        raise NotImplementedError("Exercise 2: pick a letter")
+    assert not check(stub)
+    assert "not implemented yet (Exercise 2: pick a letter)" in capsys.readouterr().out
 
 
 def test_checks_leave_no_gradients_on_student_inputs_and_are_quick_to_call():

@@ -46,6 +46,8 @@ def test_precompute_covers_every_combination_with_consistent_shapes(setup):
     assert set(data.entries) == {(m, a, e) for m in data.models for a in data.attacks for e in (0.1, 0.3)}
     for (m, a, eps), e in data.entries.items():
         assert e["coords"].shape == (2 * N, 2) and e["coords"].dtype == np.float32
+        assert e["z_clean"].shape == e["z_adv"].shape == (N, 16)
+        assert np.allclose(e["coords"], pca2(e["z_clean"], e["z_adv"]))
         assert e["x_adv"].shape == x.shape
         assert (e["x_adv"] - x).abs().max() <= eps + 1e-6
         assert e["x_adv"].min() >= 0 and e["x_adv"].max() <= 1
@@ -156,9 +158,10 @@ def test_find_nearest_and_next_fooled_buttons(setup):
     w = embedding_explorer(data, model="standard", attack="fgsm", eps=0.3, index=0)
     coords = data.entry("standard", "fgsm", 0.3)["coords"]
     w.find_u.value, w.find_v.value = float(coords[N + 9, 0]), float(coords[N + 9, 1])
-    w._on_find()
+    w._on_find()                                     # what the button does
     assert w.point_slider.value == nearest_point(coords, *coords[N + 9])[0]
-    assert "nearest: image" in w.status.value
+    assert "nearest to" in w.status.value and f"image {w.point_slider.value}:" in w.caption_text()
+    assert w.select_nearest(*coords[3]) == (3, "clean") and w.point_slider.value == 3
     fooled = fooled_indices(data, "standard", "fgsm", 0.3)
     w.point_slider.value = 0
     w._on_next_fooled()

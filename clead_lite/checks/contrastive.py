@@ -33,7 +33,7 @@ RTOL, ATOL = 1e-4, 1e-5
 # --------------------------------------------------------------------------------------- reporting
 def _say(ok: bool, message: str) -> bool:
     """Print the feedback with a clear verdict and return `ok`."""
-    print(("Correct! " if ok else "Not yet: ") + message)
+    print(("✅ Correct! " if ok else "❌ Not yet: ") + message)
     return ok
 
 
@@ -48,7 +48,8 @@ def _call(fn: Callable, *args):
     try:
         return fn(*args), None
     except NotImplementedError as e:
-        return None, f"the function still raises NotImplementedError ({e}); fill in the exercise first."
+        return None, (f"not implemented yet ({e or 'NotImplementedError'}). Replace the `raise NotImplementedError(...)` "
+                      "line with your code, run that cell, then this one again.")
     except Exception as e:  # noqa: BLE001 - any student error becomes feedback
         hint = ""
         if "in-place" in str(e):
@@ -666,12 +667,25 @@ _SPOT_THE_FLAW_FEEDBACK = {
 }
 
 
-def check_spot_the_flaw(answer: str) -> bool:
-    """Check the letter chosen for the broken-evaluation question of notebook 06 (a model whose logits are scaled
-    by 1e4, attacked with cross-entropy PGD; options in SPOT_THE_FLAW_OPTIONS)."""
+def _letter(answer, options: dict) -> tuple[str | None, str | None]:
+    """The chosen letter from a string or from a function returning one (the exercise stub)."""
+    if callable(answer):
+        answer, err = _call(answer)
+        if err:
+            return None, err
     letter = str(answer).strip().upper()[:1]
-    if letter not in _SPOT_THE_FLAW_FEEDBACK:
-        return _say(False, f"answer with one letter of {', '.join(SPOT_THE_FLAW_OPTIONS)}, got {answer!r}.")
+    if letter not in options:
+        return None, f"answer with one letter of {', '.join(options)}, got {answer!r}."
+    return letter, None
+
+
+def check_spot_the_flaw(answer) -> bool:
+    """Check the letter chosen for the broken-evaluation question of notebook 06 (a model whose logits are scaled
+    by 1e4, attacked with cross-entropy PGD; options in SPOT_THE_FLAW_OPTIONS). answer: a letter, or a function
+    returning one."""
+    letter, err = _letter(answer, SPOT_THE_FLAW_OPTIONS)
+    if err:
+        return _say(False, err)
     return _say(letter == "B", _SPOT_THE_FLAW_FEEDBACK[letter])
 
 
@@ -759,10 +773,10 @@ _UMAP_READING_FEEDBACK = {
 }
 
 
-def check_umap_reading(answer: str) -> bool:
+def check_umap_reading(answer) -> bool:
     """Check the letter chosen for the UMAP interpretation question of notebook 07 (options in
-    UMAP_READING_OPTIONS)."""
-    letter = str(answer).strip().upper()[:1]
-    if letter not in _UMAP_READING_FEEDBACK:
-        return _say(False, f"answer with one letter of {', '.join(UMAP_READING_OPTIONS)}, got {answer!r}.")
+    UMAP_READING_OPTIONS). answer: a letter, or a function returning one."""
+    letter, err = _letter(answer, UMAP_READING_OPTIONS)
+    if err:
+        return _say(False, err)
     return _say(letter == "B", _UMAP_READING_FEEDBACK[letter])

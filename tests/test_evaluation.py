@@ -1,0 +1,383 @@
+"""Evaluation on real trained models (fixtures in conftest.py): robust vs standard, the sanity checks
+(passing on honest evaluations, failing on broken attacks and on a gradient-masked model), AutoAttack,
+transfer, eps sweeps, and the argument errors."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from clead_lite import evaluation as E
+from clead_lite.attacks import make_attack
+
+EPS = 0.3           # the MNIST L-inf threat model
+N_EVAL = 200        # test images for the PGD-20 comparisons
+N_SANITY = 100      # test images for the sanity suites
+N_AA = 64           # AutoAttack subset
+
+
+def pgd20(seed: int = 0):
+    return make_attack("pgd", eps=EPS, alpha=E.default_alpha(EPS, 20), steps=20,
+                       generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def evalset(mnist5k_split):
+    return mnist5k_split.x_test[:N_EVAL], mnist5k_split.y_test[:N_EVAL]
+
+
+@pytest.fixture(scope="module")
+def pgd_results(standard_model, robust_model, evalset):
+    """name -> (PGD-20 accuracy, (N_EVAL,) per-example correctness), white-box, eps 0.3."""
+    x, y = evalset
+    return {name: E.robust_accuracy(m, x, y, pgd20(), return_correct=True)
+            for name, m in (("standard", standard_model), ("robust", robust_model))}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Robust vs standard
+
+def test_robust_model_beats_standard_under_pgd20(standard_model, robust_model, evalset, pgd_results):
+    # Measured (first 200 mnist5k test images, PGD-20, eps 0.3, alpha 0.0375, 1 restart):
+    #   standard: clean 94.0 %, PGD-20 0.0 %;  robust: clean 97.5 %, PGD-20 56.5 %.
+    x, y = evalset
+    std, rob = pgd_results["standard"][0], pgd_results["robust"][0]
+    assert std <= 0.02, f"the standard model should be broken by PGD-20 at eps 0.3, got {std:.1%}"
+    assert rob - std >= 0.35, f"robust {rob:.1%} vs standard {std:.1%}: PGD-AT gave too little robustness"
+    assert E.accuracy(robust_model, x, y) >= 0.93 and E.accuracy(standard_model, x, y) >= 0.9
+
+
+def test_transfer_is_weaker_than_whitebox(standard_model, robust_model, evalset, pgd_results):
+    # Measured: PGD-20 made on the standard model and scored on the robust one: 76.0 % (white-box 56.5 %);
+    # made on the robust model and scored on the standard one: 45.5 % (white-box 0.0 %).
+    x, y = evalset
+    onto_robust = E.transfer_accuracy(standard_model, robust_model, x, y, pgd20())
+    onto_standard = E.transfer_accuracy(robust_model, standard_model, x, y, pgd20())
+    assert onto_robust >= pgd_results["robust"][0] + 0.1
+    assert onto_standard >= pgd_results["standard"][0] + 0.2
+
+
+def test_robust_accuracy_per_example_and_batching(robust_model, evalset, pgd_results):
+    x, y = evalset
+    acc, correct = pgd_results["robust"]
+    assert correct.shape == (N_EVAL,) and correct.dtype == torch.bool
+    assert correct.float().mean().item() == pytest.approx(acc)
+    # the same seeded attack in other batch sizes draws other random starts, but lands close
+    small = E.robust_accuracy(robust_model, x, y, pgd20(), batch_size=64)
+    assert abs(small - acc) <= 0.05
+    # an attack that returns x unchanged gives exactly the clean accuracy
+    assert E.robust_accuracy(robust_model, x, y, lambda m, xb, yb: xb) == E.accuracy(robust_model, x, y)
+
+
+def test_predict_and_accuracy_match_a_plain_forward(standard_model, evalset):
+    x, y = evalset
+    with torch.no_grad():
+        expected = standard_model(x).argmax(1)
+    standard_model.train()        # predict must use eval mode and give the mode back
+    try:
+        assert torch.equal(E.predict(standard_model, x, batch_size=7), expected)
+        assert standard_model.training
+    finally:
+        standard_model.eval()
+    assert E.predict(standard_model, x).dtype == torch.int64
+    assert E.accuracy(standard_model, x, y) == pytest.approx((expected == y).float().mean().item())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# eps sweeps
+
+def test_eps_sweep_is_monotone_and_starts_at_clean(standard_model, evalset):
+    x, y = evalset[0][:100], evalset[1][:100]
+    eps_values = [0.0, 0.05, 0.1, 0.2, 0.3]
+    clean = E.accuracy(standard_model, x, y)
+    for attack, kwargs in (("pgd", {"steps": 5}), ("fgsm", {}), ("noise", {})):
+        frame = E.eps_sweep(standard_model, x, y, eps_values, attack, **kwargs)
+        assert list(frame.columns[:2]) == ["eps", "accuracy"] and list(frame.eps) == eps_values
+        assert frame.accuracy.iloc[0] == clean
+        assert (frame.accuracy.diff().dropna() <= 2 / 100).all(), f"{attack} sweep not monotone:\n{frame}"
+    pgd = E.eps_sweep(standard_model, x, y, eps_values, "pgd", steps=5)
+    noise = E.eps_sweep(standard_model, x, y, eps_values, "noise")
+    assert pgd.accuracy.iloc[-1] <= 0.05 < noise.accuracy.iloc[-1] - 0.3
+    l2 = E.eps_sweep(standard_model, x, y, [0.0, 1.0, 3.0], "pgd_l2", steps=5)   # L2 budgets above 1
+    assert l2.accuracy.iloc[0] == clean and l2.accuracy.iloc[-1] < l2.accuracy.iloc[1] < clean
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The sanity suites: pass on honest evaluations ...
+
+@pytest.fixture(scope="module")
+def sanity_reports(standard_model, robust_model, evalset):
+    x, y = evalset[0][:N_SANITY], evalset[1][:N_SANITY]
+    return {
+        "standard": E.sanity_checks(standard_model, x, y, EPS, steps=10, undefended=True, source=robust_model),
+        "robust": E.sanity_checks(robust_model, x, y, EPS, steps=10, source=standard_model),
+    }
+
+
+ALL_CHECKS = ["eps0_equals_clean", "monotone_in_eps", "large_eps_breaks", "more_steps_not_weaker",
+              "more_restarts_not_weaker", "attack_beats_single_step", "whitebox_le_transfer", "noise_much_weaker",
+              "within_ball", "undefended_near_zero"]
+
+
+def test_sanity_suite_passes_on_the_standard_model(sanity_reports):
+    report = sanity_reports["standard"]
+    assert report.passed, str(report)
+    assert [c.name for c in report.checks] == ALL_CHECKS
+    assert all(c.passed is True for c in report.checks)          # flagged undefended: every check applies
+
+
+def test_sanity_suite_passes_on_the_robust_model(sanity_reports):
+    report = sanity_reports["robust"]
+    assert report.passed, str(report)
+    assert report["undefended_near_zero"].passed is None          # not applicable, never a fake pass
+    assert report["undefended_near_zero"].status == "n/a"
+    assert report.settings["accuracy"] >= 0.3                     # PGD-10 accuracy: really robust
+
+
+def test_sanity_report_renders(sanity_reports):
+    report = sanity_reports["robust"]
+    text = str(report)
+    assert "ALL PASSED" in text and "eps 0.3" in text and "n/a" in text
+    assert all(name in text for name in ALL_CHECKS)
+    frame = report.to_frame()
+    assert isinstance(frame, pd.DataFrame) and list(frame.check) == ALL_CHECKS
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["passed"] is True and len(data["checks"]) == len(ALL_CHECKS)
+    assert report["large_eps_breaks"].numbers["accuracy"] <= 0.05
+    with pytest.raises(KeyError, match="no check named"):
+        report["nonsense"]
+
+
+# ... and fail on broken attacks (proof that each check can fail)
+
+def _failed(report) -> set[str]:
+    return {c.name for c in report.failed}
+
+
+@pytest.fixture(scope="module")
+def small(evalset):
+    return evalset[0][:64], evalset[1][:64]
+
+
+def test_identity_attack_fails_the_strength_checks(standard_model, small):
+    x, y = small
+    report = E.sanity_checks(standard_model, x, y, EPS, steps=5, undefended=True,
+                             attack=lambda eps, steps, restarts: (lambda m, xb, yb: xb.clone()))
+    assert not report.passed
+    assert {"large_eps_breaks", "attack_beats_single_step", "noise_much_weaker",
+            "undefended_near_zero"} <= _failed(report), str(report)
+    assert report["within_ball"].passed and report["eps0_equals_clean"].passed
+
+
+def test_attacks_that_leave_the_ball_or_the_image_range_fail(standard_model, small):
+    x, y = small
+    too_far = E.sanity_checks(standard_model, x, y, EPS, steps=5,
+                              attack=lambda eps, steps, restarts: make_attack("fgsm", eps=min(1.0, 2 * eps)))
+    assert "within_ball" in _failed(too_far), str(too_far)
+    unclipped = E.sanity_checks(standard_model, x, y, EPS, steps=5,
+                                attack=lambda eps, steps, restarts: (lambda m, xb, yb: xb + eps))
+    assert "within_ball" in _failed(unclipped) and "values in" in unclipped["within_ball"].detail
+
+
+def test_reversed_and_perverse_attacks_fail_the_monotonicity_checks(standard_model, small):
+    x, y = small
+
+    def reversed_eps(eps, steps, restarts):      # stronger at small eps: accuracy rises with eps
+        return make_attack("pgd", eps=EPS - eps if eps <= EPS else eps, alpha=0.05, steps=5)
+
+    report = E.sanity_checks(standard_model, x, y, EPS, steps=5, attack=reversed_eps)
+    assert {"eps0_equals_clean", "monotone_in_eps"} <= _failed(report), str(report)
+
+    def perverse(eps, steps, restarts):          # more steps or restarts -> a single step
+        weak = steps > 5 or restarts > 1
+        return make_attack("pgd", eps=eps, alpha=E.default_alpha(eps, 5), steps=1 if weak else 5)
+
+    report = E.sanity_checks(standard_model, x, y, EPS, steps=5, attack=perverse)
+    assert {"more_steps_not_weaker", "more_restarts_not_weaker"} <= _failed(report), str(report)
+
+
+def test_whitebox_weaker_than_transfer_fails(standard_model, robust_model, small):
+    x, y = small
+
+    def only_on_source(eps, steps, restarts):    # a "white-box" attack that does nothing on the target
+        pgd = make_attack("pgd", eps=eps, alpha=E.default_alpha(eps, 5), steps=5)
+        return lambda m, xb, yb: xb.clone() if m is robust_model else pgd(m, xb, yb)
+
+    report = E.sanity_checks(robust_model, x, y, EPS, steps=5, source=standard_model, attack=only_on_source)
+    assert "whitebox_le_transfer" in _failed(report), str(report)
+
+
+class ScaledLogits(nn.Module):
+    """Gradient masking by logit scaling: the same predictions, but softmax saturates in float32, so the
+    cross-entropy gradient is exactly 0 on confidently classified inputs and PGD cannot move."""
+
+    def __init__(self, base: nn.Module, scale: float = 1e4):
+        super().__init__()
+        self.base, self.scale = base, scale
+
+    def forward(self, x):
+        return self.base(x) * self.scale
+
+
+def test_gradient_masked_model_is_caught(standard_model, small):
+    x, y = small
+    masked = ScaledLogits(standard_model)
+    assert torch.equal(E.predict(masked, x), E.predict(standard_model, x))
+    report = E.sanity_checks(masked, x, y, EPS, steps=5, undefended=True)
+    # PGD on the masked model looks "robust", but the suite says why not to believe it
+    assert report.settings["accuracy"] > 0.5
+    assert not report.passed
+    assert {"large_eps_breaks", "undefended_near_zero"} <= _failed(report), str(report)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# AutoAttack (the original, package pyautoattack)
+
+@pytest.fixture(scope="module")
+def autoattack_results(standard_model, robust_model, evalset):
+    x, y = evalset
+    return {
+        "standard": E.autoattack_accuracy(standard_model, x, y, EPS, n=N_AA, seed=0, return_details=True),
+        # the full standard version costs ~10 CPU minutes on this model (FAB-T and Square on every robust
+        # point): the test runs its gradient attacks APGD-CE and APGD-T only
+        "robust": E.autoattack_accuracy(robust_model, x, y, EPS, n=N_AA, seed=0, version="custom",
+                                        attacks=["apgd-ce", "apgd-t"], return_details=True),
+    }
+
+
+def test_autoattack_robust_beats_standard_and_is_at_least_as_strong_as_pgd(autoattack_results, pgd_results):
+    std, rob = autoattack_results["standard"], autoattack_results["robust"]
+    assert std.n == rob.n == N_AA and torch.equal(std.indices, rob.indices)
+    assert std.accuracy <= 0.02 < 0.3 <= rob.accuracy
+    for name, result in autoattack_results.items():
+        pgd_on_subset = pgd_results[name][1][result.indices].float().mean().item()
+        assert result.accuracy <= pgd_on_subset + 2 / N_AA, (name, result.accuracy, pgd_on_subset)
+        assert result.max_perturbation <= EPS + 1e-6
+        assert result.correct.float().mean().item() == result.accuracy
+
+
+def test_autoattack_records_what_ran(autoattack_results):
+    std, rob = autoattack_results["standard"], autoattack_results["robust"]
+    assert std.version == "standard" and std.attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert std.attacks_run[0] == "apgd-ce" and std.accuracy_after["apgd-ce"] == pytest.approx(std.accuracy)
+    assert rob.attacks_run == ["apgd-ce", "apgd-t"]
+    assert rob.accuracy_after["apgd-t"] <= rob.accuracy_after["apgd-ce"]
+    assert rob.accuracy_after["apgd-t"] == pytest.approx(rob.accuracy)
+
+
+def test_autoattack_float_result_and_global_rng_untouched(standard_model, evalset):
+    x, y = evalset
+    state = torch.get_rng_state()
+    acc = E.autoattack_accuracy(standard_model, x, y, EPS, version="custom", attacks=["apgd-ce"], n=8, seed=3)
+    assert isinstance(acc, float) and 0.0 <= acc <= 0.25
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# evaluate / results_table / format_table
+
+def test_evaluate_row_states_the_threat_model_and_matches_the_parts(standard_model, robust_model, small):
+    x, y = small
+    row = E.evaluate(robust_model, x, y, EPS, steps=5, source=standard_model, name="pgd-at",
+                     source_name="standard")
+    assert row["model"] == "pgd-at" and row["norm"] == "linf" and row["eps"] == EPS
+    assert row["steps"] == 5 and row["restarts"] == 1 and row["alpha"] == pytest.approx(E.default_alpha(EPS, 5))
+    assert row["attack_source"].startswith("white-box") and row["transfer_source"] == "standard"
+    assert math.isnan(row["autoattack"]) and row["n"] == 64
+    attack = make_attack("pgd", eps=EPS, alpha=row["alpha"], steps=5, generator=torch.Generator().manual_seed(0))
+    assert row["pgd"] == E.robust_accuracy(robust_model, x, y, attack)     # seeded: reproducible
+    assert row["clean"] == E.accuracy(robust_model, x, y)
+    assert row["fgsm"] == E.robust_accuracy(robust_model, x, y, make_attack("fgsm", eps=EPS))
+    assert row["pgd"] <= row["fgsm"] <= row["clean"] and row["pgd"] <= row["transfer"]
+
+    other = E.evaluate(standard_model, x, y, EPS, steps=5, name="standard")
+    table = E.results_table([row, other])
+    assert list(table.columns) == E.TABLE_COLUMNS and list(table.model) == ["pgd-at", "standard"]
+    text = E.format_table([row, other])
+    lines = text.splitlines()
+    assert len(lines) == 4 and lines[0].split()[0] == "model"
+    assert f"{100 * row['pgd']:.1f}%" in lines[2] and lines[3].split()[-2:] == ["-", "-"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad input: clear errors
+
+def test_bad_images_and_labels(standard_model, small):
+    x, y = small
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        E.accuracy(standard_model, x * 255, y)
+    with pytest.raises(TypeError, match="int64"):
+        E.accuracy(standard_model, x, y.float())
+    with pytest.raises(ValueError, match="batch size"):
+        E.robust_accuracy(standard_model, x, y[:10], pgd20())
+    with pytest.raises(ValueError, match="channels"):
+        E.predict(standard_model, x.repeat(1, 3, 1, 1))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        E.predict(standard_model, x[0])
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        E.accuracy("model", x, y)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        E.predict(standard_model, x, batch_size=0)
+
+
+def test_bad_attacks(standard_model, small):
+    x, y = small
+    with pytest.raises(TypeError, match="callable attack"):
+        E.robust_accuracy(standard_model, x, y, "pgd")
+    with pytest.raises(ValueError, match="input's shape"):
+        E.robust_accuracy(standard_model, x, y, lambda m, xb, yb: xb[:1])
+    with pytest.raises(TypeError, match="target"):
+        E.transfer_accuracy(standard_model, None, x, y, pgd20())
+
+
+def test_bad_eps_and_settings(standard_model, small):
+    x, y = small
+    with pytest.raises(ValueError, match="8/255"):
+        E.evaluate(standard_model, x, y, 8)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        E.evaluate(standard_model, x, y, EPS, steps=0)
+    with pytest.raises(ValueError, match="unknown norm"):
+        E.evaluate(standard_model, x, y, EPS, norm="l3")
+    with pytest.raises(ValueError, match="unknown attack 'cw'"):
+        E.eps_sweep(standard_model, x, y, [0.1], "cw")
+    with pytest.raises(ValueError, match="eps_values is empty"):
+        E.eps_sweep(standard_model, x, y, [])
+    with pytest.raises(TypeError, match="sequence of budgets"):
+        E.eps_sweep(standard_model, x, y, 0.3)
+    with pytest.raises(ValueError, match=r"eps_values\[1\] must be in \[0, 1\]"):
+        E.eps_sweep(standard_model, x, y, [0.1, 2.0], "pgd")
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        E.sanity_checks(standard_model, x, y, 0.0)
+    with pytest.raises(ValueError, match="large_eps must be > eps"):
+        E.sanity_checks(standard_model, x, y, EPS, large_eps=0.2)
+    with pytest.raises(ValueError, match="more_restarts must be > restarts"):
+        E.sanity_checks(standard_model, x, y, EPS, restarts=2, more_restarts=2)
+    with pytest.raises(TypeError, match="undefended must be True or False"):
+        E.sanity_checks(standard_model, x, y, EPS, undefended="yes")
+    with pytest.raises(TypeError, match="factory"):
+        E.sanity_checks(standard_model, x, y, EPS, attack="pgd")
+
+
+def test_bad_autoattack_arguments(standard_model, small):
+    x, y = small
+    with pytest.raises(ValueError, match="unknown norm 'Lfoo'"):
+        E.autoattack_accuracy(standard_model, x, y, EPS, norm="Lfoo")
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        E.autoattack_accuracy(standard_model, x, y, 0.0)
+    with pytest.raises(ValueError, match="unknown version"):
+        E.autoattack_accuracy(standard_model, x, y, EPS, version="fast")
+    with pytest.raises(ValueError, match="exactly when version='custom'"):
+        E.autoattack_accuracy(standard_model, x, y, EPS, version="custom")
+    with pytest.raises(ValueError, match="n must be at most the number of examples"):
+        E.autoattack_accuracy(standard_model, x, y, EPS, n=65)
+
+
+def test_bad_tables():
+    with pytest.raises(TypeError, match="non-empty list of dicts"):
+        E.results_table([])
+    with pytest.raises(TypeError, match="non-empty list of dicts"):
+        E.format_table([1, 2])
