@@ -6,6 +6,9 @@ each and the ratio clead / torchattacks (target: <= 1.0), with the machine and t
 
     python benchmarks/bench_attacks.py --device cpu --batch 256 --model smallcnn
     python benchmarks/bench_attacks.py --device cuda --batch 512 --model preactresnet18 --json out.json
+
+--model linear (a linear classifier on 1x28x28) makes the network nearly free, so the figure measures
+the attack loop's own overhead (the projection and bookkeeping around each forward/backward pass).
 """
 from __future__ import annotations
 
@@ -18,9 +21,23 @@ import statistics
 import time
 
 import torch
+import torch.nn as nn
 
 from clead_lite.attacks import pgd
 from clead_lite.models import build_model
+
+
+class LinearModel(nn.Module):
+    """logits = W x + b on 1x28x28 images: a model that costs almost nothing."""
+
+    in_channels, image_size, num_classes = 1, 28, 10
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
 
 
 def cpu_name() -> str:
@@ -58,7 +75,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--model", choices=("smallcnn", "preactresnet18"), default="smallcnn")
+    p.add_argument("--model", choices=("smallcnn", "preactresnet18", "linear"), default="smallcnn")
     p.add_argument("--eps", type=float, default=8 / 255)
     p.add_argument("--alpha", type=float, default=2 / 255)
     p.add_argument("--seed", type=int, default=0)
@@ -72,7 +89,7 @@ def main(argv=None) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = build_model(args.model).to(device).eval()
+    model = (LinearModel() if args.model == "linear" else build_model(args.model)).to(device).eval()
     x = torch.rand(args.batch, model.in_channels, model.image_size, model.image_size, device=device)
     y = torch.randint(0, model.num_classes, (args.batch,), device=device)
 

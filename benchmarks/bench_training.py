@@ -189,8 +189,41 @@ def matmul_tflops(device: torch.device, dtype=torch.bfloat16, n: int = 8192, rep
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e12
 
 
-def step_mfu(args, device: torch.device) -> dict:
+def _counted(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def step_flops(model, x, y, cfg: TrainConfig) -> int:
+    """Model FLOPs of one training step: attack_steps x (forward + input-gradient backward) + one forward and
+    full backward. Counted by torch.utils.flop_counter on equivalent passes (it cannot follow the attack's
+    torch.autograd.grad directly); BatchNorm and elementwise ops are not counted, as usual for MFU."""
+    def train_pass():
+        F.cross_entropy(model(x), y).backward()
+
+    def attack_pass():
+        xi = x.clone().requires_grad_(True)
+        F.cross_entropy(model(xi), y).backward()
+
+    train_flops = _counted(train_pass)
+    model.zero_grad(set_to_none=True)
+    if cfg.method == "standard":
+        return train_flops
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        attack_flops = _counted(attack_pass)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return train_flops + cfg.attack_steps * attack_flops
+
+
+def step_mfu(args, device: torch.device) -> dict:
     x, y = make_batch("preactresnet18", args.batch, device)
     torch.manual_seed(0)
     model = build_model("preactresnet18").to(device)
@@ -200,10 +233,7 @@ def step_mfu(args, device: torch.device) -> dict:
     stepper.train_mode()
     for _ in range(args.warmup):
         stepper.step(x, y)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        stepper.step(x, y)
-    flops = counter.get_total_flops()
+    flops = step_flops(model, x, y, cfg)
     sync(device)
     t = time.perf_counter()
     for _ in range(args.steps):

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from .profiles import PROFILE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NOTEBOOK_DIR = ROOT / "notebooks"
 
 
@@ -91,7 +93,8 @@ def run_notebook(path: Path, profile: str, timeout: int = 1800, kernel_name: str
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     status = "ok"
-    with _environment(CLEAD_PROFILE=profile):
+    # the inline backend even where MPLBACKEND=Agg is set (as in the tests): figures must land in the outputs
+    with _environment(CLEAD_PROFILE=profile, MPLBACKEND="module://matplotlib_inline.backend_inline"):
         try:
             client.execute()
         except CellTimeoutError:
@@ -100,7 +103,7 @@ def run_notebook(path: Path, profile: str, timeout: int = 1800, kernel_name: str
             status = f"dead kernel: {str(e)[:200]}"
         except CellExecutionError as e:
             last = [line for line in str(e).strip().splitlines() if line.strip()]
-            status = f"error: {last[-1][:300] if last else type(e).__name__}"
+            status = f"error: {ANSI.sub('', last[-1])[:300] if last else type(e).__name__}"
     return nb, time.perf_counter() - start, status
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .embeddings import clean_and_adversarial_embeddings, separation_metrics, umap_projection
@@ -403,11 +404,13 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         self.color_buttons = widgets.ToggleButtons(options=list(COLOR_MODES), value=color, description="colour")
         self.point_slider = widgets.IntSlider(value=index, min=0, max=n - 1, description="image",
                                               continuous_update=False, layout=widgets.Layout(width="420px"))
-        self.next_fooled_button = widgets.Button(description="next fooled image", icon="forward")
+        self.next_fooled_button = widgets.Button(description="next fooled image", icon="forward",
+                                                 layout=widgets.Layout(width="auto"))
         self.find_u = widgets.FloatText(value=0.0, description="u", layout=widgets.Layout(width="150px"))
         self.find_v = widgets.FloatText(value=0.0, description="v", layout=widgets.Layout(width="150px"))
-        self.find_button = widgets.Button(description="select nearest point", icon="crosshairs")
-        self.plot = widgets.Image(format="png", layout=widgets.Layout(width="640px"))
+        self.find_button = widgets.Button(description="select nearest point", icon="crosshairs",
+                                          layout=widgets.Layout(width="auto"))
+        self.plot = widgets.Image(format="png", layout=widgets.Layout(width="600px"))
         self.images = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
         self.caption = widgets.HTML()
         self.metrics = widgets.HTML()
@@ -422,16 +425,26 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
                        (self.metrics, "clead-explorer-metrics"), (self.status, "clead-explorer-status")):
             w.add_class(css)
         self.render_count = 0
-        self._map_fig = Figure(figsize=(8.0, 6.0))
+        # Fixed layouts (no tight_layout per redraw) and Agg canvases: the map's scatter is drawn once per
+        # (model, attack, eps, colour) and kept as a background; selecting a point only blits the marker.
+        self._map_fig = Figure(figsize=(7.5, 5.6), dpi=_DPI)
+        self._map_fig.subplots_adjust(left=0.1, right=0.7, bottom=0.1, top=0.88)
         self._map_ax = self._map_fig.add_subplot(1, 1, 1)
-        self._img_fig = Figure(figsize=(7.5, 2.9))
+        self._map_canvas = FigureCanvasAgg(self._map_fig)
+        self._map_key = None
+        self._background = None
+        self._marks: list = []
+        self._img_fig = Figure(figsize=(6.0, 2.7), dpi=_DPI)
+        self._img_fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.78, wspace=0.1)
         self._img_axes = self._img_fig.subplots(1, 3)
+        self._img_canvas = FigureCanvasAgg(self._img_fig)
         controls = widgets.VBox([widgets.HBox([self.model_dropdown, self.attack_dropdown, self.eps_slider]),
                                  self.color_buttons,
                                  widgets.HBox([self.point_slider, self.next_fooled_button]),
                                  widgets.HBox([self.find_u, self.find_v, self.find_button, self.status])])
-        right = widgets.VBox([self.images, self.caption, self.metrics])
-        super().__init__([controls, widgets.HBox([self.plot, right])])
+        right = widgets.VBox([self.images, self.caption, self.metrics], layout=widgets.Layout(width="490px"))
+        body = widgets.HBox([self.plot, right], layout=widgets.Layout(flex_flow="row wrap"))  # wraps when narrow
+        super().__init__([controls, body])
         for w in (self.model_dropdown, self.attack_dropdown, self.eps_slider, self.color_buttons, self.point_slider):
             w.observe(self._on_change, names="value")
         self.next_fooled_button.on_click(self._on_next_fooled)
@@ -488,12 +501,53 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         """Redraw the map, the images, the caption and the metrics from the precomputed data (no model calls)."""
         model, attack, eps = self.selection
         details = self.details()
-        draw_map(self._map_ax, self.data, model, attack, eps, self.color_buttons.value, details["index"])
-        self._map_fig.tight_layout()
-        self.plot.value = _png(self._map_fig)
+        key = (model, attack, eps, self.color_buttons.value)
+        if key != self._map_key:                              # a new map: draw the scatter once, keep it
+            draw_map(self._map_ax, self.data, model, attack, eps, self.color_buttons.value, index=None)
+            self._marks = _highlight_artists(self._map_ax)
+            self._map_canvas.draw()
+            self._background = self._map_canvas.copy_from_bbox(self._map_fig.bbox)
+            self._map_key = key
+        self._map_canvas.restore_region(self._background)
+        _move_highlight(self._marks, details["xy_clean"], details["xy_adv"])
+        for artist in self._marks:
+            self._map_ax.draw_artist(artist)
+        self.plot.value = _canvas_png(self._map_canvas)
         draw_point(self._img_axes, self.data, details)
-        self._img_fig.tight_layout()
-        self.images.value = _png(self._img_fig)
+        self._img_canvas.draw()
+        self.images.value = _canvas_png(self._img_canvas)
         self.caption.value = caption_html(self.data, details)
         self.metrics.value = metrics_html(self.data, model, attack, eps)
         self.render_count += 1
+
+
+_DPI = 80
+
+
+def _canvas_png(canvas: FigureCanvasAgg) -> bytes:
+    """The canvas's current pixels as PNG bytes (fast compression: this runs on every interaction)."""
+    from PIL import Image
+    width, height = canvas.get_width_height()
+    image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+    buf = io.BytesIO()
+    image.save(buf, format="png", compress_level=1)
+    return buf.getvalue()
+
+
+def _highlight_artists(ax) -> list:
+    """The selected point's markers (clean circle, adversarial triangle, arrow), drawn only by blitting."""
+    arrow = ax.annotate("", xy=(0, 0), xytext=(0, 0), animated=True,
+                        arrowprops=dict(arrowstyle="->", color="black", lw=2, shrinkA=4, shrinkB=4))
+    clean = ax.scatter([0], [0], s=180, facecolors="none", edgecolors="black", linewidths=2.5, marker="o",
+                       animated=True)
+    adv = ax.scatter([0], [0], s=220, facecolors="none", edgecolors="black", linewidths=2.5, marker="^",
+                     animated=True)
+    return [arrow, clean, adv]
+
+
+def _move_highlight(marks: list, xy_clean: tuple[float, float], xy_adv: tuple[float, float]) -> None:
+    arrow, clean, adv = marks
+    arrow.xy = xy_adv
+    arrow.set_position(xy_clean)
+    clean.set_offsets([xy_clean])
+    adv.set_offsets([xy_adv])

@@ -16,7 +16,8 @@ Methods (`TrainConfig.method`), each only a different *step function* inside the
                     (3-view InfoNCE, no labels) -> `train_linear_head` (frozen encoder) -> evaluate.
 
 The loop: data resident on the device (`DeviceLoader`, augmentation on the device); SGD with momentum and
-weight decay; one-cycle, piecewise or constant learning rate per step; automatic mixed precision on CUDA
+weight decay; one-cycle, piecewise or constant learning rate per step; optionally eps growing linearly over
+the first steps (`eps_warmup`; MNIST at eps 0.3 needs it, as Madry et al.'s models did); automatic mixed precision on CUDA
 (bf16 where supported, else fp16 with a GradScaler); channels_last; optional torch.compile; no host-device
 synchronisation inside the step (loss and accuracy are summed on the device and read every `log_every`
 steps); a tqdm bar with live loss/accuracy; a history (list of dicts, `.frame()` -> DataFrame); a
@@ -111,8 +112,8 @@ class TrainConfig:
     val_steps: int = 10
     early_stop_patience: int | None = None  # epochs without a better held-out PGD accuracy before stopping
     keep_best: bool = True           # end with the best held-out weights (when validating)
-    checkpoint_path: str | None = None
-    resume: bool = False
+    checkpoint_path: str | None = None  # written atomically after every epoch
+    resume: bool = False             # continue from checkpoint_path when it exists (else start afresh)
     # clead_faithful
     view_kinds: tuple[str, ...] = ("pgd_crop", "fgsm", "cw")
     encoder_views: tuple[str, str] = ("pgd_crop", "cw")

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 import torch
 import torch.nn.functional as F
 
@@ -256,6 +257,7 @@ def plot_history(histories, panels: Mapping[str, str] | None = None, title: str 
             ax.plot(x, df[col] * scale, marker="o", label=str(name))
         ax.set_title(panel)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("%" if "acc" in col else "")
         if len(runs) > 1:
             ax.legend(fontsize=10)

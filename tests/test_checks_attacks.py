@@ -205,6 +205,16 @@ class NormPlain(NormOk):
         self.std = torch.tensor(std).view(1, -1, 1, 1)
 
 
+class NormStub(NormOk):
+    def forward(self, x):
+        raise NotImplementedError("Exercise 0: normalise")
+
+
+def test_normalisation_stub_gets_not_implemented_only(capsys):
+    out = expect_fail(check_normalisation_inside_model, NormStub, capsys, "not implemented yet", "Exercise 0")
+    assert "(1, C, 1, 1)" not in out
+
+
 def test_normalisation_accepts_reference(capsys):
     ok, out = run(check_normalisation_inside_model, NormOk, capsys)
     assert ok and "pixel units" in out

@@ -66,9 +66,11 @@ def test_robust_accuracy_per_example_and_batching(robust_model, evalset, pgd_res
     acc, correct = pgd_results["robust"]
     assert correct.shape == (N_EVAL,) and correct.dtype == torch.bool
     assert correct.float().mean().item() == pytest.approx(acc)
-    # the same seeded attack in other batch sizes draws other random starts, but lands close
-    small = E.robust_accuracy(robust_model, x, y, pgd20(), batch_size=64)
-    assert abs(small - acc) <= 0.05
+    # a deterministic attack gives the same per-example result in any batch size
+    fgsm = make_attack("fgsm", eps=EPS)
+    a512, c512 = E.robust_accuracy(robust_model, x, y, fgsm, return_correct=True)
+    a7, c7 = E.robust_accuracy(robust_model, x, y, fgsm, batch_size=7, return_correct=True)
+    assert a7 == a512 and torch.equal(c7, c512)
     # an attack that returns x unchanged gives exactly the clean accuracy
     assert E.robust_accuracy(robust_model, x, y, lambda m, xb, yb: xb) == E.accuracy(robust_model, x, y)
 
@@ -94,14 +96,15 @@ def test_eps_sweep_is_monotone_and_starts_at_clean(standard_model, evalset):
     x, y = evalset[0][:100], evalset[1][:100]
     eps_values = [0.0, 0.05, 0.1, 0.2, 0.3]
     clean = E.accuracy(standard_model, x, y)
-    for attack, kwargs in (("pgd", {"steps": 5}), ("fgsm", {}), ("noise", {})):
-        frame = E.eps_sweep(standard_model, x, y, eps_values, attack, **kwargs)
+    sweeps = {attack: E.eps_sweep(standard_model, x, y, eps_values, attack, **kwargs)
+              for attack, kwargs in (("pgd", {"steps": 5}), ("fgsm", {}), ("noise", {}))}
+    for attack, frame in sweeps.items():
         assert list(frame.columns[:2]) == ["eps", "accuracy"] and list(frame.eps) == eps_values
         assert frame.accuracy.iloc[0] == clean
         assert (frame.accuracy.diff().dropna() <= 2 / 100).all(), f"{attack} sweep not monotone:\n{frame}"
-    pgd = E.eps_sweep(standard_model, x, y, eps_values, "pgd", steps=5)
-    noise = E.eps_sweep(standard_model, x, y, eps_values, "noise")
-    assert pgd.accuracy.iloc[-1] <= 0.05 < noise.accuracy.iloc[-1] - 0.3
+    # measured at eps 0.3 on these 100 images: PGD-5 0 %, FGSM ~15 %, random sign noise ~90 %
+    assert sweeps["pgd"].accuracy.iloc[-1] <= 0.05
+    assert sweeps["pgd"].accuracy.iloc[-1] <= sweeps["fgsm"].accuracy.iloc[-1] < sweeps["noise"].accuracy.iloc[-1] - 0.3
     l2 = E.eps_sweep(standard_model, x, y, [0.0, 1.0, 3.0], "pgd_l2", steps=5)   # L2 budgets above 1
     assert l2.accuracy.iloc[0] == clean and l2.accuracy.iloc[-1] < l2.accuracy.iloc[1] < clean
 
@@ -224,10 +227,10 @@ class ScaledLogits(nn.Module):
 
 
 def test_gradient_masked_model_is_caught(standard_model, small):
-    x, y = small
+    x, y = small[0][:48], small[1][:48]
     masked = ScaledLogits(standard_model)
     assert torch.equal(E.predict(masked, x), E.predict(standard_model, x))
-    report = E.sanity_checks(masked, x, y, EPS, steps=5, undefended=True)
+    report = E.sanity_checks(masked, x, y, EPS, steps=3, more_restarts=2, undefended=True)
     # PGD on the masked model looks "robust", but the suite says why not to believe it
     assert report.settings["accuracy"] > 0.5
     assert not report.passed
@@ -242,10 +245,11 @@ def autoattack_results(standard_model, robust_model, evalset):
     x, y = evalset
     return {
         "standard": E.autoattack_accuracy(standard_model, x, y, EPS, n=N_AA, seed=0, return_details=True),
-        # the full standard version costs ~10 CPU minutes on this model (FAB-T and Square on every robust
-        # point): the test runs its gradient attacks APGD-CE and APGD-T only
+        # the full standard version costs many CPU minutes on this model (APGD-T, FAB-T with 9 target
+        # classes and Square with 5000 queries on every still-robust point): the test runs APGD-CE and
+        # APGD-DLR (100 iterations each), the untargeted gradient core of AutoAttack
         "robust": E.autoattack_accuracy(robust_model, x, y, EPS, n=N_AA, seed=0, version="custom",
-                                        attacks=["apgd-ce", "apgd-t"], return_details=True),
+                                        attacks=["apgd-ce", "apgd-dlr"], return_details=True),
     }
 
 
@@ -264,9 +268,9 @@ def test_autoattack_records_what_ran(autoattack_results):
     std, rob = autoattack_results["standard"], autoattack_results["robust"]
     assert std.version == "standard" and std.attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert std.attacks_run[0] == "apgd-ce" and std.accuracy_after["apgd-ce"] == pytest.approx(std.accuracy)
-    assert rob.attacks_run == ["apgd-ce", "apgd-t"]
-    assert rob.accuracy_after["apgd-t"] <= rob.accuracy_after["apgd-ce"]
-    assert rob.accuracy_after["apgd-t"] == pytest.approx(rob.accuracy)
+    assert rob.attacks_run == ["apgd-ce", "apgd-dlr"]
+    assert rob.accuracy_after["apgd-dlr"] <= rob.accuracy_after["apgd-ce"]
+    assert rob.accuracy_after["apgd-dlr"] == pytest.approx(rob.accuracy)
 
 
 def test_autoattack_float_result_and_global_rng_untouched(standard_model, evalset):

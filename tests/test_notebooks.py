@@ -124,9 +124,7 @@ def _tiny_notebook(path, fail=False):
     nb.cells = [
         new_markdown_cell("# tiny"),
         new_code_cell("import os\nprint('profile', os.environ['CLEAD_PROFILE'])"),
-        new_code_cell("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
-                      "from IPython.display import display\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
-                      "display(fig)\nplt.close(fig)"),
+        new_code_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n_ = ax.plot([1, 2])"),
     ]
     if fail:
         nb.cells.append(new_code_cell("raise ValueError('broken on purpose')"))
@@ -148,7 +146,7 @@ def test_run_course_executes_saves_figures_and_times(tmp_path, capsys):
     rows = run_course("smoke", out, notebook_dir=nbdir, inplace=True, timeout=120)
     assert [r["notebook"] for r in rows] == ["00_tiny.ipynb", "01_broken.ipynb"]
     assert rows[0]["status"] == "ok" and rows[0]["profile"] == "smoke" and rows[0]["figures"] == 1
-    assert rows[1]["status"].startswith("error") and "broken on purpose" in rows[1]["status"]
+    assert rows[1]["status"] == "error: ValueError: broken on purpose"
     executed = nbformat.read(out / "00_tiny.ipynb", as_version=4)
     assert "profile smoke" in executed.cells[1].outputs[0]["text"]
     assert (out / "figures" / "00_tiny_cell02_0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -165,3 +163,130 @@ def test_format_table_totals():
             {"notebook": "b", "profile": "quick", "seconds": 2.0, "status": "error: x", "figures": 0}]
     table = format_table(rows)
     assert "| a | quick | 1.5 | ok | 2 |" in table and "| **total** | | 3.5 | 1/2 ok | |" in table
+
+
+# ------------------------------------------------------------------------------------------------ notebook helpers
+def test_setup_prints_one_line_and_returns_profile_and_device(capsys, monkeypatch):
+    import matplotlib as mpl
+    import torch
+
+    from clead_lite.notebook_setup import PROJECTOR_RC, setup
+    monkeypatch.setenv("CLEAD_PROFILE", "smoke")
+    monkeypatch.delenv("CLEAD_DATASET", raising=False)
+    profile, device = setup()
+    line = capsys.readouterr().out.strip()
+    assert profile.name == "smoke" and isinstance(device, torch.device)
+    assert line.count("\n") == 0 and "profile smoke" in line and "dataset mnist5k" in line
+    assert f"torch {torch.__version__}" in line and "torchvision" in line and "clead_lite" in line
+    assert mpl.rcParams["font.size"] == PROJECTOR_RC["font.size"]
+    monkeypatch.setenv("CLEAD_PROFILE", "fast")
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        setup()
+
+
+def _explorer():
+    import torch
+
+    from clead_lite.models import SmallCNN
+    from clead_lite.viz import attack_explorer
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 28, 28)
+    y = torch.tensor([0, 1, 2, 3])
+    return attack_explorer(SmallCNN(width=8, feature_dim=32), x, y, classes=[str(i) for i in range(10)],
+                           eps_max=0.3, attacks=("fgsm", "pgd", "noise"), eps=0.1), x
+
+
+def test_attack_explorer_updates_live_on_every_control():
+    explorer, x = _explorer()
+    classes = {"clead-attack-explorer"} <= set(explorer._dom_classes)
+    assert classes and "clead-eps-slider" in explorer.eps_slider._dom_classes
+    assert "clead-explorer-image" in explorer.image._dom_classes
+    assert explorer.image.value[:8] == b"\x89PNG\r\n\x1a\n" and explorer.render_count == 1
+    seen = {explorer.image.value}
+    for control, value in ((explorer.eps_slider, 0.2), (explorer.attack_dropdown, "pgd"),
+                           (explorer.attack_dropdown, "noise"), (explorer.index_slider, 2)):
+        before = explorer.render_count
+        control.value = value
+        assert explorer.render_count == before + 1, f"changing {control.description} did not redraw"
+        seen.add(explorer.image.value)
+    assert len(seen) == 5, "every change must produce a new picture"
+    assert "NOISE at eps = 0.200" in explorer.text.value
+    state = explorer.compute()
+    assert float((state["x_adv"] - state["x"]).abs().max()) <= 0.2 + 1e-6
+    assert torch_equal(state["x"], x[2])
+    explorer.eps_slider.value = 0.0
+    state = explorer.compute()
+    assert torch_equal(state["x_adv"], state["x"])
+
+
+def torch_equal(a, b):
+    import torch
+    return bool(torch.equal(a, b))
+
+
+def test_attack_explorer_rejects_bad_arguments():
+    import torch
+
+    from clead_lite.models import SmallCNN
+    from clead_lite.viz import attack_explorer
+    model, x, y = SmallCNN(width=8, feature_dim=32), torch.rand(2, 1, 28, 28), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="unknown attack 'cw'"):
+        attack_explorer(model, x, y, attacks=("fgsm", "cw"))
+    with pytest.raises(ValueError, match="eps_max must be in \\[0, 1\\], got 8"):
+        attack_explorer(model, x, y, eps_max=8)
+    with pytest.raises(ValueError, match="disagree on the number of images: 2 vs 3"):
+        attack_explorer(model, x, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
+        attack_explorer(model, x * 255, y)
+
+
+def test_live_curves_and_plot_history_from_training_records(capsys):
+    import matplotlib.pyplot as plt
+
+    from clead_lite.training import History
+    from clead_lite.viz import LiveCurves, plot_history
+    records = [{"kind": "step", "epoch": 0.5, "loss": 2.0},
+               {"kind": "epoch", "epoch": 1, "loss": 1.5, "acc": 0.4, "val_clean_acc": 0.6, "val_pgd_acc": 0.1},
+               {"kind": "epoch", "epoch": 2, "loss": 1.0, "acc": 0.6, "val_clean_acc": 0.8, "val_pgd_acc": 0.3}]
+    curves = LiveCurves()
+    for r in records:
+        assert curves(r, None) is None          # never asks train() to stop
+    assert list(curves.frame()["epoch"]) == [1, 2]  # step records are ignored
+    assert "'val_pgd_acc': 0.3" in capsys.readouterr().out  # outside IPython: printed
+    fig = plot_history({"a": History(records), "b": History(records[:2])})
+    assert [ax.get_title() for ax in fig.axes] == ["training loss", "accuracy on training batches",
+                                                  "held-out clean accuracy", "held-out PGD accuracy"]
+    assert list(fig.axes[3].lines[0].get_ydata()) == [10.0, 30.0] and len(fig.axes[3].lines) == 2
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no panel column"):
+        plot_history([{"kind": "epoch", "epoch": 1, "other": 1}])
+
+
+def test_plots_return_figures_and_check_inputs():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import torch
+
+    from clead_lite.viz import plot_accuracy_vs_eps, plot_perturbation, plot_similarity_matrix, show_images
+    x = torch.rand(5, 1, 28, 28)
+    fig = show_images(x, labels=torch.arange(5), preds=torch.tensor([0, 1, 0, 3, 0]), ncols=3)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["0 (0)", "1 (1)", "0 (2)", "3 (3)", "0 (4)"]
+    with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
+        show_images(x * 2)
+    fig2 = plot_perturbation(x[0], x[1:2], torch.full((10,), 0.1), torch.full((10,), 0.1))
+    assert len(fig2.axes) == 4
+    with pytest.raises(ValueError, match="must be one image"):
+        plot_perturbation(x[:2], x[:2], torch.full((10,), 0.1), torch.full((10,), 0.1))
+    frame = pd.DataFrame({"eps": [0, 0.1], "accuracy": [0.9, 0.2]})
+    fig3 = plot_accuracy_vs_eps({"model": frame}, eps_mark=0.1)
+    assert list(fig3.axes[0].lines[0].get_ydata()) == [90.0, 20.0]
+    with pytest.raises(ValueError, match="lacks column"):
+        plot_accuracy_vs_eps(pd.DataFrame({"eps": [0]}))
+    fig4 = plot_similarity_matrix([torch.eye(3), torch.eye(3)], names=["clean", "adv"])
+    mesh = fig4.axes[0].collections[0].get_array().reshape(6, 6)
+    assert abs(float(mesh[0, 3]) - 1.0) < 1e-6 and abs(float(mesh[0, 1])) < 1e-6
+    with pytest.raises(ValueError, match="views\\[1\\] must have shape \\(3, D\\)"):
+        plot_similarity_matrix([torch.eye(3), torch.eye(2)])
+    for f in (fig, fig2, fig3, fig4):
+        plt.close(f)

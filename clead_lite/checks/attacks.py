@@ -39,8 +39,9 @@ def _fail(name: str, message: str, hint: str | None = None) -> bool:
     return False
 
 
-def _call(name: str, fn: Callable, *args, **kwargs):
-    """Run the student's function; on an exception print what happened and return _FAILED."""
+def _call(name: str, fn: Callable, *args, _hint: str | None = None, **kwargs):
+    """Run the student's function; on an exception print what happened (plus `_hint` for errors other than
+    NotImplementedError) and return _FAILED."""
     if not callable(fn):
         _fail(name, f"expected your function, got {type(fn).__name__}")
         return _FAILED
@@ -52,7 +53,7 @@ def _call(name: str, fn: Callable, *args, **kwargs):
     except Exception as e:  # noqa: BLE001 - any error in student code is feedback, not a crash
         where = traceback.extract_tb(e.__traceback__)[-1]
         _fail(name, f"your function raised {type(e).__name__}: {e}",
-              f"the error comes from line {where.lineno} ({where.line!r}) of {where.name}()")
+              _hint or f"the error comes from line {where.lineno} ({where.line!r}) of {where.name}()")
     return _FAILED
 
 
@@ -270,9 +271,9 @@ def check_normalisation_inside_model(student_wrapper: Callable) -> bool:
         return False
     if not isinstance(model, nn.Module):
         return _fail(name, f"build an nn.Module, got {type(model).__name__}")
-    out = _call(name, model, x.clone())
+    out = _call(name, model, x.clone(),
+                _hint="mean and std must broadcast against x of shape (B, C, H, W): reshape them to (1, C, 1, 1)")
     if out is _FAILED:
-        print("   hint: mean and std must broadcast against (B, C, H, W): reshape them to (1, C, 1, 1)")
         return False
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)

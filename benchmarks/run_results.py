@@ -1,0 +1,113 @@
+"""Train and evaluate the results table: standard, PGD-AT, C-LEAD online and C-LEAD faithful on MNIST
+(eps 0.3) and FashionMNIST (eps 0.1), several seeds, through the command line (`python -m clead_lite`),
+so every row records the exact commands that reproduce it.
+
+    CLEAD_DATA_ROOT=../shared/data python benchmarks/run_results.py            # all rows (resumable)
+    python benchmarks/run_results.py --summary                                  # the table only
+
+Each row: `train --no-eval` then `evaluate --sanity --json`: clean, FGSM, PGD-k with restarts, AutoAttack
+(standard) on a subset, transfer from the standard model of the same seed (for the faithful mode: its own
+surrogate, a standard model too), and the sanity-check report. Rows already on disk are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")
+
+
+def run(cmd: list[str]) -> None:
+    print("$", shlex.join(cmd), flush=True)
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--n-train", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--attack-steps", type=int, default=5)
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--restarts", type=int, default=2)
+    p.add_argument("--n-autoattack", type=int, default=200)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--runs", default=str(ROOT / "data" / "runs" / "results"))
+    p.add_argument("--summary", action="store_true", help="only print the table of the rows on disk")
+    args = p.parse_args(argv)
+    out, runs = Path(args.out), Path(args.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    py = [sys.executable, "-m", "clead_lite"]
+    if not args.summary:
+        for dataset in args.datasets:
+            for seed in args.seeds:
+                std_ckpt = runs / f"{dataset}_standard_seed{seed}.pt"
+                for method in args.methods:
+                    row_json = out / f"{dataset}_{method}_seed{seed}.json"
+                    if row_json.exists():
+                        continue
+                    ckpt = runs / f"{dataset}_{method}_seed{seed}.pt"
+                    train = py + ["train", "--method", method, "--dataset", dataset, "--profile", args.profile,
+                                  "--seed", str(seed), "--n-train", str(args.n_train), "--epochs", str(args.epochs),
+                                  "--attack-steps", str(args.attack_steps), "--out", str(ckpt.relative_to(ROOT)),
+                                  "--no-eval", "--no-progress"]
+                    if not ckpt.exists() or method == "clead_faithful" and not ckpt.with_suffix(".surrogate.pt").exists():
+                        run(train)
+                    evaluate = py + ["evaluate", str(ckpt.relative_to(ROOT)), "--profile", args.profile,
+                                     "--n", str(args.n_test), "--steps", str(args.steps), "--restarts",
+                                     str(args.restarts), "--n-autoattack", str(args.n_autoattack), "--sanity",
+                                     "--json", str(row_json.relative_to(ROOT))]
+                    if method in ("pgd_at", "clead_online"):
+                        evaluate += ["--source", str(std_ckpt.relative_to(ROOT))]
+                    run(evaluate)
+                    record = json.loads(row_json.read_text())
+                    record["train_command"] = shlex.join(["python", "-m", "clead_lite"] + train[3:])
+                    record["evaluate_command"] = shlex.join(["python", "-m", "clead_lite"] + evaluate[3:])
+                    row_json.write_text(json.dumps(record, indent=2))
+    print(summary_markdown(out))
+    return 0
+
+
+def summary_markdown(out: Path) -> str:
+    """Mean and spread over seeds of each (dataset, method), from the JSON rows on disk."""
+    import numpy as np
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for f in sorted(out.glob("*_seed*.json")):
+        r = json.loads(f.read_text())
+        if r.get("row"):
+            rows.setdefault((r["dataset"], r["method"]), []).append(r)
+    cols = ("clean", "fgsm", "pgd", "autoattack", "transfer")
+    lines = ["| dataset | method | seeds | clean | FGSM | PGD-k | AutoAttack (n) | transfer | sanity |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, method), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]))):
+        cells = []
+        for c in cols:
+            v = [r["row"].get(c) for r in rs if r["row"].get(c) is not None]
+            cells.append("-" if not v else f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" if len(v) > 1
+                         else f"{100 * v[0]:.1f}")
+        n_aa = rs[0]["row"].get("n_autoattack", 0)
+        cells[3] = f"{cells[3]} ({n_aa})" if n_aa else "-"
+        sanity = [r["sanity"]["passed"] for r in rs if r.get("sanity")]
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        k = rs[0]["row"].get("steps")
+        lines.append(f"| {dataset} (eps {rs[0]['row'].get('eps')}) | {method} | {seeds} | "
+                     + " | ".join(cells).replace("PGD-k", f"PGD-{k}")
+                     + f" | {sum(sanity)}/{len(sanity)} passed |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
