@@ -41,9 +41,10 @@ from .viz import ADV_COLOR, CLEAN_COLOR, EXPLORER_ATTACKS, make_explorer_attack,
 ExplorerAttack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 Projector = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
 COLOR_MODES = ("class", "clean / adversarial", "fooled")
+_DPI = 80                      # the explorer's pictures: 1 figure inch = 80 screen pixels
 
 __all__ = ["ExplorerData", "precompute_explorer_data", "embedding_explorer", "EmbeddingExplorer",
-           "nearest_point", "point_details", "COLOR_MODES"]
+           "nearest_point", "point_details", "fooled_indices", "draw_map", "COLOR_MODES"]
 
 
 # =============================================================================================== data
@@ -251,12 +252,6 @@ def fooled_indices(data: ExplorerData, model: str, attack: str, eps: float) -> n
 
 
 # =============================================================================================== drawing
-def _png(fig: Figure, dpi: int = 80) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
 def _point_colors(data: ExplorerData, e: dict, mode: str) -> tuple[np.ndarray, np.ndarray, list]:
     """RGBA colours (N, 4) for the clean and the adversarial points, and legend handles."""
     from matplotlib.lines import Line2D
@@ -307,28 +302,6 @@ def draw_map(ax, data: ExplorerData, model: str, attack: str, eps: float, mode: 
     legend_title = {"class": "true class", "clean / adversarial": None, "fooled": None}[mode]
     ax.legend(handles=handles, title=legend_title, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5),
               frameon=False, markerscale=1.2)
-
-
-def draw_point(axes, data: ExplorerData, details: dict) -> None:
-    """Clean image, amplified perturbation, adversarial image of one point into three axes."""
-    names = data.classes
-    for ax in axes:
-        ax.clear()
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-    img = to_numpy_image(details["x"])
-    axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    axes[0].set_title(f"clean: {names[details['pred_clean']]} ({details['conf_clean']:.0%})\n"
-                      f"label {names[details['label']]}", fontsize=12)
-    delta = details["x_adv"] - details["x"]
-    pert, amp = perturbation_image(delta)
-    axes[1].imshow(pert, cmap="RdBu_r" if pert.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    axes[1].set_title(f"perturbation x{amp:.0f}\nmax |δ| = {float(delta.abs().max()):.3f}", fontsize=12)
-    adv = to_numpy_image(details["x_adv"])
-    axes[2].imshow(adv, cmap="gray" if adv.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    axes[2].set_title(f"adversarial: {names[details['pred_adv']]} ({details['conf_adv']:.0%})", fontsize=12,
-                      color=ADV_COLOR if details["pred_adv"] != details["label"] else "black")
 
 
 def caption_html(data: ExplorerData, details: dict) -> str:
@@ -431,13 +404,13 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         self._map_fig.subplots_adjust(left=0.1, right=0.7, bottom=0.1, top=0.88)
         self._map_ax = self._map_fig.add_subplot(1, 1, 1)
         self._map_canvas = FigureCanvasAgg(self._map_fig)
-        self._map_key = None
-        self._background = None
+        self._maps: dict = {}                                # (model, attack, eps, colour) -> cached map pixels
         self._marks: list = []
         self._img_fig = Figure(figsize=(6.0, 2.7), dpi=_DPI)
         self._img_fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.78, wspace=0.1)
         self._img_axes = self._img_fig.subplots(1, 3)
         self._img_canvas = FigureCanvasAgg(self._img_fig)
+        self._img_artists = None
         controls = widgets.VBox([widgets.HBox([self.model_dropdown, self.attack_dropdown, self.eps_slider]),
                                  self.color_buttons,
                                  widgets.HBox([self.point_slider, self.next_fooled_button]),
@@ -497,31 +470,56 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         self.select_nearest(self.find_u.value, self.find_v.value)
 
     # ------------------------------------------------------------------------------------------- drawing
+    def _update_images(self, details: dict) -> None:
+        """Clean image, amplified perturbation, adversarial image: artists made once, then only their data
+        and titles change (clearing axes is what makes matplotlib slow)."""
+        names = self.data.classes
+        clean, adv = to_numpy_image(details["x"]), to_numpy_image(details["x_adv"])
+        delta = details["x_adv"] - details["x"]
+        pert, amp = perturbation_image(delta)
+        if self._img_artists is None:
+            gray = clean.ndim == 2
+            self._img_artists = [
+                ax.imshow(img, cmap=cmap if gray else None, vmin=0, vmax=1, interpolation="nearest")
+                for ax, img, cmap in zip(self._img_axes, (clean, pert, adv), ("gray", "RdBu_r", "gray"))]
+            for ax in self._img_axes:
+                ax.axis("off")
+        for artist, img in zip(self._img_artists, (clean, pert, adv)):
+            artist.set_data(img)
+        wrong = details["pred_adv"] != details["label"]
+        self._img_axes[0].set_title(f"clean: {names[details['pred_clean']]} ({details['conf_clean']:.0%})\n"
+                                    f"label {names[details['label']]}", fontsize=12)
+        self._img_axes[1].set_title(f"perturbation x{amp:.0f}\nmax |δ| = {float(delta.abs().max()):.3f}",
+                                    fontsize=12)
+        self._img_axes[2].set_title(f"adversarial: {names[details['pred_adv']]} ({details['conf_adv']:.0%})",
+                                    fontsize=12, color=ADV_COLOR if wrong else "black")
+
     def render(self) -> None:
         """Redraw the map, the images, the caption and the metrics from the precomputed data (no model calls)."""
         model, attack, eps = self.selection
         details = self.details()
         key = (model, attack, eps, self.color_buttons.value)
-        if key != self._map_key:                              # a new map: draw the scatter once, keep it
+        if key not in self._maps:                             # a new map: draw its scatter once, keep the pixels
             draw_map(self._map_ax, self.data, model, attack, eps, self.color_buttons.value, index=None)
             self._marks = _highlight_artists(self._map_ax)
             self._map_canvas.draw()
-            self._background = self._map_canvas.copy_from_bbox(self._map_fig.bbox)
-            self._map_key = key
-        self._map_canvas.restore_region(self._background)
+            self._maps[key] = (self._map_canvas.copy_from_bbox(self._map_fig.bbox), self._map_ax.get_xlim(),
+                               self._map_ax.get_ylim())
+        background, xlim, ylim = self._maps[key]
+        self._map_ax.set_xlim(xlim)                           # the markers use this map's coordinates
+        self._map_ax.set_ylim(ylim)
+        self._map_canvas.restore_region(background)
         _move_highlight(self._marks, details["xy_clean"], details["xy_adv"])
         for artist in self._marks:
             self._map_ax.draw_artist(artist)
         self.plot.value = _canvas_png(self._map_canvas)
-        draw_point(self._img_axes, self.data, details)
+        self._update_images(details)
         self._img_canvas.draw()
         self.images.value = _canvas_png(self._img_canvas)
         self.caption.value = caption_html(self.data, details)
         self.metrics.value = metrics_html(self.data, model, attack, eps)
         self.render_count += 1
 
-
-_DPI = 80
 
 
 def _canvas_png(canvas: FigureCanvasAgg) -> bytes:

@@ -17,7 +17,7 @@ Methods (`TrainConfig.method`), each only a different *step function* inside the
 
 The loop: data resident on the device (`DeviceLoader`, augmentation on the device); SGD with momentum and
 weight decay; one-cycle, piecewise or constant learning rate per step; optionally eps growing linearly over
-the first steps (`eps_warmup`; MNIST at eps 0.3 needs it, as Madry et al.'s models did); automatic mixed precision on CUDA
+the first steps (`eps_warmup`: short PGD-AT runs on MNIST at eps 0.3 stall at chance without it); automatic mixed precision on CUDA
 (bf16 where supported, else fp16 with a GradScaler); channels_last; optional torch.compile; no host-device
 synchronisation inside the step (loss and accuracy are summed on the device and read every `log_every`
 steps); a tqdm bar with live loss/accuracy; a history (list of dicts, `.frame()` -> DataFrame); a
@@ -660,6 +660,7 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
     start_epoch, best = 0, {"epoch": None, "val_acc": None, "bad_epochs": 0, "model": None}
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
     finished = False
+    state: dict = {}
 
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt, map_location="cpu", required=("model", "config", "epoch"))
@@ -678,9 +679,33 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
         if show:
             print(f"resuming {cfg.method} from {ckpt} after epoch {start_epoch}/{cfg.epochs}", flush=True)
 
-    stopped_early = False
-    epoch = start_epoch
-    for epoch in range(start_epoch, 0 if finished else cfg.epochs):
+    stopped_early = bool(state.get("stopped_early")) if cfg.resume and start_epoch else False
+    if (not finished and cfg.early_stop_patience is not None and best["bad_epochs"] >= cfg.early_stop_patience):
+        stopped_early = True   # killed after the epoch that triggered early stopping: do not train on
+    try:
+        stopped_early = _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, device, show,
+                                callback, ddp, ckpt, main, start_epoch, finished or stopped_early, stopped_early)
+    finally:
+        if cfg.method == "faithful_head":   # unfreeze the encoder for whoever uses the model next
+            for p in _unwrap(model).parameters():
+                p.requires_grad_(True)
+
+    if not finished:
+        if cfg.keep_best and best["model"] is not None:
+            load_model_state(model, best["model"])
+        if ckpt is not None and main:
+            _save_train_checkpoint(ckpt, model, stepper, cfg, len(history.epochs()), history, best, dataset,
+                                   finished=True, stopped_early=stopped_early)
+    model.eval()
+    return TrainResult(model=model, history=history, config=cfg, best_epoch=best["epoch"],
+                       best_val_acc=best["val_acc"], epochs_run=len(history.epochs()), stopped_early=stopped_early,
+                       seconds=time.perf_counter() - t_start, checkpoint_path=str(ckpt) if ckpt else None)
+
+
+def _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, device, show, callback, ddp, ckpt,
+            main, start_epoch, skip, stopped_early) -> bool:
+    """The epochs from start_epoch on (none when `skip`); returns whether training stopped early."""
+    for epoch in range(start_epoch, start_epoch if skip else cfg.epochs):
         record = _run_epoch(stepper, loader, epoch, cfg, history, show, callback, ddp)
         if x_val is not None:
             record.update(_validate(_unwrap(model), x_val, y_val, cfg, epoch, device))
@@ -701,24 +726,8 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
         if callback is not None and callback(record, model) is True:
             stop = True
         if stop:
-            stopped_early = True
-            break
-
-    if not finished:
-        if cfg.keep_best and best["model"] is not None:
-            load_model_state(model, best["model"])
-        epochs_run = len(history.epochs())
-        if ckpt is not None and main:
-            _save_train_checkpoint(ckpt, model, stepper, cfg, epochs_run, history, best, dataset, finished=True)
-    else:
-        epochs_run = len(history.epochs())
-    if cfg.method == "faithful_head":
-        for p in _unwrap(model).parameters():
-            p.requires_grad_(True)
-    model.eval()
-    return TrainResult(model=model, history=history, config=cfg, best_epoch=best["epoch"],
-                       best_val_acc=best["val_acc"], epochs_run=epochs_run, stopped_early=stopped_early,
-                       seconds=time.perf_counter() - t_start, checkpoint_path=str(ckpt) if ckpt else None)
+            return True
+    return stopped_early
 
 
 def _run_epoch(stepper: TrainStep, loader: DeviceLoader, epoch: int, cfg: TrainConfig, history: History, show: bool,
@@ -790,10 +799,11 @@ def _print_epoch(record: dict, cfg: TrainConfig) -> None:
     tqdm.write("  ".join(parts))
 
 
-def _save_train_checkpoint(path, model, stepper, cfg, epoch, history, best, dataset, finished) -> None:
+def _save_train_checkpoint(path, model, stepper, cfg, epoch, history, best, dataset, finished,
+                           stopped_early=False) -> None:
     state = {"format": 1, "kind": "train", **model_metadata(model), "model": _unwrap(model).state_dict(),
              "epoch": epoch, "history": list(history), "config": cfg.to_dict(), "method": cfg.method,
-             "dataset": dataset, "finished": finished,
+             "dataset": dataset, "finished": finished, "stopped_early": stopped_early,
              "best": {k: v for k, v in best.items() if k != "model" or not finished}}
     if not finished:  # what a resume needs; a finished checkpoint is slim
         state["train_state"] = stepper.state_dict()

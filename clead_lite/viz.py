@@ -92,7 +92,8 @@ def _perturbation_titles(x, x_adv, probs_clean, probs_adv, classes, label):
     img, _ = perturbation_image(delta)
     linf = float(delta.abs().max())
     return (f"clean: {_name(classes, k_clean)} ({float(probs_clean[k_clean]):.0%}){truth}",
-            f"perturbation (red +, blue −)\nmax |δ| = {linf:.3f}" if linf > 0 else "perturbation\n(none)",
+            (f"perturbation ({'red +, blue −' if img.ndim == 2 else 'amplified, grey = 0'})\nmax |δ| = {linf:.3f}"
+             if linf > 0 else "perturbation\n(none)"),
             f"adversarial: {_name(classes, k_adv)} ({float(probs_adv[k_adv]):.0%})",
             ADV_COLOR if k_adv != k_clean else "black", img)
 

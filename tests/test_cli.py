@@ -37,7 +37,7 @@ def run_cli(*args: str, tmp_path: Path, timeout: int = 300) -> subprocess.Comple
 def test_train_faithful_then_evaluate_with_the_surrogate_as_source(tmp_path):
     out = tmp_path / "runs" / "faithful.pt"
     proc = run_cli("train", "--method", "clead_faithful", "--profile", "smoke", "--seed", "1", "--out", str(out),
-                   "--no-progress", "--json", str(tmp_path / "train.json"), tmp_path=tmp_path)
+                   "--n-train", "160", "--n-val", "32", "--no-progress", "--json", str(tmp_path / "train.json"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "clean" in proc.stdout and "transfer" in proc.stdout and "saved" in proc.stdout
     state = load_checkpoint(out)

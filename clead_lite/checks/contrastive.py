@@ -48,8 +48,8 @@ def _call(fn: Callable, *args):
     try:
         return fn(*args), None
     except NotImplementedError as e:
-        return None, (f"not implemented yet ({e or 'NotImplementedError'}). Replace the `raise NotImplementedError(...)` "
-                      "line with your code, run that cell, then this one again.")
+        return None, (f"not implemented yet ({e or 'NotImplementedError'}). Replace the "
+                      "`raise NotImplementedError(...)` line with your code, run that cell, then this one again.")
     except Exception as e:  # noqa: BLE001 - any student error becomes feedback
         hint = ""
         if "in-place" in str(e):
