@@ -41,6 +41,7 @@ __all__ = ["predict", "accuracy", "robust_accuracy", "eps_sweep", "transfer_accu
 SWEEP_ATTACKS = ("fgsm", "pgd", "pgd_l2", "noise")
 AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
+AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 _BALL_ATOL = 1e-6       # float32 slack when checking |x_adv - x| <= eps
 _BALL_RTOL = 1e-5       # relative slack for the L2 norm (a sum of 784+ squares)
 
@@ -334,7 +335,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 
     x: (N, C, H, W) float in [0, 1]; y: (N,) int64; eps > 0 (L-inf: at most 1); norm 'Linf' | 'L2' | 'L1'
     (any case); version 'standard' (APGD-CE, APGD-T, FAB-T, Square: the headline number), 'plus', 'rand',
-    or 'custom' with `attacks` (e.g. ['apgd-ce', 'apgd-t']). n: evaluate a random subset of n examples
+    or 'custom' with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's settings). n: evaluate a random subset of n examples
     (drawn with `seed`; None = all). Runs on the model's device, seeded with `seed`; the global RNG state
     is restored afterwards. AutoAttack's log is silent unless `verbose`; its warnings (e.g. "it seems to be
     a randomized defense") are re-issued as Python warnings. return_details: return an AutoAttackResult
@@ -353,6 +354,11 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     if (attacks is None) != (version != "custom"):
         raise ValueError("pass attacks=[...] exactly when version='custom' "
                          f"(got version={version!r}, attacks={attacks!r})")
+    if attacks is not None:
+        if isinstance(attacks, str) or not attacks:
+            raise ValueError(f"attacks must be a non-empty list such as ['apgd-ce', 'apgd-t'], got {attacks!r}")
+        for a in attacks:
+            check_choice(a, "AutoAttack attack", AUTOATTACK_ATTACKS)
     check_int(seed, "seed", minimum=0)
     check_int(batch_size, "batch_size")
     indices = _subset(x.shape[0], n, seed)
@@ -362,8 +368,12 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     rng_devices = [device] if device.type == "cuda" else []
     start = time.perf_counter()
     with _eval_mode(model), torch.random.fork_rng(devices=rng_devices), _capture_autoattack_log(verbose) as log:
-        adversary = AutoAttack(model, attacks=None if attacks is None else list(attacks), device=device, eps=eps,
-                               norm=aa_norm, seed=seed, version=version)
+        # 'custom' runs the listed attacks with the standard version's settings (1 APGD restart, 9 target
+        # classes, 5000 Square queries): built as 'standard', then given the list
+        adversary = AutoAttack(model, device=device, eps=eps, norm=aa_norm, seed=seed,
+                               version="standard" if version == "custom" else version)
+        if version == "custom":
+            adversary.version, adversary.attacks_to_run = "custom", list(attacks)
         x_adv, _ = adversary.run_standard_evaluation(xs, ys, batch_size=batch_size)
     seconds = time.perf_counter() - start
 

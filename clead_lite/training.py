@@ -135,8 +135,10 @@ class TrainConfig:
     def from_profile(cls, profile: Profile, method: str = "pgd_at", **changes) -> "TrainConfig":
         """A config with the profile's epochs, batch size, lr, eps, attack steps, lambda and temperature."""
         n_val = {"smoke": 64, "quick": 500}.get(profile.name, 1000)
-        # MNIST-like data at eps 0.3: PGD-AT stalls at chance unless eps grows over the first steps
-        eps_warmup = 0.2 if profile.info.channels == 1 else 0.0
+        # MNIST-like data at eps 0.3: short PGD-AT runs stall at chance unless eps grows over the first steps;
+        # it grows with the one-cycle learning rate (full eps at the lr peak). Measured on 2,048 mnist5k
+        # images, 3 epochs, PGD-5: eps_warmup 0.2 -> loss 2.305, clean 11 %; 0.5 -> clean 55 %, PGD-10 23 %.
+        eps_warmup = 0.4 if profile.info.channels == 1 else 0.0
         base = dict(method=method, epochs=profile.epochs, batch_size=profile.batch_size, lr=profile.lr,
                     eps=profile.eps, attack_steps=profile.train_steps, eps_warmup=eps_warmup,
                     contrastive_weight=profile.contrastive_weight, temperature=profile.temperature,
