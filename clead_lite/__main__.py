@@ -309,7 +309,30 @@ def cmd_demo(args) -> int:
 
 
 # ============================================================================================== main
-COMMANDS = {"train": add_train_parser, "evaluate": add_evaluate_parser, "demo": add_demo_parser}
+def add_course_parser(sub) -> None:
+    from .profiles import PROFILE_NAMES
+    p = sub.add_parser("course", help="run the whole course headless (every notebook, in order) and time it",
+                       description="Execute the notebooks top to bottom in fresh kernels; executed notebooks, "
+                                   "figures and a per-notebook time table go to --out.")
+    p.add_argument("notebooks", nargs="*", help="names or number prefixes (default: all)")
+    p.add_argument("--profile", default=None, choices=PROFILE_NAMES,
+                   help="default: $CLEAD_PROFILE, else full on a GPU and quick otherwise")
+    p.add_argument("--out", default="build/course", help="default: build/course")
+    p.add_argument("--inplace", action="store_true", help="write executed notebooks back into notebooks/")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run")
+    p.set_defaults(func=cmd_course)
+
+
+def cmd_course(args) -> int:
+    from .course import run_course
+    from .profiles import get_profile
+    profile = get_profile(args.profile).name
+    rows = run_course(profile, args.out, args.notebooks or None, args.inplace, args.timeout)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+COMMANDS = {"train": add_train_parser, "evaluate": add_evaluate_parser, "demo": add_demo_parser,
+            "course": add_course_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:

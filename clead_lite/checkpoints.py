@@ -91,6 +91,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict | None = None, **extra)
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -100,6 +101,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict | None = None, **extra)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _default_mode() -> int:
+    """0o666 minus the process umask (what open() would have given)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -298,6 +306,7 @@ def write_manifest_entry(checkpoint: str | os.PathLike, *, dataset: str, method:
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=2, sort_keys=False)
         fh.write("\n")
+    os.chmod(tmp, _default_mode())
     os.replace(tmp, path)
     return entry
 

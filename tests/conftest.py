@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -72,13 +73,25 @@ def train_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epo
     return model.eval()
 
 
+def build_standard(split: Split) -> SmallCNN:
+    torch.manual_seed(STANDARD["seed"])
+    return train_model(SmallCNN(), split.x_train, split.y_train, **STANDARD)
+
+
+def build_robust(split: Split, standard: SmallCNN) -> SmallCNN:
+    return train_model(copy.deepcopy(standard), split.x_train, split.y_train, **ROBUST)
+
+
 def _cache_key() -> str:
-    """Hash of everything that determines the trained weights."""
+    """Hash of everything that determines the trained weights: the training code and settings here, the
+    package's model, attack, data and seeding code, and the torch version (comments here do not count)."""
     package = Path(clead_lite.__file__).parent
     h = hashlib.sha256(torch.__version__.encode())
-    for path in (Path(__file__), package / "models.py", package / "attacks.py", package / "data.py",
-                 package / "profiles.py", package / "validate.py"):
-        h.update(path.read_bytes())
+    for code in (train_model, build_standard, build_robust, Split):
+        h.update(inspect.getsource(code).encode())
+    h.update(repr((STANDARD, ROBUST)).encode())
+    for name in ("models.py", "attacks.py", "data.py", "profiles.py", "validate.py"):
+        h.update((package / name).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -118,16 +131,11 @@ def mnist5k_split() -> Split:
 
 @pytest.fixture(scope="session")
 def standard_model(mnist5k_split: Split) -> SmallCNN:
-    """SmallCNN, standard training (no defence). Measured: clean ~0.96, PGD-20 at eps 0.3 ~0."""
-    def build():
-        torch.manual_seed(STANDARD["seed"])
-        return train_model(SmallCNN(), mnist5k_split.x_train, mnist5k_split.y_train, **STANDARD)
-    return cached_model("standard", build)
+    """SmallCNN, standard training (no defence)."""
+    return cached_model("standard", lambda: build_standard(mnist5k_split))
 
 
 @pytest.fixture(scope="session")
 def robust_model(mnist5k_split: Split, standard_model: SmallCNN) -> SmallCNN:
     """SmallCNN, PGD adversarial training at eps 0.3, fine-tuned from the standard model."""
-    def build():
-        return train_model(copy.deepcopy(standard_model), mnist5k_split.x_train, mnist5k_split.y_train, **ROBUST)
-    return cached_model("robust", build)
+    return cached_model("robust", lambda: build_robust(mnist5k_split, standard_model))
