@@ -129,9 +129,9 @@ def _generator(seed: int) -> torch.Generator:
 
 
 def _distance(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
-    """(B,) per-example L-inf or L2 distance."""
+    """(B,) per-example distance in norm 'linf', 'l2' or 'l1'."""
     d = (x_adv - x).flatten(1).float()
-    return d.abs().amax(1) if norm == "linf" else d.norm(p=2, dim=1)
+    return d.abs().amax(1) if norm == "linf" else d.norm(p=2 if norm == "l2" else 1, dim=1)
 
 
 def _single_step(eps: float, norm: str) -> AttackFn:
@@ -335,8 +335,8 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 
     x: (N, C, H, W) float in [0, 1]; y: (N,) int64; eps > 0 (L-inf: at most 1); norm 'Linf' | 'L2' | 'L1'
     (any case); version 'standard' (APGD-CE, APGD-T, FAB-T, Square: the headline number), 'plus', 'rand',
-    or 'custom' with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's settings). n: evaluate a random subset of n examples
-    (drawn with `seed`; None = all). Runs on the model's device, seeded with `seed`; the global RNG state
+    or 'custom' with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's settings).
+    n: evaluate a random subset of n examples (drawn with `seed`; None = all). Runs on the model's device, seeded with `seed`; the global RNG state
     is restored afterwards. AutoAttack's log is silent unless `verbose`; its warnings (e.g. "it seems to be
     a randomized defense") are re-issued as Python warnings. return_details: return an AutoAttackResult
     (attacks run, accuracy after each, per-example correctness, subset indices) instead of the float.
@@ -388,8 +388,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     warned = [r.getMessage() for r in log.records if r.levelno >= logging.WARNING]
     for w in warned:
         warnings.warn(f"AutoAttack: {w}", RuntimeWarning, stacklevel=2)
-    dist = _distance(x_adv, xs, "linf" if aa_norm == "Linf" else "l2") if aa_norm != "L1" else \
-        (x_adv - xs).flatten(1).abs().sum(1)
+    dist = _distance(x_adv, xs, aa_norm.lower())
     result = AutoAttackResult(
         accuracy=correct.float().mean().item(), clean_accuracy=clean.float().mean().item(), n=len(indices),
         eps=eps, norm=aa_norm, version=version, seed=seed, attacks=list(adversary.attacks_to_run),
