@@ -169,7 +169,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
             raise CheckpointError(
                 f"{path} holds Python objects other than tensors and plain data, so it was not loaded "
                 f"(weights_only=True protects against code in pickles). Only if you trust its source, load it "
-                f"with torch.load(path, weights_only=False). Detail: {str(e).splitlines()[0][:300]}") from e
+                f"yourself with weights_only=False. Detail: {str(e).splitlines()[0][:300]}") from e
         raise CheckpointError(f"{path} is corrupt or not a PyTorch checkpoint ({path.stat().st_size} bytes): "
                               f"{e}") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:

@@ -365,7 +365,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 
     device = _device(model)
     xs, ys = x[indices].to(device), y[indices].to(device)
-    rng_devices = [device] if device.type == "cuda" else []
+    rng_devices = [device] if device.type == "cuda" else []  # device-ok
     start = time.perf_counter()
     with _eval_mode(model), torch.random.fork_rng(devices=rng_devices), _capture_autoattack_log(verbose) as log:
         # 'custom' runs the listed attacks with the standard version's settings (1 APGD restart, 9 target

@@ -63,7 +63,7 @@ def versions() -> dict[str, str]:
 
 
 def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
+    if device.type == "cuda":  # device-ok
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"{device} ({torch.get_num_threads()} threads)"
 
@@ -87,7 +87,7 @@ def setup(profile: str | Profile | None = None, seed: int = 0, device: str | tor
         print(f"clead_lite {v['clead_lite']} | profile {profile.name} | dataset {profile.dataset} "
               f"({profile.model}, eps {profile.eps:.4g}) | device {describe_device(device)} | torch {v['torch']}, "
               f"torchvision {v['torchvision']}, python {v['python']}{where}")
-        if profile.name == "full" and device.type != "cuda":
+        if profile.name == "full" and device.type != "cuda":  # device-ok
             print("note: the 'full' profile (CIFAR-10, PreActResNet18) is meant for a GPU; on this CPU it will be "
                   "very slow. Set CLEAD_PROFILE=quick for a laptop lesson.")
     return profile, device

@@ -322,10 +322,10 @@ class _Both(nn.Module):
 
 def _amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     """None (fp32), torch.bfloat16 or torch.float16 for autocast."""
-    on = device.type == "cuda" if amp is None else amp
+    on = device.type == "cuda" if amp is None else amp  # device-ok
     if not on:
         return None
-    if device.type == "cuda":
+    if device.type == "cuda":  # device-ok
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16
 
