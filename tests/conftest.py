@@ -4,9 +4,16 @@
 - `robust_model`: PGD adversarial training (Madry et al. 2018) at eps 0.3, fine-tuned from the standard
   model for 3 epochs with PGD-5 (alpha 0.05, random start; eps ramped up over the first 20 % of the steps).
 
+Measured on the 1,000 mnist5k test images (L-inf eps 0.3, PGD-20 with alpha 0.0375):
+  standard: clean 95.8 %, FGSM 14.9 %, PGD-20  0.1 %
+  robust:   clean 97.5 %, FGSM 77.0 %, PGD-20 57.7 %  (AutoAttack, standard version, 64 images: 45.3 %)
+Training cost measured on a shared, oversubscribed 2-core machine: standard ~24 CPU-s, robust ~200 CPU-s
+(wall time when the two cores are free: not measured, estimated at 1.5-2 minutes for both).
+
 The small training loop lives here on purpose (tests must not depend on the course's training module).
 The trained weights are cached between pytest runs in a temporary folder, keyed by a hash of everything
-that determines them (this file, the model, attack and data code, the torch version); set
+that determines them (the training code and settings here, the model, attack and data code, the torch
+version); set
 CLEAD_TEST_CACHE=0 to always retrain, or CLEAD_TEST_CACHE=/some/dir to choose the folder.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ from clead_lite.attacks import make_attack
 
 EPS = 0.3           # the MNIST L-inf threat model
 N_EVAL = 200        # test images for the PGD-20 comparisons
-N_SANITY = 100      # test images for the sanity suites
+N_SANITY = 64       # test images for the sanity suites
 N_AA = 64           # AutoAttack subset
 
 
@@ -44,6 +44,8 @@ def pgd_results(standard_model, robust_model, evalset):
 def test_robust_model_beats_standard_under_pgd20(standard_model, robust_model, evalset, pgd_results):
     # Measured (first 200 mnist5k test images, PGD-20, eps 0.3, alpha 0.0375, 1 restart):
     #   standard: clean 94.0 %, PGD-20 0.0 %;  robust: clean 97.5 %, PGD-20 56.5 %.
+    # On all 1,000 test images: standard clean 95.8 %, FGSM 14.9 %, PGD-20 0.1 %;
+    #                           robust   clean 97.5 %, FGSM 77.0 %, PGD-20 57.7 %.
     x, y = evalset
     std, rob = pgd_results["standard"][0], pgd_results["robust"][0]
     assert std <= 0.02, f"the standard model should be broken by PGD-20 at eps 0.3, got {std:.1%}"
@@ -52,13 +54,15 @@ def test_robust_model_beats_standard_under_pgd20(standard_model, robust_model, e
 
 
 def test_transfer_is_weaker_than_whitebox(standard_model, robust_model, evalset, pgd_results):
-    # Measured: PGD-20 made on the standard model and scored on the robust one: 76.0 % (white-box 56.5 %);
-    # made on the robust model and scored on the standard one: 45.5 % (white-box 0.0 %).
-    x, y = evalset
+    # Measured on 200 images: PGD-20 made on the standard model and scored on the robust one: 76.0 %
+    # (white-box 56.5 %); made on the robust model and scored on the standard one: 45.5 % (white-box 0.0 %).
+    # (All 1,000 test images: 79.4 % and 44.7 %.) Here on the first 100 images.
+    x, y = evalset[0][:100], evalset[1][:100]
+    whitebox = {name: correct[:100].float().mean().item() for name, (_, correct) in pgd_results.items()}
     onto_robust = E.transfer_accuracy(standard_model, robust_model, x, y, pgd20())
     onto_standard = E.transfer_accuracy(robust_model, standard_model, x, y, pgd20())
-    assert onto_robust >= pgd_results["robust"][0] + 0.1
-    assert onto_standard >= pgd_results["standard"][0] + 0.2
+    assert onto_robust >= whitebox["robust"] + 0.1
+    assert onto_standard >= whitebox["standard"] + 0.2
 
 
 def test_robust_accuracy_per_example_and_batching(robust_model, evalset, pgd_results):
@@ -67,7 +71,7 @@ def test_robust_accuracy_per_example_and_batching(robust_model, evalset, pgd_res
     assert correct.shape == (N_EVAL,) and correct.dtype == torch.bool
     assert correct.float().mean().item() == pytest.approx(acc)
     # a deterministic attack gives the same per-example result in any batch size
-    fgsm = make_attack("fgsm", eps=EPS)
+    fgsm, x, y = make_attack("fgsm", eps=EPS), x[:64], y[:64]
     a512, c512 = E.robust_accuracy(robust_model, x, y, fgsm, return_correct=True)
     a7, c7 = E.robust_accuracy(robust_model, x, y, fgsm, batch_size=7, return_correct=True)
     assert a7 == a512 and torch.equal(c7, c512)
@@ -93,7 +97,7 @@ def test_predict_and_accuracy_match_a_plain_forward(standard_model, evalset):
 # eps sweeps
 
 def test_eps_sweep_is_monotone_and_starts_at_clean(standard_model, evalset):
-    x, y = evalset[0][:100], evalset[1][:100]
+    x, y = evalset[0][:64], evalset[1][:64]
     eps_values = [0.0, 0.05, 0.1, 0.2, 0.3]
     clean = E.accuracy(standard_model, x, y)
     sweeps = {attack: E.eps_sweep(standard_model, x, y, eps_values, attack, **kwargs)
@@ -101,8 +105,8 @@ def test_eps_sweep_is_monotone_and_starts_at_clean(standard_model, evalset):
     for attack, frame in sweeps.items():
         assert list(frame.columns[:2]) == ["eps", "accuracy"] and list(frame.eps) == eps_values
         assert frame.accuracy.iloc[0] == clean
-        assert (frame.accuracy.diff().dropna() <= 2 / 100).all(), f"{attack} sweep not monotone:\n{frame}"
-    # measured at eps 0.3 on these 100 images: PGD-5 0 %, FGSM ~15 %, random sign noise ~90 %
+        assert (frame.accuracy.diff().dropna() <= 2 / 64).all(), f"{attack} sweep not monotone:\n{frame}"
+    # measured at eps 0.3 on these 64 images: PGD-5 0 %, FGSM ~10-15 %, random sign noise ~90 %
     assert sweeps["pgd"].accuracy.iloc[-1] <= 0.05
     assert sweeps["pgd"].accuracy.iloc[-1] <= sweeps["fgsm"].accuracy.iloc[-1] < sweeps["noise"].accuracy.iloc[-1] - 0.3
     l2 = E.eps_sweep(standard_model, x, y, [0.0, 1.0, 3.0], "pgd_l2", steps=5)   # L2 budgets above 1
@@ -195,19 +199,20 @@ def test_attacks_that_leave_the_ball_or_the_image_range_fail(standard_model, sma
 
 
 def test_reversed_and_perverse_attacks_fail_the_monotonicity_checks(standard_model, small):
-    x, y = small
+    x, y = small[0][:32], small[1][:32]
 
     def reversed_eps(eps, steps, restarts):      # stronger at small eps: accuracy rises with eps
-        return make_attack("pgd", eps=EPS - eps if eps <= EPS else eps, alpha=0.05, steps=5)
+        return make_attack("pgd", eps=EPS - eps if eps <= EPS else eps, alpha=0.1, steps=3)
 
-    report = E.sanity_checks(standard_model, x, y, EPS, steps=5, attack=reversed_eps)
+    report = E.sanity_checks(standard_model, x, y, EPS, steps=3, more_restarts=2, attack=reversed_eps)
     assert {"eps0_equals_clean", "monotone_in_eps"} <= _failed(report), str(report)
 
-    def perverse(eps, steps, restarts):          # more steps or restarts -> a single step
-        weak = steps > 5 or restarts > 1
-        return make_attack("pgd", eps=eps, alpha=E.default_alpha(eps, 5), steps=1 if weak else 5)
+    def perverse(eps, steps, restarts):          # more steps or more restarts -> does nothing
+        if steps > 3 or restarts > 1:
+            return lambda m, xb, yb: xb.clone()
+        return make_attack("pgd", eps=eps, alpha=E.default_alpha(eps, 3), steps=3)
 
-    report = E.sanity_checks(standard_model, x, y, EPS, steps=5, attack=perverse)
+    report = E.sanity_checks(standard_model, x, y, EPS, steps=3, more_restarts=2, attack=perverse)
     assert {"more_steps_not_weaker", "more_restarts_not_weaker"} <= _failed(report), str(report)
 
 
@@ -239,10 +244,11 @@ def test_gradient_masked_model_is_caught(standard_model, small):
     masked = ScaledLogits(standard_model)
     assert torch.equal(E.predict(masked, x), E.predict(standard_model, x))
     report = E.sanity_checks(masked, x, y, EPS, steps=3, more_restarts=2, undefended=True)
-    # PGD on the masked model looks "robust", but the suite says why not to believe it
+    # PGD on the masked model looks "robust" (measured: 97.9 % at eps 0.3, 60.4 % even at eps 1, where
+    # any image is reachable), but the suite says why not to believe it
     assert report.settings["accuracy"] > 0.5
     assert not report.passed
-    assert {"large_eps_breaks", "undefended_near_zero"} <= _failed(report), str(report)
+    assert {"large_eps_breaks", "noise_much_weaker", "undefended_near_zero"} <= _failed(report), str(report)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -250,6 +256,9 @@ def test_gradient_masked_model_is_caught(standard_model, small):
 
 @pytest.fixture(scope="module")
 def autoattack_results(standard_model, robust_model, evalset):
+    # Measured with the full standard version on the same 64 images (seed 0): standard 0.0 % (clean 93.8 %);
+    # robust 45.3 % (clean 98.4 %, PGD-20 54.7 %), every point broken by APGD-CE, none by APGD-T, FAB-T or
+    # Square; ~800 CPU seconds. APGD-CE + APGD-DLR below: robust 45.3 % as well.
     x, y = evalset
     return {
         "standard": E.autoattack_accuracy(standard_model, x, y, EPS, n=N_AA, seed=0, return_details=True),
