@@ -19,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from clead_lite.results import load_results, summary_markdown
+
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")
+METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")  # the order of the table
 
 
 def run(cmd: list[str]) -> None:
@@ -77,36 +79,8 @@ def main(argv=None) -> int:
                     record["train_command"] = shlex.join(["python", "-m", "clead_lite"] + train[3:])
                     record["evaluate_command"] = shlex.join(["python", "-m", "clead_lite"] + evaluate[3:])
                     row_json.write_text(json.dumps(record, indent=2))
-    print(summary_markdown(out))
+    print(summary_markdown(load_results(out)))
     return 0
-
-
-def summary_markdown(out: Path) -> str:
-    """Mean and spread over seeds of each (dataset, method), from the JSON rows on disk."""
-    import numpy as np
-    rows: dict[tuple[str, str], list[dict]] = {}
-    for f in sorted(out.glob("*_seed*.json")):
-        r = json.loads(f.read_text())
-        if r.get("row"):
-            rows.setdefault((r["dataset"], r["method"]), []).append(r)
-    cols = ("clean", "fgsm", "pgd", "autoattack", "transfer")
-    lines = ["| dataset | method | seeds | clean | FGSM | PGD-k | AutoAttack (n) | transfer | sanity |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (dataset, method), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]))):
-        cells = []
-        for c in cols:
-            v = [r["row"].get(c) for r in rs if r["row"].get(c) is not None]
-            cells.append("-" if not v else f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" if len(v) > 1
-                         else f"{100 * v[0]:.1f}")
-        n_aa = rs[0]["row"].get("n_autoattack", 0)
-        cells[3] = f"{cells[3]} ({n_aa})" if n_aa else "-"
-        sanity = [r["sanity"]["passed"] for r in rs if r.get("sanity")]
-        seeds = ",".join(str(r["seed"]) for r in rs)
-        k = rs[0]["row"].get("steps")
-        lines.append(f"| {dataset} (eps {rs[0]['row'].get('eps')}) | {method} | {seeds} | "
-                     + " | ".join(cells).replace("PGD-k", f"PGD-{k}")
-                     + f" | {sum(sanity)}/{len(sanity)} passed |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

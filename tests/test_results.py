@@ -1,0 +1,48 @@
+"""The results table reader: JSON rows written by `evaluate --json` -> DataFrame -> markdown summary."""
+import json
+import math
+
+import pytest
+
+from clead_lite.results import load_results, summary_markdown
+
+
+def _write(path, dataset, method, seed, clean, pgd, aa=None, n_aa=0, sanity_ok=True):
+    row = {"model": method, "eps": 0.3, "n": 1000, "clean": clean, "fgsm": (clean + pgd) / 2, "steps": 20,
+           "restarts": 2, "pgd": pgd, "autoattack": aa, "n_autoattack": n_aa, "transfer": None,
+           "transfer_source": None}
+    checks = [{"name": "within_ball", "passed": True, "detail": ""},
+              {"name": "pgd_below_fgsm", "passed": sanity_ok, "detail": ""}]
+    record = {"dataset": dataset, "method": method, "seed": seed, "row": row,
+              "sanity": {"passed": sanity_ok, "settings": {}, "checks": checks},
+              "train_command": f"python -m clead_lite train --method {method} --seed {seed}"}
+    (path / f"{dataset}_{method}_seed{seed}.json").write_text(json.dumps(record))
+
+
+def test_load_and_summarise(tmp_path):
+    _write(tmp_path, "mnist", "pgd_at", 0, 0.98, 0.90, aa=0.88, n_aa=1000)
+    _write(tmp_path, "mnist", "pgd_at", 1, 0.96, 0.86, aa=0.84, n_aa=1000, sanity_ok=False)
+    _write(tmp_path, "mnist", "standard", 0, 0.99, 0.0)
+    (tmp_path / "bench_attacks.json").write_text("{}")          # not a results row: ignored by the pattern
+    frame = load_results(tmp_path)
+    assert list(frame["method"]) == ["standard", "pgd_at", "pgd_at"]   # the table's method order, then seed
+    assert math.isnan(frame.loc[0, "autoattack"]) and math.isnan(frame.loc[0, "transfer"])
+    assert frame.loc[2, "sanity_failed"] == "pgd_below_fgsm"
+    table = summary_markdown(frame).splitlines()
+    assert len(table) == 2 + 2
+    pgd_row = next(line for line in table if "| pgd_at |" in line)
+    # mean ± population std over the two seeds, in percent
+    assert "| 0,1 | 97.0 ± 1.0 |" in pgd_row and "88.0 ± 2.0 (PGD-20×2)" in pgd_row
+    assert "86.0 ± 2.0 (1000)" in pgd_row and "1/2 passed" in pgd_row
+    std_row = next(line for line in table if "| standard |" in line)
+    assert "| 99.0 |" in std_row and "| - |" in std_row   # one seed: no spread; AutoAttack not measured: '-'
+
+
+def test_empty_and_bad_input(tmp_path):
+    assert len(load_results(tmp_path)) == 0
+    assert summary_markdown(load_results(tmp_path)).count("\n") == 1
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_results(tmp_path / "missing")
+    (tmp_path / "x_seed0.json").write_text(json.dumps({"dataset": "mnist"}))
+    with pytest.raises(ValueError, match="x_seed0.json: no evaluation row"):
+        load_results(tmp_path)
