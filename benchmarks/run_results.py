@@ -32,6 +32,14 @@ def run(cmd: list[str]) -> None:
     print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def trained_by(ckpt: Path) -> str:
+    from clead_lite.checkpoints import load_checkpoint
+    command = load_checkpoint(ckpt, map_location="cpu").get("command")
+    if not command:
+        raise SystemExit(f"{ckpt}: the checkpoint records no training command; delete it and run again")
+    return command
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
@@ -76,7 +84,9 @@ def main(argv=None) -> int:
                         evaluate += ["--source", str(std_ckpt.relative_to(ROOT))]
                     run(evaluate)
                     record = json.loads(row_json.read_text())
-                    record["train_command"] = shlex.join(["python", "-m", "clead_lite"] + train[3:])
+                    # the command stored in the checkpoint: the one that really trained it (a checkpoint left
+                    # from an earlier run with other settings would otherwise be mislabelled)
+                    record["train_command"] = trained_by(ckpt)
                     record["evaluate_command"] = shlex.join(["python", "-m", "clead_lite"] + evaluate[3:])
                     row_json.write_text(json.dumps(record, indent=2))
     print(summary_markdown(load_results(out)))

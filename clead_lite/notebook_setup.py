@@ -126,9 +126,12 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
             model, entry = load_pretrained(profile.dataset, method, profile.name, profile.model, device=device)
             state = load_checkpoint(path, map_location="cpu")
             history = History(state["history"]) if state.get("history") else None
-            print(f"loaded the shipped {method} checkpoint {path.name} (sha256 verified; trained with the "
-                  f"{profile.name!r} profile). Set CLEAD_PROFILE=smoke or pass a change (e.g. epochs=...) to "
-                  f"train it here instead.")
+            metrics = entry.get("metrics") or {}
+            measured = (f"; its recorded accuracy on {metrics['n']} test images: clean {metrics['clean']:.1%}, "
+                        f"PGD-{metrics['steps']} {metrics['pgd']:.1%}" if metrics.get("n") else "")
+            print(f"loaded the shipped {method} checkpoint {path.name} (sha256 verified{measured}).\n"
+                  f"It was trained by: {entry.get('command') or 'an unrecorded command'}\n"
+                  f"To train it here instead: CLEAD_PROFILE=smoke, or pass a change (e.g. epochs=...).")
             return model.eval(), history
     model = build_model(profile.model, num_classes=profile.info.num_classes)
     config = TrainConfig.from_profile(profile, method, **changes)
