@@ -3,7 +3,7 @@
 so every row records the exact commands that reproduce it.
 
     CLEAD_DATA_ROOT=../shared/data python benchmarks/run_results.py            # all rows (resumable)
-    python benchmarks/run_results.py --summary                                  # the table only
+    python benchmarks/run_results.py --summary [--readme README.md]             # the table only
 
 Each row: `train --no-eval` then `evaluate --sanity --json`: clean, FGSM, PGD-k with restarts, AutoAttack
 (standard) on a subset, transfer from the standard model of the same seed (for the faithful mode: its own
@@ -32,6 +32,24 @@ def run(cmd: list[str]) -> None:
     print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def rel(path: Path) -> str:
+    """`path` relative to the repository (how the recorded commands name it), or absolute outside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def write_block(path: Path, table: str) -> None:
+    """Replace the text between the results markers of `path` with `table`."""
+    import re
+    text = path.read_text()
+    new, n = re.subn(r"(<!-- results:start -->\n).*?(\n<!-- results:end -->)", lambda m: m[1] + table + m[2],
+                     text, flags=re.S)
+    if n != 1:
+        raise SystemExit(f"{path}: expected one '<!-- results:start -->' ... '<!-- results:end -->' block, found {n}")
+    path.write_text(new)
+    print(f"wrote the table into {path}")
+
+
 def trained_by(ckpt: Path) -> str:
     from clead_lite.checkpoints import load_checkpoint
     command = load_checkpoint(ckpt, map_location="cpu").get("command")
@@ -56,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--runs", default=str(ROOT / "data" / "runs" / "results"))
     p.add_argument("--summary", action="store_true", help="only print the table of the rows on disk")
+    p.add_argument("--readme", default=None, help="also write the table into this file, between "
+                   "'<!-- results:start -->' and '<!-- results:end -->' (e.g. README.md)")
     args = p.parse_args(argv)
     out, runs = Path(args.out), Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,16 +92,16 @@ def main(argv=None) -> int:
                     ckpt = runs / f"{dataset}_{method}_seed{seed}.pt"
                     train = py + ["train", "--method", method, "--dataset", dataset, "--profile", args.profile,
                                   "--seed", str(seed), "--n-train", str(args.n_train), "--epochs", str(args.epochs),
-                                  "--attack-steps", str(args.attack_steps), "--out", str(ckpt.relative_to(ROOT)),
+                                  "--attack-steps", str(args.attack_steps), "--out", rel(ckpt),
                                   "--no-eval", "--no-progress"]
                     if not ckpt.exists() or method == "clead_faithful" and not ckpt.with_suffix(".surrogate.pt").exists():
                         run(train)
-                    evaluate = py + ["evaluate", str(ckpt.relative_to(ROOT)), "--profile", args.profile,
+                    evaluate = py + ["evaluate", rel(ckpt), "--profile", args.profile,
                                      "--n", str(args.n_test), "--steps", str(args.steps), "--restarts",
                                      str(args.restarts), "--n-autoattack", str(args.n_autoattack), "--sanity",
-                                     "--json", str(row_json.relative_to(ROOT))]
+                                     "--json", rel(row_json)]
                     if method in ("pgd_at", "clead_online"):
-                        evaluate += ["--source", str(std_ckpt.relative_to(ROOT))]
+                        evaluate += ["--source", rel(std_ckpt)]
                     run(evaluate)
                     record = json.loads(row_json.read_text())
                     # the command stored in the checkpoint: the one that really trained it (a checkpoint left
@@ -89,7 +109,10 @@ def main(argv=None) -> int:
                     record["train_command"] = trained_by(ckpt)
                     record["evaluate_command"] = shlex.join(["python", "-m", "clead_lite"] + evaluate[3:])
                     row_json.write_text(json.dumps(record, indent=2))
-    print(summary_markdown(load_results(out)))
+    table = summary_markdown(load_results(out))
+    print(table)
+    if args.readme:
+        write_block(Path(args.readme), table)
     return 0
 
 

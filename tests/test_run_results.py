@@ -1,0 +1,35 @@
+"""benchmarks/run_results.py end to end on a tiny configuration: it trains and evaluates through the CLI,
+writes one JSON row per (dataset, method, seed) with the commands that reproduce it, skips rows already on
+disk, and writes the summary table into a README block."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_results_tiny(tmp_path):
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    runs.mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run_results.py"), "--datasets", "mnist5k", "--methods",
+           "standard", "pgd_at", "--seeds", "0", "--profile", "smoke", "--n-train", "160", "--epochs", "1",
+           "--attack-steps", "2", "--n-test", "32", "--steps", "3", "--restarts", "1", "--n-autoattack", "0",
+           "--out", str(out), "--runs", str(runs), "--readme", str(readme)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(rows) == {"mnist5k_standard_seed0.json", "mnist5k_pgd_at_seed0.json"}
+    at = rows["mnist5k_pgd_at_seed0.json"]
+    assert at["method"] == "pgd_at" and at["row"]["n"] == 32 and at["row"]["steps"] == 3
+    assert "--method pgd_at" in at["train_command"] and "--n-train 160" in at["train_command"]
+    assert at["evaluate_command"].startswith("python -m clead_lite evaluate")
+    assert at["row"]["transfer_source"], "PGD-AT rows are also attacked by transfer from the standard model"
+    assert at["sanity"] is not None and len(at["sanity"]["checks"]) >= 5
+    table = readme.read_text()
+    assert "old" not in table and "| mnist5k (0.3) | pgd_at | 0 |" in table
+    # a second run finds every row on disk and only prints the table
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "$ " not in again.stdout
