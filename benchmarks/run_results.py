@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from clead_lite.results import load_results, summary_markdown
+from clead_lite.results import load_results, replace_marked_block, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")  # the order of the table
@@ -36,18 +36,6 @@ def rel(path: Path) -> str:
     """`path` relative to the repository (how the recorded commands name it), or absolute outside it."""
     path = path.resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def write_block(path: Path, table: str) -> None:
-    """Replace the text between the results markers of `path` with `table`."""
-    import re
-    text = path.read_text()
-    new, n = re.subn(r"(<!-- results:start -->\n).*?(\n<!-- results:end -->)", lambda m: m[1] + table + m[2],
-                     text, flags=re.S)
-    if n != 1:
-        raise SystemExit(f"{path}: expected one '<!-- results:start -->' ... '<!-- results:end -->' block, found {n}")
-    path.write_text(new)
-    print(f"wrote the table into {path}")
 
 
 def trained_by(ckpt: Path) -> str:
@@ -112,7 +100,8 @@ def main(argv=None) -> int:
     table = summary_markdown(load_results(out))
     print(table)
     if args.readme:
-        write_block(Path(args.readme), table)
+        replace_marked_block(args.readme, "results", table)
+        print(f"wrote the table into {args.readme}")
     return 0
 
 

@@ -101,4 +101,19 @@ def summary_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["load_results", "results_dir", "summary_markdown", "ACCURACY_COLUMNS", "METHOD_ORDER"]
+def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
+    """Replace the text between `<!-- {marker}:start -->` and `<!-- {marker}:end -->` lines of the file `path`
+    (e.g. a README table that a script regenerates). Exactly one such block must exist."""
+    import re
+    path = Path(path)
+    text = path.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    new, n = re.subn(f"({re.escape(start)}\n).*?(\n{re.escape(end)})", lambda m: m[1] + content + m[2], text,
+                     flags=re.S)
+    if n != 1:
+        raise ValueError(f"{path}: expected one '{start}' ... '{end}' block, found {n}")
+    path.write_text(new)
+
+
+__all__ = ["load_results", "replace_marked_block", "results_dir", "summary_markdown", "ACCURACY_COLUMNS",
+           "METHOD_ORDER"]

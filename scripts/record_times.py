@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
+
+from clead_lite.results import replace_marked_block
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE_ROWS = {"smoke": "| `smoke` |", "quick": "| `quick` (CPU) |", "full": "| `full` (GPU) |"}
@@ -91,13 +92,11 @@ def main(argv=None) -> int:
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
             print("updated", path.name)
     readme = Path(args.readme)
-    text = readme.read_text()
     block = readme_block([q.name for q in paths], times, machines)
-    new_text, n = re.subn(r"(<!-- times:start -->\n).*?(\n<!-- times:end -->)", lambda m: m[1] + block + m[2],
-                          text, flags=re.S)
-    if n != 1:
-        raise SystemExit(f"{readme}: expected one '<!-- times:start -->' ... '<!-- times:end -->' block, found {n}")
-    readme.write_text(new_text)
+    try:
+        replace_marked_block(readme, "times", block)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     print(f"updated {readme.name}:\n{block}")
     return 0
 
