@@ -34,7 +34,7 @@ def _row(record: dict, file: str) -> dict:
         raise ValueError(f"{file}: no evaluation row (expected a 'row' dict with 'clean', as written by "
                          f"`python -m clead_lite evaluate --json`)")
     sanity = record.get("sanity") or {}
-    failed = [c.get("name") for c in sanity.get("checks", []) if not c.get("passed")]
+    failed = [c.get("name") for c in sanity.get("checks", []) if c.get("passed") is False]  # None: n/a
     out = {"dataset": record.get("dataset"), "method": record.get("method"), "seed": record.get("seed"),
            **{k: row.get(k) for k in ("eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
                                       "n_autoattack", "transfer", "transfer_source")},

@@ -12,6 +12,7 @@ def _write(path, dataset, method, seed, clean, pgd, aa=None, n_aa=0, sanity_ok=T
            "restarts": 2, "pgd": pgd, "autoattack": aa, "n_autoattack": n_aa, "transfer": None,
            "transfer_source": None}
     checks = [{"name": "within_ball", "passed": True, "detail": ""},
+              {"name": "whitebox_le_transfer", "passed": None, "detail": "no source model given"},
               {"name": "pgd_below_fgsm", "passed": sanity_ok, "detail": ""}]
     record = {"dataset": dataset, "method": method, "seed": seed, "row": row,
               "sanity": {"passed": sanity_ok, "settings": {}, "checks": checks},
