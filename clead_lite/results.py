@@ -94,7 +94,8 @@ def summary_markdown(frame: pd.DataFrame) -> str:
         first = g.iloc[0]
         label = f"PGD-{int(first['steps'])}×{int(first['restarts'])}" if pd.notna(first["steps"]) else "PGD"
         sanity = g["sanity_passed"].dropna()
-        sanity_cell = f"{int(sanity.sum())}/{len(sanity)} passed" if len(sanity) else "-"
+        sanity_cell = (f"{int(sanity.sum())}/{len(sanity)} passed" if len(sanity) else "not run") + (
+            f" ({len(g) - len(sanity)} seed(s) not run)" if 0 < len(sanity) < len(g) else "")
         seeds = ",".join(str(int(s)) for s in g["seed"].dropna())
         lines.append(f"| {dataset} ({float(first['eps']):.3g}) | {method} | {seeds} | {_cell(g['clean'])} | "
                      f"{_cell(g['fgsm'])} | {pgd} ({label}) | {aa} | {_cell(g['transfer'])} | {sanity_cell} |")

@@ -7,7 +7,7 @@ import pytest
 from clead_lite.results import load_results, summary_markdown
 
 
-def _write(path, dataset, method, seed, clean, pgd, aa=None, n_aa=0, sanity_ok=True):
+def _write(path, dataset, method, seed, clean, pgd, aa=None, n_aa=0, sanity_ok=True, sanity=True):
     row = {"model": method, "eps": 0.3, "n": 1000, "clean": clean, "fgsm": (clean + pgd) / 2, "steps": 20,
            "restarts": 2, "pgd": pgd, "autoattack": aa, "n_autoattack": n_aa, "transfer": None,
            "transfer_source": None}
@@ -15,7 +15,7 @@ def _write(path, dataset, method, seed, clean, pgd, aa=None, n_aa=0, sanity_ok=T
               {"name": "whitebox_le_transfer", "passed": None, "detail": "no source model given"},
               {"name": "pgd_below_fgsm", "passed": sanity_ok, "detail": ""}]
     record = {"dataset": dataset, "method": method, "seed": seed, "row": row,
-              "sanity": {"passed": sanity_ok, "settings": {}, "checks": checks},
+              "sanity": {"passed": sanity_ok, "settings": {}, "checks": checks} if sanity else None,
               "train_command": f"python -m clead_lite train --method {method} --seed {seed}"}
     (path / f"{dataset}_{method}_seed{seed}.json").write_text(json.dumps(record))
 
@@ -24,11 +24,17 @@ def test_load_and_summarise(tmp_path):
     _write(tmp_path, "mnist", "pgd_at", 0, 0.98, 0.90, aa=0.88, n_aa=1000)
     _write(tmp_path, "mnist", "pgd_at", 1, 0.96, 0.86, aa=0.84, n_aa=1000, sanity_ok=False)
     _write(tmp_path, "mnist", "standard", 0, 0.99, 0.0)
+    _write(tmp_path, "fashion-mnist", "standard", 0, 0.90, 0.01)
+    _write(tmp_path, "fashion-mnist", "standard", 1, 0.92, 0.03, sanity=False)
     (tmp_path / "bench_attacks.json").write_text("{}")          # not a results row: ignored by the pattern
     frame = load_results(tmp_path)
-    assert list(frame["method"]) == ["standard", "pgd_at", "pgd_at"]   # the table's method order, then seed
+    assert list(frame["dataset"]) == ["fashion-mnist"] * 2 + ["mnist"] * 3
+    assert list(frame["method"])[2:] == ["standard", "pgd_at", "pgd_at"]   # the table's method order, then seed
+    frame = frame[frame["dataset"] == "mnist"].reset_index(drop=True)
     assert math.isnan(frame.loc[0, "autoattack"]) and math.isnan(frame.loc[0, "transfer"])
     assert frame.loc[2, "sanity_failed"] == "pgd_below_fgsm"
+    fashion = next(line for line in summary_markdown(load_results(tmp_path)).splitlines() if "fashion" in line)
+    assert "| 0,1 | 91.0 ± 1.0 |" in fashion and "1/1 passed (1 seed(s) not run)" in fashion
     table = summary_markdown(frame).splitlines()
     assert len(table) == 2 + 2
     pgd_row = next(line for line in table if "| pgd_at |" in line)
