@@ -1,7 +1,7 @@
 """clead_lite — the helper package of the C-LEAD course (Ghosh, Kumar, Sur, arXiv 2510.27249).
 
 Modules, each one job: `profiles` (smoke/quick/full), `data`, `models`, `attacks`, `losses`,
-`evaluation`, `checkpoints`, `training`, `embeddings`, `viz`, `checks`.
+`evaluation`, `results` (the measured table), `checkpoints`, `training`, `embeddings`, `viz`, `checks`.
 """
 from .profiles import get_device, get_profile, seed_everything
 

@@ -4,7 +4,7 @@
     frame = load_results()                 # pandas DataFrame, one row per file, accuracies in [0, 1]
     print(summary_markdown(frame))         # mean ± std over seeds per (dataset, method)
 
-Floor 1: imports nothing of the package except `validate`-free helpers; pandas and numpy only.
+Floor 0: imports nothing of the package; pandas and numpy only.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 METHOD_ORDER = ("standard", "pgd_at", "clead_online", "clead_faithful")
