@@ -38,6 +38,12 @@ def rel(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def finished(ckpt: Path) -> bool:
+    """Whether `ckpt` holds a finished training run (a killed run leaves an epoch checkpoint to resume from)."""
+    from clead_lite.checkpoints import load_checkpoint
+    return ckpt.exists() and bool(load_checkpoint(ckpt, map_location="cpu").get("finished"))
+
+
 def trained_by(ckpt: Path) -> str:
     from clead_lite.checkpoints import load_checkpoint
     command = load_checkpoint(ckpt, map_location="cpu").get("command")
@@ -84,8 +90,8 @@ def main(argv=None) -> int:
                                   "--seed", str(seed), "--n-train", str(args.n_train), "--epochs", str(args.epochs),
                                   "--attack-steps", str(args.attack_steps), "--out", rel(ckpt),
                                   "--no-eval", "--no-progress"]
-                    if not ckpt.exists() or method == "clead_faithful" and not ckpt.with_suffix(".surrogate.pt").exists():
-                        run(train)
+                    if not finished(ckpt) or method == "clead_faithful" and not ckpt.with_suffix(".surrogate.pt").exists():
+                        run(train + (["--resume"] if ckpt.exists() else []))   # a killed run continues
                     evaluate = py + ["evaluate", rel(ckpt), "--profile", args.profile,
                                      "--n", str(args.n_test), "--steps", str(args.steps), "--restarts",
                                      str(args.restarts), "--n-autoattack", str(args.n_autoattack), "--json", rel(row_json)]
