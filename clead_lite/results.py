@@ -88,7 +88,9 @@ def summary_markdown(frame: pd.DataFrame) -> str:
     for (dataset, method), g in groups:
         n_aa = sorted({int(n) for n in g["n_autoattack"].dropna() if n})
         aa = _cell(g["autoattack"])
-        aa = f"{aa} ({'/'.join(map(str, n_aa))})" if aa != "-" and n_aa else "-"
+        aa_seeds = g.loc[g["autoattack"].notna(), "seed"]
+        only = (f", seed {','.join(str(int(v)) for v in aa_seeds)} only" if 0 < len(aa_seeds) < len(g) else "")
+        aa = f"{aa} ({'/'.join(map(str, n_aa))}{only})" if aa != "-" and n_aa else "-"
         pgd = _cell(g["pgd"])
         first = g.iloc[0]
         label = f"PGD-{int(first['steps'])}×{int(first['restarts'])}" if pd.notna(first["steps"]) else "PGD"

@@ -24,7 +24,7 @@ def test_load_and_summarise(tmp_path):
     _write(tmp_path, "mnist", "pgd_at", 0, 0.98, 0.90, aa=0.88, n_aa=1000)
     _write(tmp_path, "mnist", "pgd_at", 1, 0.96, 0.86, aa=0.84, n_aa=1000, sanity_ok=False)
     _write(tmp_path, "mnist", "standard", 0, 0.99, 0.0)
-    _write(tmp_path, "fashion-mnist", "standard", 0, 0.90, 0.01)
+    _write(tmp_path, "fashion-mnist", "standard", 0, 0.90, 0.01, aa=0.005, n_aa=200)
     _write(tmp_path, "fashion-mnist", "standard", 1, 0.92, 0.03, sanity=False)
     (tmp_path / "bench_attacks.json").write_text("{}")          # not a results row: ignored by the pattern
     frame = load_results(tmp_path)
@@ -35,6 +35,7 @@ def test_load_and_summarise(tmp_path):
     assert frame.loc[2, "sanity_failed"] == "pgd_below_fgsm"
     fashion = next(line for line in summary_markdown(load_results(tmp_path)).splitlines() if "fashion" in line)
     assert "| 0,1 | 91.0 ± 1.0 |" in fashion and "1/1 passed (1 seed(s) not run)" in fashion
+    assert "| 0.5 (200, seed 0 only) |" in fashion
     table = summary_markdown(frame).splitlines()
     assert len(table) == 2 + 2
     pgd_row = next(line for line in table if "| pgd_at |" in line)
