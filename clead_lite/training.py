@@ -342,7 +342,7 @@ class TrainStep:
         cfg = self.cfg = config
         self.device, self.model = device, model
         self.amp_dtype = _amp_dtype(device, cfg.amp)
-        self.channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+        self.channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last  # device-ok
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.trainable = self._select_parameters()
@@ -507,7 +507,7 @@ def _rng_state(generator: torch.Generator) -> dict:
              "numpy": torch.as_tensor(np.asarray(np_state[1], dtype=np.int64)),
              "numpy_pos": int(np_state[2])}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state_all()  # device-ok
     return state
 
 
@@ -517,7 +517,7 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate((state["python_version"], tuple(int(v) for v in state["python"]), None))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
+        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])  # device-ok
 
 
 # ============================================================================================== DDP
@@ -531,13 +531,13 @@ def _ddp_setup(device: torch.device | None) -> dict | None:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    if device.type == "cuda":
+    if device.type == "cuda":  # device-ok
         if device.index is None:
             device = torch.device(f"cuda:{local}")
         torch.cuda.set_device(device)
     created = False
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")  # device-ok
         created = True
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "device": device,
             "device_ids": [device.index] if device.type == "cuda" else None, "created": created}
