@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from clead_lite.results import METHOD_ORDER as METHODS
 from clead_lite.results import load_results, replace_marked_block, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")  # the order of the table
 
 
 def run(cmd: list[str]) -> None:

@@ -540,7 +540,7 @@ def _ddp_setup(device: torch.device | None) -> dict | None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")  # device-ok
         created = True
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "device": device,
-            "device_ids": [device.index] if device.type == "cuda" else None, "created": created}
+            "device_ids": [device.index] if device.type == "cuda" else None, "created": created}  # device-ok
 
 
 def _all_reduce_sum(values: torch.Tensor, ddp: dict | None) -> torch.Tensor:
