@@ -149,8 +149,13 @@ def cmd_train(args) -> int:
     cfg = cfg.replace(checkpoint_path=str(out))
     n_train = args.n_train if args.n_train is not None else profile.n_train
     x, y = load_dataset(dataset, "train", n=n_train, seed=args.seed) if n_train else load_dataset(dataset, "train")
-    print(f"{profile.describe()}\ntraining {args.method} on {len(y)} {dataset} images, seed {args.seed}, "
-          f"device {device}, checkpoint {out}", flush=True)
+    overrides = [f"--{k.replace('_', '-')} {v}" for k, v in (
+        ("n_train", args.n_train), ("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+        ("eps", args.eps), ("attack_steps", args.attack_steps), ("schedule", args.schedule)) if v is not None]
+    print(f"{profile.describe()}" + (f" (overridden: {' '.join(overrides)})" if overrides else "") +
+          f"\ntraining {args.method} on {len(y)} {dataset} images for {cfg.epochs} epoch(s), "
+          f"eps {cfg.eps if cfg.eps is not None else DATASETS[dataset].eps:.4g}, "
+          f"PGD-{cfg.attack_steps} in training, seed {args.seed}, device {device}, checkpoint {out}", flush=True)
     seed_everything(args.seed)
     t0 = time.perf_counter()
     surrogate_path = None

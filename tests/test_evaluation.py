@@ -324,6 +324,34 @@ def test_evaluate_row_states_the_threat_model_and_matches_the_parts(standard_mod
     assert f"{100 * row['pgd']:.1f}%" in lines[2] and lines[3].split()[-2:] == ["-", "-"]
 
 
+def test_channels_last_changes_the_layout_only_and_restores_it(robust_model, evalset):
+    """evaluate / sanity_checks / autoattack_accuracy run with the weights in channels_last (faster on the
+    CPU): the outputs must agree to float rounding, and the model must come back exactly as it was."""
+    x, y = evalset
+    params = list(robust_model.parameters())
+    before = [(p.data_ptr(), p.detach().clone(), p.stride()) for p in params]
+    with torch.no_grad():
+        plain = robust_model.eval()(x)
+    with E._channels_last(robust_model):
+        conv = [p for p in params if p.dim() == 4]
+        assert conv and all(p.stride() == torch.empty_like(p, memory_format=torch.channels_last).stride()
+                            for p in conv)             # every kernel, the (32, 1, 3, 3) one of conv 1 too
+        with torch.no_grad():
+            fast = robust_model(x)
+    assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
+    assert torch.equal(fast.argmax(1), plain.argmax(1))
+    for p, (ptr, value, stride) in zip(params, before):
+        assert p.data_ptr() == ptr and p.stride() == stride and torch.equal(p, value)
+
+    # the whole evaluation, in channels_last, agrees with the parts measured in the default layout
+    attack = make_attack("pgd", eps=EPS, alpha=E.default_alpha(EPS, 5), steps=5,
+                         generator=torch.Generator().manual_seed(0))
+    row = E.evaluate(robust_model, x, y, EPS, steps=5)
+    plain_pgd = E.robust_accuracy(robust_model, x, y, attack)
+    assert abs(row["pgd"] - plain_pgd) <= 1 / len(y) + 1e-9     # at most one example flips on rounding
+    assert all(p.is_contiguous() for p in params)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Bad input: clear errors
 
