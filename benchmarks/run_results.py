@@ -3,7 +3,7 @@
 so every row records the exact commands that reproduce it.
 
     CLEAD_DATA_ROOT=../shared/data python benchmarks/run_results.py            # all rows (resumable)
-    python benchmarks/run_results.py --summary [--readme README.md]             # the table only
+    python benchmarks/run_results.py --summary [--readme README.md] [--details benchmarks/RESULTS.md]   # tables only
 
 Each row: `train --no-eval` then `evaluate --sanity --json`: clean, FGSM, PGD-k with restarts, AutoAttack
 (standard) on a subset, transfer from the standard model of the same seed (for the faithful mode: its own
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from clead_lite.results import METHOD_ORDER as METHODS
-from clead_lite.results import load_results, replace_marked_block, summary_markdown
+from clead_lite.results import load_results, per_seed_markdown, replace_marked_block, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     p.add_argument("--summary", action="store_true", help="only print the table of the rows on disk")
     p.add_argument("--readme", default=None, help="also write the table into this file, between "
                    "'<!-- results:start -->' and '<!-- results:end -->' (e.g. README.md)")
+    p.add_argument("--details", default=None, help="also write the per-seed table into this file, between "
+                   "'<!-- results-per-seed:start -->' and '<!-- results-per-seed:end -->' (e.g. "
+                   "benchmarks/RESULTS.md)")
     args = p.parse_args(argv)
     out, runs = Path(args.out), Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,11 +109,15 @@ def main(argv=None) -> int:
                     record["train_command"] = trained_by(ckpt)
                     record["evaluate_command"] = shlex.join(["python", "-m", "clead_lite"] + evaluate[3:])
                     row_json.write_text(json.dumps(record, indent=2))
-    table = summary_markdown(load_results(out))
-    print(table)
+    frame = load_results(out)
+    table, details = summary_markdown(frame), per_seed_markdown(frame)
+    print(table, details, sep="\n\n")
     if args.readme:
         replace_marked_block(args.readme, "results", table)
         print(f"wrote the table into {args.readme}")
+    if args.details:
+        replace_marked_block(args.details, "results-per-seed", details)
+        print(f"wrote the per-seed table into {args.details}")
     return 0
 
 

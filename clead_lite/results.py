@@ -3,6 +3,7 @@
 
     frame = load_results()                 # pandas DataFrame, one row per file, accuracies in [0, 1]
     print(summary_markdown(frame))         # mean ± std over seeds per (dataset, method)
+    print(per_seed_markdown(frame))        # one line per file: the numbers behind the means
 
 Floor 0: imports nothing of the package; pandas and numpy only.
 """
@@ -103,6 +104,21 @@ def summary_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def per_seed_markdown(frame: pd.DataFrame) -> str:
+    """A markdown table with one line per results file (dataset, method, seed), in percent: the numbers behind
+    summary_markdown's means, with the sanity checks that failed."""
+    lines = ["| dataset | method | seed | clean | FGSM | PGD | AutoAttack (n) | transfer | sanity |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: "-" if pd.isna(v) else f"{100 * float(v):.1f}"
+    for _, r in frame.iterrows():
+        aa = "-" if pd.isna(r["autoattack"]) else f"{pct(r['autoattack'])} ({int(r['n_autoattack'])})"
+        sanity = ("not run" if r["sanity_passed"] is None or pd.isna(r["sanity_passed"])
+                  else "passed" if r["sanity_passed"] else f"failed: {r['sanity_failed']}")
+        lines.append(f"| {r['dataset']} | {r['method']} | {int(r['seed'])} | {pct(r['clean'])} | {pct(r['fgsm'])} | "
+                     f"{pct(r['pgd'])} | {aa} | {pct(r['transfer'])} | {sanity} |")
+    return "\n".join(lines)
+
+
 def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
     """Replace the text between `<!-- {marker}:start -->` and `<!-- {marker}:end -->` lines of the file `path`
     (e.g. a README table that a script regenerates). Exactly one such block must exist."""
@@ -117,5 +133,5 @@ def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
     path.write_text(new)
 
 
-__all__ = ["load_results", "replace_marked_block", "results_dir", "summary_markdown", "ACCURACY_COLUMNS",
+__all__ = ["load_results", "per_seed_markdown", "replace_marked_block", "results_dir", "summary_markdown", "ACCURACY_COLUMNS",
            "METHOD_ORDER"]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from clead_lite.results import load_results, summary_markdown
+from clead_lite.results import load_results, per_seed_markdown, summary_markdown
 
 
 def _write(path, dataset, method, seed, clean, pgd, aa=None, n_aa=0, sanity_ok=True, sanity=True):
@@ -44,6 +44,17 @@ def test_load_and_summarise(tmp_path):
     assert "86.0 ± 2.0 (1000)" in pgd_row and "1/2 passed" in pgd_row
     std_row = next(line for line in table if "| standard |" in line)
     assert "| 99.0 |" in std_row and "| - |" in std_row   # one seed: no spread; AutoAttack not measured: '-'
+
+
+def test_per_seed_table_lists_every_file(tmp_path):
+    _write(tmp_path, "mnist", "pgd_at", 0, 0.98, 0.90, aa=0.88, n_aa=1000)
+    _write(tmp_path, "mnist", "pgd_at", 1, 0.96, 0.86, sanity_ok=False)
+    _write(tmp_path, "mnist", "standard", 0, 0.99, 0.0, sanity=False)
+    lines = per_seed_markdown(load_results(tmp_path)).splitlines()
+    assert len(lines) == 2 + 3
+    assert lines[2] == "| mnist | standard | 0 | 99.0 | 49.5 | 0.0 | - | - | not run |"
+    assert lines[3] == "| mnist | pgd_at | 0 | 98.0 | 94.0 | 90.0 | 88.0 (1000) | - | passed |"
+    assert lines[4] == "| mnist | pgd_at | 1 | 96.0 | 91.0 | 86.0 | - | - | failed: pgd_below_fgsm |"
 
 
 def test_empty_and_bad_input(tmp_path):
