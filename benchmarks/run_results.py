@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default=str(ROOT / "data" / "runs" / "results"))
     p.add_argument("--no-sanity", action="store_true", help="skip the sanity-check report (about 450 attack "
                    "passes per image: the largest cost of a row after AutoAttack)")
+    p.add_argument("--redo", action="store_true", help="evaluate the selected rows again even if on disk (e.g. "
+                   "with a larger --n-autoattack); the file on disk is replaced only when the new row is complete")
     p.add_argument("--summary", action="store_true", help="only print the table of the rows on disk")
     p.add_argument("--readme", default=None, help="also write the table into this file, between "
                    "'<!-- results:start -->' and '<!-- results:end -->' (e.g. README.md)")
@@ -86,8 +89,10 @@ def main(argv=None) -> int:
                 std_ckpt = runs / f"{dataset}_standard_seed{seed}.pt"
                 for method in args.methods:
                     row_json = out / f"{dataset}_{method}_seed{seed}.json"
-                    if row_json.exists():
+                    if row_json.exists() and not args.redo:
                         continue
+                    # written next to the row, renamed over it when complete: a killed run leaves the old row
+                    partial = row_json.with_name(row_json.name + ".partial")
                     ckpt = runs / f"{dataset}_{method}_seed{seed}.pt"
                     train = py + ["train", "--method", method, "--dataset", dataset, "--profile", args.profile,
                                   "--seed", str(seed), "--n-train", str(args.n_train), "--epochs", str(args.epochs),
@@ -97,18 +102,20 @@ def main(argv=None) -> int:
                         run(train + (["--resume"] if ckpt.exists() else []))   # a killed run continues
                     evaluate = py + ["evaluate", rel(ckpt), "--profile", args.profile,
                                      "--n", str(args.n_test), "--steps", str(args.steps), "--restarts",
-                                     str(args.restarts), "--n-autoattack", str(args.n_autoattack), "--json", rel(row_json)]
+                                     str(args.restarts), "--n-autoattack", str(args.n_autoattack)]
                     if not args.no_sanity:
                         evaluate.append("--sanity")
                     if method in ("pgd_at", "clead_online"):
                         evaluate += ["--source", rel(std_ckpt)]
-                    run(evaluate)
-                    record = json.loads(row_json.read_text())
+                    run(evaluate + ["--json", rel(partial)])
+                    record = json.loads(partial.read_text())
                     # the command stored in the checkpoint: the one that really trained it (a checkpoint left
                     # from an earlier run with other settings would otherwise be mislabelled)
                     record["train_command"] = trained_by(ckpt)
-                    record["evaluate_command"] = shlex.join(["python", "-m", "clead_lite"] + evaluate[3:])
-                    row_json.write_text(json.dumps(record, indent=2))
+                    record["evaluate_command"] = record["command"] = shlex.join(
+                        ["python", "-m", "clead_lite"] + evaluate[3:] + ["--json", rel(row_json)])
+                    partial.write_text(json.dumps(record, indent=2))
+                    os.replace(partial, row_json)
     frame = load_results(out)
     table, details = summary_markdown(frame), per_seed_markdown(frame)
     print(table, details, sep="\n\n")

@@ -33,3 +33,13 @@ def test_run_results_tiny(tmp_path):
     # a second run finds every row on disk and only prints the table
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "$ " not in again.stdout
+    # --redo evaluates a row again (here with AutoAttack) and replaces the file only once the new row is complete
+    redo = [c for c in cmd if c != "pgd_at"]
+    redo[redo.index("--n-autoattack") + 1] = "4"
+    third = subprocess.run(redo + ["--redo"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-2000:]
+    assert third.stdout.count("$ ") == 1 and "evaluate" in third.stdout   # no retraining
+    row = json.loads((out / "mnist5k_standard_seed0.json").read_text())
+    assert row["row"]["n_autoattack"] == 4 and 0.0 <= row["row"]["autoattack"] <= 1.0
+    assert row["evaluate_command"].endswith("--json " + str(out / "mnist5k_standard_seed0.json"))
+    assert "--n-autoattack 4" in row["evaluate_command"] and not list(out.glob("*.partial"))
