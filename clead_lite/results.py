@@ -126,8 +126,8 @@ def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
     path = Path(path)
     text = path.read_text()
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    new, n = re.subn(f"({re.escape(start)}\n).*?(\n{re.escape(end)})", lambda m: m[1] + content + m[2], text,
-                     flags=re.S)
+    new, n = re.subn(f"({re.escape(start)}\n).*?({re.escape(end)})", lambda m: m[1] + content + "\n" + m[2], text,
+                     flags=re.S)    # the block may be empty: start and end on consecutive lines
     if n != 1:
         raise ValueError(f"{path}: expected one '{start}' ... '{end}' block, found {n}")
     path.write_text(new)

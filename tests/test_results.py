@@ -65,3 +65,15 @@ def test_empty_and_bad_input(tmp_path):
     (tmp_path / "x_seed0.json").write_text(json.dumps({"dataset": "mnist"}))
     with pytest.raises(ValueError, match="x_seed0.json: no evaluation row"):
         load_results(tmp_path)
+
+
+def test_replace_marked_block_fills_an_empty_block_and_replaces_it(tmp_path):
+    from clead_lite.results import replace_marked_block
+    page = tmp_path / "RESULTS.md"
+    page.write_text("intro\n<!-- t:start -->\n<!-- t:end -->\nafter\n")
+    replace_marked_block(page, "t", "| a |\n| b |")
+    assert page.read_text() == "intro\n<!-- t:start -->\n| a |\n| b |\n<!-- t:end -->\nafter\n"
+    replace_marked_block(page, "t", "new")
+    assert page.read_text() == "intro\n<!-- t:start -->\nnew\n<!-- t:end -->\nafter\n"
+    with pytest.raises(ValueError, match="expected one '<!-- other:start -->'"):
+        replace_marked_block(page, "other", "x")
