@@ -28,27 +28,19 @@ from clead_lite.models import build_model
 from bench_attacks import machine
 
 
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def interleaved(plain, fast, model, repeats: int) -> tuple[float, float]:
-    """Median seconds of plain() in the default layout and of fast() inside _channels_last(model)."""
-    a, b = [], []
-    def run_fast():
+def interleaved(fn, model, repeats: int) -> tuple[float, float]:
+    """Median seconds of fn() in the default layout and inside _channels_last(model), alternating."""
+    def fast():
         with E._channels_last(model):
-            fast()
-    plain(), run_fast()   # warm-up
+            fn()
+    times = {fn: [], fast: []}
+    fn(), fast()   # warm-up
     for i in range(repeats):
-        order = [(plain, a), (run_fast, b)] if i % 2 == 0 else [(run_fast, b), (plain, a)]
-        for fn, sink in order:
-            sink.extend(timed(fn, 1))
-    return statistics.median(a), statistics.median(b)
+        for g in ((fn, fast) if i % 2 == 0 else (fast, fn)):
+            t0 = time.perf_counter()
+            g()
+            times[g].append(time.perf_counter() - t0)
+    return statistics.median(times[fn]), statistics.median(times[fast])
 
 
 def main() -> None:
@@ -90,7 +82,7 @@ def main() -> None:
     print(f"model {args.model} ({source}), batch {args.batch}, {args.repeats} interleaved repeats")
     figures = {}
     for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
-        plain_s, fast_s = interleaved(fn, fn, model, args.repeats)
+        plain_s, fast_s = interleaved(fn, model, args.repeats)
         figures[name] = {"default_s": plain_s, "channels_last_s": fast_s, "speedup": plain_s / fast_s}
         print(f"{name:>18}: default {plain_s * 1e3:8.1f} ms   channels_last {fast_s * 1e3:8.1f} ms   "
               f"speed-up {plain_s / fast_s:.2f}x")

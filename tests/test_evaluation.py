@@ -336,6 +336,10 @@ def test_channels_last_changes_the_layout_only_and_restores_it(robust_model, eva
         conv = [p for p in params if p.dim() == 4]
         assert conv and all(p.stride() == torch.empty_like(p, memory_format=torch.channels_last).stride()
                             for p in conv)             # every kernel, the (32, 1, 3, 3) one of conv 1 too
+        strides = [p.stride() for p in conv]
+        with E._channels_last(robust_model):                  # nested (evaluate -> autoattack_accuracy)
+            pass
+        assert [p.stride() for p in conv] == strides          # the inner one neither converted nor restored
         with torch.no_grad():
             fast = robust_model(x)
     assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
