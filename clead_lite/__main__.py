@@ -110,13 +110,17 @@ def add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+# the value options that override the profile's TrainConfig: (flag, argparse dest, TrainConfig field)
+_CONFIG_OPTIONS = (("--epochs", "epochs", "epochs"), ("--lambda", "contrastive_weight", "contrastive_weight"),
+                   ("--lr", "lr", "lr"), ("--batch-size", "batch_size", "batch_size"), ("--eps", "eps", "eps"),
+                   ("--attack-steps", "attack_steps", "attack_steps"), ("--schedule", "schedule", "schedule"),
+                   ("--n-val", "n_val", "n_val"), ("--patience", "patience", "early_stop_patience"),
+                   ("--temperature", "temperature", "temperature"), ("--attack-loss", "attack_loss", "attack_loss"))
+
+
 def _train_config(args, profile):
     from .training import TrainConfig
-    changes = {k: v for k, v in dict(
-        epochs=args.epochs, contrastive_weight=args.contrastive_weight, lr=args.lr, batch_size=args.batch_size,
-        eps=args.eps, attack_steps=args.attack_steps, schedule=args.schedule, n_val=args.n_val,
-        early_stop_patience=args.patience, temperature=args.temperature,
-        attack_loss=args.attack_loss).items() if v is not None}
+    changes = {field: getattr(args, dest) for _, dest, field in _CONFIG_OPTIONS if getattr(args, dest) is not None}
     if args.clean_ce:
         changes["clean_ce"] = True
     if args.supcon:
@@ -149,9 +153,8 @@ def cmd_train(args) -> int:
     cfg = cfg.replace(checkpoint_path=str(out))
     n_train = args.n_train if args.n_train is not None else profile.n_train
     x, y = load_dataset(dataset, "train", n=n_train, seed=args.seed) if n_train else load_dataset(dataset, "train")
-    overrides = [f"--{k.replace('_', '-')} {v}" for k, v in (
-        ("n_train", args.n_train), ("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
-        ("eps", args.eps), ("attack_steps", args.attack_steps), ("schedule", args.schedule)) if v is not None]
+    options = (("--n-train", "n_train", None),) + _CONFIG_OPTIONS
+    overrides = [f"{flag} {getattr(args, dest)}" for flag, dest, _ in options if getattr(args, dest) is not None]
     print(f"{profile.describe()}" + (f" (overridden: {' '.join(overrides)})" if overrides else "") +
           f"\ntraining {args.method} on {len(y)} {dataset} images for {cfg.epochs} epoch(s), "
           f"eps {cfg.eps if cfg.eps is not None else DATASETS[dataset].eps:.4g}, "

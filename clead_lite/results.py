@@ -133,5 +133,5 @@ def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
     path.write_text(new)
 
 
-__all__ = ["load_results", "per_seed_markdown", "replace_marked_block", "results_dir", "summary_markdown", "ACCURACY_COLUMNS",
-           "METHOD_ORDER"]
+__all__ = ["load_results", "per_seed_markdown", "replace_marked_block", "results_dir", "summary_markdown",
+           "ACCURACY_COLUMNS", "METHOD_ORDER"]

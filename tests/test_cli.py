@@ -41,7 +41,7 @@ def test_train_faithful_then_evaluate_with_the_surrogate_as_source(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "clean" in proc.stdout and "transfer" in proc.stdout and "saved" in proc.stdout
     # the header states the run's own settings, not only the profile's defaults
-    assert "(overridden: --n-train 160)" in proc.stdout
+    assert "(overridden: --n-train 160 --n-val 32)" in proc.stdout
     assert "training clead_faithful on 160 mnist5k images for 1 epoch(s), eps 0.3, PGD-2 in training" in proc.stdout
     state = load_checkpoint(out)
     assert state["method"] == "clead_faithful" and state["dataset"] == "mnist5k" and state["profile"] == "smoke"
