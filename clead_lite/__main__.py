@@ -141,7 +141,8 @@ def cmd_train(args) -> int:
     from .data import load_dataset
     from .models import build_model
     from .profiles import get_device, get_profile, seed_everything
-    from .training import train, train_faithful
+    from .faithful import train_faithful
+    from .training import train
 
     profile = get_profile(args.profile, dataset=args.dataset)
     dataset = profile.dataset

@@ -11,9 +11,9 @@ Methods (`TrainConfig.method`), each only a different *step function* inside the
                     positives too). `attack_loss='contrastive'` crafts the view against the contrastive loss.
                     With lambda = 0 (and no clean CE, CE attack) the step *is* the pgd_at step: same
                     seed, identical weights.
-- ``clead_faithful``  the published pipeline, as stages (see `train_faithful`): standard surrogate ->
-                    `precompute_adversarial_views` (8-bit, cached in data/cache) -> `finetune_encoder`
-                    (3-view InfoNCE, no labels) -> `train_linear_head` (frozen encoder) -> evaluate.
+- ``clead_faithful``  the published pipeline, as stages run by `clead_lite.faithful.train_faithful`; this
+                    module holds only the two stage steps (``faithful_encoder``: 3-view InfoNCE, no labels;
+                    ``faithful_head``: linear head on a frozen encoder).
 
 The loop: data resident on the device (`DeviceLoader`, augmentation on the device); SGD with momentum and
 weight decay; one-cycle, piecewise or constant learning rate per step; optionally eps growing linearly over
@@ -29,15 +29,11 @@ Floor 2: imports attacks, losses, data, evaluation, checkpoints, models, profile
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import hashlib
-import json
-import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -51,16 +47,14 @@ from .checkpoints import CheckpointError, load_checkpoint, load_model_state, mod
 from .data import DeviceLoader
 from .evaluation import accuracy, robust_accuracy
 from .losses import info_nce, supcon
-from .models import _unwrap, build_model
-from .profiles import DATASETS, Profile, dataset_info, get_device
+from .models import _unwrap
+from .profiles import Profile, dataset_info, get_device
 from .validate import (NORMS, check_choice, check_eps, check_images, check_int, check_labels,
                        check_nonnegative, check_positive)
 
 __all__ = [
     "METHODS", "SCHEDULES", "VIEW_KINDS", "TrainConfig", "TrainResult", "History", "TrainStep", "train",
-    "lr_factor", "contrastive_attack_loss", "random_resized_crop", "precompute_adversarial_views",
-    "finetune_encoder", "train_linear_head", "train_surrogate", "train_faithful", "FaithfulResult",
-    "cache_dir", "to_uint8",
+    "lr_factor", "contrastive_attack_loss",
 ]
 
 METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")
@@ -811,260 +805,3 @@ def _save_train_checkpoint(path, model, stepper, cfg, epoch, history, best, data
         state["train_state"] = stepper.state_dict()
         state["rng"] = _rng_state(stepper.generator)
     save_checkpoint(path, state)
-
-
-# ============================================================================================== clead_faithful
-def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where precomputed views are cached: `path`, else `$CLEAD_CACHE_DIR`, else the repository's data/cache."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("CLEAD_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[1]
-    return repo / "data" / "cache" if (repo / "clead_lite").is_dir() else Path("data") / "cache"
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """x: float in [0, 1] -> uint8 in [0, 255] (rounded): the 8-bit storage of the published pipeline."""
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.5, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = False,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """SimCLR-style random resized crop (and optional horizontal flip) of every image, on x's device.
-
-    x: (B, C, H, W) float in [0, 1] -> (B, C, H, W) in [0, 1]: a random box of `scale` times the area and
-    aspect `ratio` is resized back to H x W (bilinear). Random numbers from the CPU `generator`.
-    """
-    b = x.shape[0]
-    area = torch.empty(b).uniform_(scale[0], scale[1], generator=generator)
-    log_r = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
-    r = log_r.exp()
-    sw = (area * r).sqrt().clamp(max=1.0)          # box width / image width
-    sh = (area / r).sqrt().clamp(max=1.0)
-    cx = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sw)   # box centre in [-1, 1] coordinates
-    cy = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sh)
-    sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = sw * sign, cx
-    theta[:, 1, 1], theta[:, 1, 2] = sh, cy
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp_(0.0, 1.0)
-
-
-def _hash_tensors(h, tensors) -> None:
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
-
-def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                                 kinds: tuple[str, ...] = ("pgd_crop", "fgsm", "cw"), steps: int = 3,
-                                 alpha: float | None = None, cw_steps: int = 50, cw_c: float = 1.0,
-                                 cw_kappa: float = 0.0, cw_lr: float = 0.01,
-                                 crop_scale: tuple[float, float] = (0.5, 1.0), flip: bool = False,
-                                 batch_size: int = 256, seed: int = 0, cache: str | os.PathLike | None = None,
-                                 use_cache: bool = True, device: str | torch.device | None = None,
-                                 progress: bool = True) -> dict[str, torch.Tensor]:
-    """One adversarial copy of every image per kind, against the fixed `surrogate`, stored as 8-bit.
-
-    x: (N, C, H, W) float in [0, 1], y: (N,) int64. Kinds: 'pgd' (L-inf eps, `steps` steps of `alpha`,
-    default 3/8 eps = the published 3/255 for 8/255), 'fgsm' (eps), 'cw' (CW-L2, c=1, kappa=0, `cw_steps`
-    steps of Adam lr 0.01, no eps bound); '<kind>_crop' attacks a SimCLR-style random resized crop of the
-    image instead. Returns {kind: (N, C, H, W) uint8 on the CPU}. Results are cached in `cache` (default
-    data/cache) under a sha256 of the surrogate's weights, the images, the labels and every setting; a
-    second call with the same inputs loads the file instead of attacking.
-    """
-    from tqdm.auto import tqdm
-    for k in kinds:
-        check_choice(k, "view kind", VIEW_KINDS)
-    check_eps(eps)
-    check_int(steps, "steps")
-    check_int(cw_steps, "cw_steps")
-    check_int(batch_size, "batch_size")
-    inner = _unwrap(surrogate)
-    check_images(x, "x", getattr(inner, "in_channels", None))
-    check_labels(y, x.shape[0], getattr(inner, "num_classes", None))
-    alpha = alpha if alpha is not None else 3 / 8 * eps
-    params = dict(kinds=list(kinds), eps=eps, steps=steps, alpha=alpha, cw_steps=cw_steps, cw_c=cw_c,
-                  cw_kappa=cw_kappa, cw_lr=cw_lr, crop_scale=list(crop_scale), flip=flip, seed=seed, format=1)
-    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    sd = inner.state_dict()
-    _hash_tensors(h, [sd[k] for k in sorted(sd)])
-    _hash_tensors(h, [x, y])
-    key = h.hexdigest()
-    path = cache_dir(cache) / f"views-{key[:24]}.pt"
-    if use_cache and path.exists():
-        state = load_checkpoint(path, required=("views",))
-        views = state["views"]
-        if all(k in views and views[k].shape == x.shape for k in kinds):
-            if progress:
-                print(f"adversarial views loaded from the cache {path}", flush=True)
-            return {k: views[k] for k in kinds}
-
-    device = get_device(device) if device is not None else next(inner.parameters()).device
-    was_training = surrogate.training
-    surrogate.eval()
-    crop_gen = torch.Generator().manual_seed(seed)
-    out = {k: torch.empty(x.shape, dtype=torch.uint8) for k in kinds}
-    n = x.shape[0]
-    for start in tqdm(range(0, n, batch_size), desc="adversarial views", disable=not progress, leave=False):
-        xb = x[start:start + batch_size].to(device)
-        yb = y[start:start + batch_size].to(device)
-        crop = random_resized_crop(xb, crop_scale, flip=flip, generator=crop_gen) if any(
-            k.endswith("_crop") for k in kinds) else None
-        for k in kinds:
-            src = crop if k.endswith("_crop") else xb
-            base = k.removesuffix("_crop")
-            if base == "pgd":
-                adv = _attacks.pgd(surrogate, src, yb, eps=eps, alpha=alpha, steps=steps,
-                                   generator=torch.Generator(device=device).manual_seed(seed + start))
-            elif base == "fgsm":
-                adv = _attacks.fgsm(surrogate, src, yb, eps=eps)
-            else:
-                adv = _attacks.cw_l2(surrogate, src, yb, c=cw_c, kappa=cw_kappa, steps=cw_steps, lr=cw_lr)
-            out[k][start:start + batch_size] = to_uint8(adv.detach()).cpu()
-    surrogate.train(was_training)
-    if use_cache:
-        save_checkpoint(path, {"format": 1, "kind": "views", "params": params, "key": key, "views": out})
-        if progress:
-            print(f"adversarial views cached in {path}", flush=True)
-    return out
-
-
-def train_surrogate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None,
-                    **kwargs) -> TrainResult:
-    """Stage 1: a standard (non-robust) surrogate classifier. `kwargs` go to `train`."""
-    cfg = (config or TrainConfig()).replace(method="standard", attack_loss="ce", clean_ce=False,
-                                            supervised_contrastive=False)
-    return train(model, x, y, cfg, **kwargs)
-
-
-def finetune_encoder(model: nn.Module, x: torch.Tensor, views: dict[str, torch.Tensor],
-                     config: TrainConfig | None = None, *, view_names: tuple[str, str] | None = None,
-                     **kwargs) -> TrainResult:
-    """Stage 3: fine-tune the encoder (body + projection head) with the 3-view InfoNCE, no labels.
-
-    x: (N, C, H, W) float in [0, 1]; views: {name: (N, C, H, W) uint8} from `precompute_adversarial_views`.
-    The clean embedding is the only query; positives its two views (`info_nce(z_clean, z_v1, z_v2)`).
-    The clean images and both views are stacked along the channel axis so that one DeviceLoader shuffles
-    them together. The classifier is left untouched.
-    """
-    cfg = config or TrainConfig()
-    names = tuple(view_names or cfg.encoder_views)
-    for name in names:
-        if name not in views:
-            raise ValueError(f"view {name!r} is not in views (have {', '.join(views)})")
-        if views[name].shape != x.shape or views[name].dtype != torch.uint8:
-            raise ValueError(f"view {name!r} must be uint8 of shape {tuple(x.shape)}, got "
-                             f"{views[name].dtype} {tuple(views[name].shape)}")
-    check_images(x, "x")
-    stack = torch.cat([to_uint8(x), views[names[0]], views[names[1]]], dim=1)
-    cfg = cfg.replace(method="faithful_encoder", n_val=0, attack_loss="ce", clean_ce=False,
-                      supervised_contrastive=False)
-    return train(model, stack, torch.zeros(len(x), dtype=torch.int64), cfg, **kwargs)
-
-
-def train_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None, *,
-                      fgsm_view: torch.Tensor | None = None, reset: bool = True, **kwargs) -> TrainResult:
-    """Stage 4: freeze the encoder, train a (re-initialised) linear classifier with cross-entropy.
-
-    fgsm_view: (N, C, H, W) uint8 FGSM examples made on the surrogate; with config.head_fgsm every second
-    batch uses them instead of the clean images (the published option). Encoder BatchNorm stays frozen.
-    """
-    cfg = config or TrainConfig()
-    check_images(x, "x")
-    inner = _unwrap(model)
-    if reset:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            inner.classifier.reset_parameters()
-    parts = [to_uint8(x)]
-    if cfg.head_fgsm and fgsm_view is not None:
-        if fgsm_view.shape != x.shape or fgsm_view.dtype != torch.uint8:
-            raise ValueError(f"fgsm_view must be uint8 of shape {tuple(x.shape)}, got {fgsm_view.dtype} "
-                             f"{tuple(fgsm_view.shape)}")
-        parts.append(fgsm_view)
-    cfg = cfg.replace(method="faithful_head", attack_loss="ce", clean_ce=False, supervised_contrastive=False)
-    return train(model, torch.cat(parts, dim=1), y, cfg, **kwargs)
-
-
-@dataclass
-class FaithfulResult:
-    """The final classifier (encoder + linear head), the surrogate, and each stage's history."""
-    model: nn.Module
-    surrogate: nn.Module
-    histories: dict[str, History]
-    config: TrainConfig
-    views: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def history(self) -> History:
-        """All stages' records in one History, each tagged with 'stage'."""
-        return History([{**r, "stage": s} for s, h in self.histories.items() for r in h])
-
-    def frame(self, kind: str | None = None):
-        return self.history.frame(kind)
-
-
-def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainConfig | None = None, *,
-                   dataset: str | None = None, model_name: str | None = None, num_classes: int = 10,
-                   surrogate: nn.Module | None = None, x_val: torch.Tensor | None = None,
-                   y_val: torch.Tensor | None = None, device: str | torch.device | None = None,
-                   progress: bool = True, cache: str | os.PathLike | None = None,
-                   callback: Callable | None = None) -> FaithfulResult:
-    """The published C-LEAD pipeline: surrogate -> 8-bit adversarial views -> 3-view InfoNCE encoder ->
-    linear head. Returns FaithfulResult(model, surrogate, histories, ...).
-
-    surrogate: a trained standard model to reuse (stage 1 is skipped). Stage epochs: surrogate_epochs,
-    encoder_epochs, head_epochs (default `epochs`). With checkpoint_path, each stage checkpoints to
-    '<stem>.<stage>.pt' (the final model to checkpoint_path).
-    """
-    t0 = time.perf_counter()
-    cfg = (config or TrainConfig(method="clead_faithful")).replace(method="clead_faithful").resolved(dataset)
-    device = get_device(device)
-    name = model_name or (dataset_info(dataset).model if dataset else None)
-    if name is None and surrogate is None:
-        raise ValueError("train_faithful needs dataset=... or model_name=... to build the models")
-    if x_val is None and cfg.n_val > 0:
-        x_train, y_train, x_val, y_val = _split_validation(x_train, y_train, cfg.n_val, cfg.seed)
-    common = dict(x_val=x_val, y_val=y_val, dataset=dataset, device=device, progress=progress, callback=callback)
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    stage_path = lambda s: str(ckpt.with_name(f"{ckpt.stem}.{s}{ckpt.suffix or '.pt'}")) if ckpt else None
-    base = cfg.replace(n_val=0)
-    histories: dict[str, History] = {}
-
-    if surrogate is None:
-        torch.manual_seed(cfg.seed)
-        surrogate = build_model(name, num_classes=num_classes)
-        res = train_surrogate(surrogate, x_train, y_train,
-                              base.replace(epochs=cfg.surrogate_epochs or cfg.epochs, checkpoint_path=stage_path("surrogate")),
-                              **common)
-        histories["surrogate"] = res.history
-    surrogate.to(device).eval()
-    flip = DATASETS[dataset].flip if dataset else False
-    views = precompute_adversarial_views(surrogate, x_train, y_train, eps=cfg.eps, kinds=cfg.view_kinds,
-                                         steps=cfg.view_steps, alpha=cfg.view_alpha, cw_steps=cfg.cw_steps,
-                                         crop_scale=cfg.crop_scale, flip=flip, seed=cfg.seed, cache=cache,
-                                         device=device, progress=progress)
-    if cfg.encoder_init == "surrogate":
-        model = copy.deepcopy(_unwrap(surrogate))
-    else:
-        torch.manual_seed(cfg.seed + 1)
-        model = build_model(name or model_metadata(surrogate)["model_name"], num_classes=num_classes)
-    enc = finetune_encoder(model, x_train, views, base.replace(epochs=cfg.encoder_epochs or cfg.epochs,
-                                                               checkpoint_path=stage_path("encoder")),
-                           device=device, progress=progress, callback=callback)
-    histories["encoder"] = enc.history
-    head_views = views.get("fgsm") if "fgsm" in views else None
-    head = train_linear_head(model, x_train, y_train,
-                             base.replace(epochs=cfg.head_epochs or cfg.epochs,
-                                          checkpoint_path=str(ckpt) if ckpt else None),
-                             fgsm_view=head_views, **common)
-    histories["head"] = head.history
-    return FaithfulResult(model=head.model.eval(), surrogate=surrogate, histories=histories, config=cfg, views=views,
-                          seconds=time.perf_counter() - t0)

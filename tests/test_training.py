@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from clead_lite import faithful as fa
 from clead_lite import training as tr
 from clead_lite.attacks import pgd
 from clead_lite.checkpoints import CheckpointError, load_checkpoint
@@ -250,14 +251,14 @@ def test_faithful_views_are_uint8_and_cached(digits, tmp_path, monkeypatch):
     x, y = digits[0][:48], digits[1][:48]
     surrogate = tiny_model().eval()
     kw = dict(eps=0.3, kinds=("pgd_crop", "fgsm", "cw"), cw_steps=3, batch_size=32, cache=tmp_path, progress=False)
-    views = tr.precompute_adversarial_views(surrogate, x, y, **kw)
+    views = fa.precompute_adversarial_views(surrogate, x, y, **kw)
     assert set(views) == {"pgd_crop", "fgsm", "cw"}
     for v in views.values():
         assert v.dtype == torch.uint8 and v.shape == x.shape
-    x8 = tr.to_uint8(x).int()
+    x8 = fa.to_uint8(x).int()
     assert (views["fgsm"].int() - x8).abs().max() <= round(0.3 * 255) + 1       # in the eps ball (8-bit)
-    assert (views["fgsm"] != tr.to_uint8(x)).float().mean() > 0.3                 # and actually perturbed
-    assert not torch.equal(views["pgd_crop"], tr.to_uint8(x))
+    assert (views["fgsm"] != fa.to_uint8(x)).float().mean() > 0.3                 # and actually perturbed
+    assert not torch.equal(views["pgd_crop"], fa.to_uint8(x))
     files = list(tmp_path.glob("views-*.pt"))
     assert len(files) == 1
 
@@ -266,17 +267,17 @@ def test_faithful_views_are_uint8_and_cached(digits, tmp_path, monkeypatch):
 
     for name in ("pgd", "fgsm", "cw_l2"):
         monkeypatch.setattr(tr._attacks, name, no_attacks)
-    again = tr.precompute_adversarial_views(surrogate, x, y, **kw)
+    again = fa.precompute_adversarial_views(surrogate, x, y, **kw)
     assert all(torch.equal(views[k], again[k]) for k in views)
     with pytest.raises(AssertionError, match="cache"):   # other settings: another key, attacks run again
-        tr.precompute_adversarial_views(surrogate, x, y, **{**kw, "eps": 0.2})
+        fa.precompute_adversarial_views(surrogate, x, y, **{**kw, "eps": 0.2})
 
 
 def test_faithful_pipeline_stages(digits, tmp_path):
     x, y = digits[0][:128], digits[1][:128]
     cfg = TrainConfig(method="clead_faithful", epochs=1, batch_size=32, lr=0.05, eps=0.3, cw_steps=2,
                       log_every=2, n_val=32, val_steps=2, seed=0)
-    res = tr.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn", cache=tmp_path, progress=False)
+    res = fa.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn", cache=tmp_path, progress=False)
     assert set(res.histories) == {"surrogate", "encoder", "head"}
     assert res.surrogate is not res.model and not res.model.training
     enc = res.histories["encoder"].epochs()[0]
@@ -290,7 +291,7 @@ def test_faithful_pipeline_stages(digits, tmp_path):
     body = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     head_before = model.classifier.weight.detach().clone()
     x_fit, y_fit, _, _ = tr._split_validation(x, y, cfg.n_val, cfg.seed)   # the images the views were made of
-    tr.train_linear_head(model, x_fit, y_fit, cfg.replace(n_val=0, seed=1), fgsm_view=res.views["fgsm"], progress=False)
+    fa.train_linear_head(model, x_fit, y_fit, cfg.replace(n_val=0, seed=1), fgsm_view=res.views["fgsm"], progress=False)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in body.items())
     assert not torch.equal(head_before, model.classifier.weight)
 
