@@ -141,7 +141,7 @@ def _call(name: str, fn: Callable, *args, _hint: str | None = None, **kwargs):
         _VERDICTS.unsolved = True
         _fail(name, NOT_IMPLEMENTED.format(e or "NotImplementedError"))
     except Exception as e:  # noqa: BLE001 - any error in student code is feedback, not a crash
-        plain = _plain(e)
+        plain = None if _hint else _plain(e)
         where = traceback.extract_tb(e.__traceback__)[-1]
         if plain:
             _fail(name, plain, f"(PyTorch said: {type(e).__name__}: {str(e).splitlines()[0][:160]})")

@@ -6,10 +6,13 @@ import torch
 from ._common import TOL, _close, _fail
 
 
-def _constant_step(out: torch.Tensor, start: torch.Tensor, grad: torch.Tensor) -> float | None:
-    """The size by which every freely moving pixel moved (not clipped at 0 or 1, gradient not 0), when it is
-    the same for all of them; else None."""
+def _constant_step(out: torch.Tensor, start: torch.Tensor, grad: torch.Tensor, x: torch.Tensor | None = None,
+                   eps: float | None = None) -> float | None:
+    """The size by which every freely moving pixel moved (not clipped at 0 or 1, not on the surface of the eps ball
+    around x when given, gradient not 0), when it is the same for all of them; else None."""
     free = (grad != 0) & (out > TOL) & (out < 1 - TOL)
+    if x is not None:
+        free &= ((out - x).abs() - eps).abs() > 1e-4
     if not free.any():
         return None
     sizes = (out - start)[free].abs()

@@ -83,7 +83,8 @@ def check_pgd_at_step(student_step: Callable) -> bool:
         loss = F.cross_entropy(m(inputs), y, reduction=reduction)
         loss.backward()
         opt.step()
-        return update(m), float(F.cross_entropy(base(inputs), y))
+        with torch.no_grad():
+            return update(m), F.cross_entropy(base(inputs), y).item()
 
     torch.manual_seed(123)
     m_ref, _ = fresh()
@@ -92,9 +93,13 @@ def check_pgd_at_step(student_step: Callable) -> bool:
     torch.manual_seed(123)
     log: list[str] = []
     m_student, opt = fresh(log)
-    first = next(m_student.parameters())
-    first.register_hook(lambda g: log.append("backward"))
     recorder = _Recorder(m_student, keep_inputs=True).train()
+    seen_at_backward: list[int] = []        # how many forward passes had run when backward() was first called
+
+    def on_backward(grad):
+        log.append("backward")
+        seen_at_backward.append(len(recorder.inputs))
+    next(m_student.parameters()).register_hook(on_backward)
     out = _call(name, student_step, recorder, opt, x.clone(), y.clone(), eps, alpha, steps)
     if out is _FAILED:
         return False
@@ -117,7 +122,7 @@ def check_pgd_at_step(student_step: Callable) -> bool:
     if n_backward > 1:
         return _fail(name, f"you called backward() {n_backward} times: the gradients of the calls add up in .grad",
                      "one forward pass on x_adv, one loss.backward(), one optimizer.step()")
-    modes, inputs = recorder.modes, recorder.inputs
+    modes, inputs = recorder.modes[:seen_at_backward[0]], recorder.inputs[:seen_at_backward[0]]
     last_eval = max([i for i, m in enumerate(modes) if not m], default=-1)
     train_inputs = inputs[last_eval + 1:]
     n_attack = sum(1 for m in modes[:last_eval + 1] if not m)
@@ -144,7 +149,7 @@ def check_pgd_at_step(student_step: Callable) -> bool:
     if abs(dist - alpha) < 1e-4:
         return _fail(name, f"your adversarial examples stay within alpha = {alpha} of x instead of eps = {eps}: you "
                            "swapped eps and alpha", "attacks.pgd(model, x, y, eps, alpha, steps)")
-    if dist < eps - 1e-3:
+    if dist < min(eps, steps * alpha) - 1e-3:  # without a random start PGD reaches steps * alpha at most
         return _fail(name, f"your adversarial examples stay within {dist:.3g} of x, but the budget is eps = {eps}",
                      "pass the function's eps to the attack")
     with torch.no_grad():
