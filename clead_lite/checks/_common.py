@@ -196,6 +196,11 @@ NAN_TRAP = ("your loss is nan: in floating point -inf * 0 = nan. You set masked 
             "integer targets.")
 
 
+INF_TARGET = ("your loss is inf: the logit of a target is -inf, so its probability is 0. Did you mask the positive "
+              "too? Only the self-similarity (the diagonal of the anchor-anchor block) is set to -inf; the positive "
+              "(the diagonal of a @ v.T) stays in numerator and denominator.")
+
+
 def _as_scalar_loss(out, what: str = "loss") -> tuple[torch.Tensor | None, str | None]:
     """The student's output as a 0-d tensor that carries gradients, or an explanation why it is not."""
     if not isinstance(out, torch.Tensor):
@@ -206,6 +211,8 @@ def _as_scalar_loss(out, what: str = "loss") -> tuple[torch.Tensor | None, str |
                       "average over the batch with .mean().")
     if torch.isnan(out.detach()).any():
         return None, NAN_TRAP
+    if torch.isinf(out.detach()).any():
+        return None, INF_TARGET
     if not out.requires_grad:
         return None, (f"your {what} carries no gradient (requires_grad is False): did you use .item(), .detach(), "
                       "numpy or torch.no_grad()? The loss must stay differentiable.")

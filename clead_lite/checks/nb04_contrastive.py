@@ -183,14 +183,15 @@ def check_info_nce(student_fn: Callable[[torch.Tensor, torch.Tensor, float], tor
 def supcon_variant(z: torch.Tensor, labels: torch.Tensor, tau: float, normalise: bool = True,
                    self_similarity: str = "excluded", self_positive: bool = False, form: str = "out",
                    average: str = "per anchor", temperature: str = "once", reduction: str = "mean",
-                   sign: str = "+", softmax_dim: int = 1, positives: str = "same label") -> torch.Tensor | None:
+                   sign: str = "+", positives: str = "same label") -> torch.Tensor | None:
     """SupCon with switches for the typical mistakes; the defaults are `losses.supcon` (Khosla L_out).
-    Returns None for settings that do not define a loss."""
+    Returns None for settings that do not define a loss. (A log-softmax over dim=0 is no mistake here: the
+    logits are symmetric and same-class anchors have as many positives, so the mean over anchors is equal.)"""
     u = F.normalize(z, dim=1) if normalise else z
     n = len(u)
     eye = torch.eye(n, dtype=torch.bool)
     logits = _mask(u @ u.T / _temperature(tau, temperature), self_similarity)
-    log_prob = logits - torch.logsumexp(logits, dim=softmax_dim, keepdim=True)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     pos = labels[:, None] == labels[None, :] if positives == "same label" else torch.ones(n, n, dtype=torch.bool)
     if not self_positive:
         pos = pos & ~eye
@@ -224,7 +225,6 @@ SUPCON_OPTIONS = {
     "temperature": ("once", "twice", "missing", "multiplied", "hard-coded 0.1"),
     "reduction": ("mean", "sum"),
     "sign": ("+", "-"),
-    "softmax_dim": (1, 0),
     "positives": ("same label", "all others"),
 }
 SUPCON_MESSAGES = {
@@ -245,8 +245,6 @@ SUPCON_MESSAGES = {
     "temperature=hard-coded 0.1": INFO_NCE_MESSAGES["temperature=hard-coded 0.1"],
     "reduction=sum": INFO_NCE_MESSAGES["reduction=sum"],
     "sign=-": INFO_NCE_MESSAGES["sign=-"],
-    "softmax_dim=0": ("you normalised over dim=0: log_prob[i, j] must be a log-probability in ROW i (anchor i's "
-                      "softmax over its candidates): logits - torch.logsumexp(logits, dim=1, keepdim=True)."),
     "positives=all others": ("you treated every other sample as a positive (the labels are not used): the positives "
                              "of anchor i are the samples with the same label, labels[:, None] == labels[None, :]."),
 }
