@@ -118,9 +118,9 @@ SPOT_THE_FLAW_OPTIONS = {
     "A": ("The wrapped model is genuinely robust: multiplying its logits by 1e4 makes its decisions much harder "
           "to flip."),
     "B": "eps is too small for this dataset: the same attack with a larger budget would reveal the model's weakness.",
-    "C": ("Gradient masking: the saturated softmax gives PGD a zero cross-entropy gradient, so the accuracy is an "
+    "C": ("Gradient masking: a saturated softmax gives PGD a zero gradient, so the high robust accuracy is an "
           "illusion."),
-    "D": "The test subset is too easy: on more images, with the sampling error stated, the robust accuracy would drop.",
+    "D": "The test subset is too easy: on more test images, with the sampling error stated, the robust accuracy drops.",
 }
 SPOT_THE_FLAW_ANSWER = "C"
 _SPOT_THE_FLAW_FEEDBACK = {
