@@ -134,7 +134,7 @@ def check_pgd_at_step(student_step: Callable) -> bool:
     if len(batch) > len(x):
         if any(_close(r, x) for r in rows):
             return _fail(name, "your loss mixes clean and adversarial examples (e.g. half clean, half adversarial): "
-                               "that is a different method (Goodfellow et al.'s mixed loss, or TRADES); Madry's "
+                               "that is a different method (the mixed loss of Goodfellow et al. 2015); Madry's "
                                "PGD-AT trains on the adversarial examples only", _RECIPE)
         return _fail(name, f"you ran {len(train_inputs)} training forward passes ({len(batch)} images for a batch "
                            f"of {len(x)}): PGD-AT trains once on x_adv", _RECIPE)

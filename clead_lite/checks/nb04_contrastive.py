@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import info_nce, supcon
-from ._common import NAN_TRAP, _allclose, _as_scalar_loss, _diagnose, _inputs_unchanged, _say, _try, _variants, exercise
+from ._common import _allclose, _as_scalar_loss, _diagnose, _inputs_unchanged, _say, _try, _variants, exercise
 
 __all__ = ["check_info_nce", "check_supcon"]
 

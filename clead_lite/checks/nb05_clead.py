@@ -11,9 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..losses import info_nce, supcon
-from ._common import (NAN_TRAP, _allclose, _as_scalar_loss, _diagnose, _say, _try, _variants, exercise)
-from .nb04_contrastive import (COSINE_INSTEAD, INFO_NCE_MESSAGES, INFO_NCE_OPTIONS, _info_nce_cases, _is_cosine,
-                               _temperature, info_nce_variant)
+from ._common import NAN_TRAP, _allclose, _as_scalar_loss, _diagnose, _say, _try, _variants, exercise
+from .nb04_contrastive import (COSINE_INSTEAD, INFO_NCE_MESSAGES, INFO_NCE_OPTIONS, _info_nce_cases, _temperature,
+                               info_nce_variant)
 
 __all__ = ["check_clead_step", "check_contrastive_attack_loss"]
 
