@@ -107,7 +107,8 @@ _PLAIN_ERRORS = [
      "loss.backward(). Start from x_in = x.clone().detach().requires_grad_(True) and use x_in.grad (or "
      "torch.autograd.grad(loss, x_in))."),
     (("leaf Variable that requires grad", "in-place"),
-     "you changed a tensor that requires grad in place (x_in += ...): build a new tensor, x_adv = x + ..."),
+     "you changed a tensor that requires grad in place (e.g. x_in += ... or z /= z.norm(...)): build a new tensor "
+     "instead (x_adv = x_in + ..., F.normalize(z, dim=1))"),
     (("in-place operation",),
      "you changed a tensor in place that autograd still needs (e.g. z /= z.norm(...)); use out-of-place "
      "operations such as F.normalize(z, dim=1), which return a new tensor"),
