@@ -70,6 +70,21 @@ def at(craft="pgd", zero="before", step=True, mode="train", reduction="mean", ba
     return fn
 
 
+def own_pgd(model, optimizer, x, y, eps, alpha, steps, mode="train"):
+    getattr(model, mode)()
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    model.train()
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x_adv), y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def stub(*args):
     raise NotImplementedError("Exercise 1: PGD-AT")
 
@@ -89,6 +104,7 @@ AT_WRONG = [
     ("backward twice", at(backward=2), ["backward() 2 times"]),
     ("summed loss", at(reduction="sum"), ["reduction='sum'"]),
     ("eval mode", at(mode="eval"), ["eval mode"]),
+    ("attack in train mode", own_pgd, ["with the model in train mode"]),
     ("wrong loss returned", at(ret="clean"), ["you returned"]),
     ("stub", stub, ["not implemented yet", "Exercise 1: PGD-AT"]),
 ]
@@ -103,7 +119,8 @@ def test_pgd_at_step_rejects_each_mistake_by_name(fn, phrases, capsys):
 AT_RIGHT = [
     ("reference", at(), False), ("model.zero_grad()", at(zero="model"), False),
     ("returns the loss tensor", at(ret="tensor"), False), ("own random start", at(craft="other start"), True),
-    ("no random start", at(craft="no start"), True), ("train mode kept by the attack", at(mode="keep"), False),
+    ("no random start", at(craft="no start"), True),
+    ("own PGD loop in eval mode", lambda *a: own_pgd(*a, mode="eval"), False),  # same draws as attacks.pgd ("train mode kept by the attack", at(mode="keep"), False),
 ]
 
 

@@ -129,6 +129,11 @@ def check_pgd_at_step(student_step: Callable) -> bool:
     if not train_inputs:
         return _fail(name, "you updated the model in eval mode (the last forward pass ran with model.eval())",
                      "call model.train() after crafting the adversarial examples, before the training forward pass")
+    if last_eval < 0 and len(train_inputs) > 2:
+        return _fail(name, f"you crafted the adversarial examples with the model in train mode (all "
+                           f"{len(train_inputs)} forward passes ran in train mode): attacks use eval mode, and the "
+                           "training forward pass train mode", "attacks.pgd(model, x, y, eps, alpha, steps) switches "
+                                                                "to eval mode itself; then model.train()")
     batch = torch.cat(train_inputs)
     rows = [batch[i:i + len(x)] for i in range(0, len(batch) - len(x) + 1, len(x))]
     if len(batch) > len(x):
