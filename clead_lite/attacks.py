@@ -1,4 +1,5 @@
-"""Adversarial attacks in pixel space: FGSM, PGD (L-inf and L2), Carlini-Wagner L2 and a random-noise baseline.
+"""Adversarial attacks in pixel space: FGSM, PGD (L-inf and L2), Carlini-Wagner L2 (fixed c, or the search
+over c of the paper) and a random-noise baseline.
 
 Every attack has the same interface, `attack(model, x, y, ...) -> x_adv`:
 - `x`: (B, C, H, W) float in [0, 1] (the models normalise inside, so eps is in pixel units),
@@ -33,7 +34,7 @@ from .validate import (NORMS, check_choice, check_eps, check_int, check_labels, 
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["fgsm", "pgd", "cw_l2", "random_noise", "ATTACKS", "Attack", "make_attack", "LossFn"]
+__all__ = ["fgsm", "pgd", "cw_l2", "cw_search_update", "random_noise", "ATTACKS", "Attack", "make_attack", "LossFn"]
 
 # Added to the gradient's L2 norm before dividing (as torchattacks' PGDL2 does), so a zero gradient stays 0.
 _GRAD_NORM_EPS = 1e-10
@@ -52,7 +53,7 @@ def _check_params(params: dict) -> None:
             check_positive(value, name)
         elif name == "kappa":
             check_nonnegative(value, name)
-        elif name in ("steps", "restarts"):
+        elif name in ("steps", "restarts", "binary_search_steps"):
             check_int(value, name, minimum=1)
         elif name in ("random_start", "targeted"):
             if not isinstance(value, bool):
@@ -256,46 +257,94 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
 # ----------------------------------------------------------------------------------------------------------
 # Carlini-Wagner L2
 
+def _cw_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, c: float | torch.Tensor,
+            kappa: float, steps: int, lr: float, best: torch.Tensor, best_l2: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One CW optimisation from w0 (Adam from scratch) with the constant c: a float, or (B,) per example.
+
+    best: (B, C, H, W) and best_l2: (B,) squared L2, the smallest misclassified x_adv found so far (also in
+    earlier runs); returns them updated and success: (B,) bool, True where THIS run misclassified x_adv at
+    some step (what the binary search over c reads).
+    """
+    view = (-1,) + (1,) * (x.dim() - 1)
+    w = w0.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([w], lr=lr)
+    success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    check_every, previous = max(steps // 10, 1), math.inf
+    for step in range(steps):
+        x_adv = (torch.tanh(w) + 1) / 2
+        l2 = (x_adv - x).pow(2).flatten(1).sum(1)
+        logits = model(x_adv).float()
+        real = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.scatter(1, y[:, None], -math.inf).amax(1)
+        margin = (real - other).clamp(min=-kappa)
+        # A float c keeps torchattacks' order of operations (c * sum), so fixed-c runs equal it bit for bit.
+        penalty = (c * margin).sum() if isinstance(c, torch.Tensor) else c * margin.sum()
+        cost = l2.sum() + penalty
+        w.grad, = torch.autograd.grad(cost, w)
+        optimizer.step()
+        with torch.no_grad():
+            wrong = logits.argmax(1) != y
+            success |= wrong
+            improved = wrong & (l2 < best_l2)
+            best_l2 = torch.where(improved, l2, best_l2)
+            best = torch.where(improved.view(view), x_adv, best)
+        if step % check_every == 0:  # one sync every 10 % of the steps
+            value = cost.item()
+            if value > previous:
+                break
+            previous = value
+    return best, best_l2, success
+
+
+def cw_search_update(c: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, success: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of Carlini and Wagner's search over c, per example; all arguments (B,).
+
+    Where the run succeeded, c is an upper bound: upper = min(upper, c). Where it failed, c is a lower
+    bound: lower = max(lower, c). The next c bisects [lower, upper] once an upper bound exists (upper
+    finite); before the first success it is c * 10. Returns (c, lower, upper), new tensors.
+    """
+    upper = torch.where(success, torch.minimum(upper, c), upper)
+    lower = torch.where(success, lower, torch.maximum(lower, c))
+    c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
+    return c, lower, upper
+
+
 def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, kappa: float = 0.0,
-          steps: int = 50, lr: float = 0.01) -> torch.Tensor:
-    """Carlini-Wagner L2 (2017), fixed c (no binary search), as torchattacks.CW and the C-LEAD code use it.
+          steps: int = 50, lr: float = 0.01, binary_search_steps: int = 1) -> torch.Tensor:
+    """Carlini-Wagner L2 (2017); with binary_search_steps > 1 their search over c, per example.
 
     In tanh space x_adv = (tanh(w) + 1) / 2 (always in [0, 1]), Adam on w minimises
     |x_adv - x|_2^2 + c * max(Z_y - max_{i != y} Z_i, -kappa), Z the logits. Each step keeps per example the
     smallest-L2 x_adv that is misclassified; examples never misclassified come back as x itself. Every
     max(steps // 10, 1) steps the total cost is checked and the run stops early if it went up.
-    x: (B, C, H, W) float in [0, 1]; y: (B,) int64; c > 0; kappa >= 0; steps >= 1; lr > 0.
-    Returns x_adv: (B, C, H, W) in [0, 1] (no eps bound). Pixels at exactly 0 or 1 map to w = -+inf and
-    stay put (as in torchattacks).
+    binary_search_steps = 1: one run with the fixed c (as torchattacks.CW and the C-LEAD code use it).
+    binary_search_steps = n > 1: n runs, each from x with a fresh Adam; c starts at `c` (C&W's initial_const)
+    for every example and moves per example by `cw_search_update` (x 10 until the first success, then
+    bisection; lower where the run succeeded, higher where it failed); the smallest-L2 misclassified x_adv
+    over all runs is kept. Costs n times the fixed-c attack.
+    x: (B, C, H, W) float in [0, 1]; y: (B,) int64; c > 0; kappa >= 0; steps >= 1; lr > 0;
+    binary_search_steps >= 1. Returns x_adv: (B, C, H, W) in [0, 1] (no eps bound). Pixels at exactly 0 or
+    1 map to w = -+inf and stay put (as in torchattacks).
     """
-    _check_params(dict(c=c, kappa=kappa, steps=steps, lr=lr))
+    _check_params(dict(c=c, kappa=kappa, steps=steps, lr=lr, binary_search_steps=binary_search_steps))
     _check_batch(model, x, y)
     x = x.detach()
-    view = (-1,) + (1,) * (x.dim() - 1)
     with _attack_mode(model):
-        w = torch.atanh((2 * x - 1).clamp_(-1.0, 1.0)).requires_grad_(True)
-        optimizer = torch.optim.Adam([w], lr=lr)
+        w0 = torch.atanh((2 * x - 1).clamp_(-1.0, 1.0))
         best = x.clone()
         best_l2 = torch.full((x.shape[0],), math.inf, device=x.device)
-        check_every, previous = max(steps // 10, 1), math.inf
-        for step in range(steps):
-            x_adv = (torch.tanh(w) + 1) / 2
-            l2 = (x_adv - x).pow(2).flatten(1).sum(1)
-            logits = model(x_adv).float()
-            real = logits.gather(1, y[:, None]).squeeze(1)
-            other = logits.scatter(1, y[:, None], -math.inf).amax(1)
-            cost = l2.sum() + c * (real - other).clamp(min=-kappa).sum()
-            w.grad, = torch.autograd.grad(cost, w)
-            optimizer.step()
-            with torch.no_grad():
-                improved = (logits.argmax(1) != y) & (l2 < best_l2)
-                best_l2 = torch.where(improved, l2, best_l2)
-                best = torch.where(improved.view(view), x_adv, best)
-            if step % check_every == 0:  # one sync every 10 % of the steps
-                value = cost.item()
-                if value > previous:
-                    break
-                previous = value
+        if binary_search_steps == 1:
+            return _cw_run(model, x, y, w0, c, kappa, steps, lr, best, best_l2)[0]
+        const = torch.full((x.shape[0],), float(c), device=x.device)
+        lower, upper = torch.zeros_like(const), torch.full_like(const, math.inf)
+        for step in range(binary_search_steps):
+            # The first run passes c as a float: it is exactly the fixed-c attack (bit for bit), and the
+            # search keeps its result unless a later run finds a smaller one, so it never does worse.
+            run_c = float(c) if step == 0 else const
+            best, best_l2, success = _cw_run(model, x, y, w0, run_c, kappa, steps, lr, best, best_l2)
+            const, lower, upper = cw_search_update(const, lower, upper, success)
     return best
 
 
