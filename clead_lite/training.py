@@ -576,7 +576,9 @@ def _split_validation(x, y, n_val: int, seed: int):
 def _validate(model: nn.Module, x_val, y_val, cfg: TrainConfig, epoch: int, device) -> dict:
     """Held-out clean and PGD-`val_steps` accuracy (fp32, eval mode, a seeded generator per epoch)."""
     g = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
-    attack = lambda m, xb, yb: _attacks.pgd(m, xb, yb, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.val_steps,
+    # the training attack's step suits PGD; FGSM-RS's 1.25 eps does not: Madry's rule for the check then
+    alpha = cfg.alpha if cfg.attack == "pgd" else min(cfg.eps, 2.5 * cfg.eps / cfg.val_steps)
+    attack = lambda m, xb, yb: _attacks.pgd(m, xb, yb, eps=cfg.eps, alpha=alpha, steps=cfg.val_steps,
                                             norm=cfg.norm, generator=g)
     was = model.training
     model.eval()
