@@ -20,8 +20,9 @@ loading, plotting) is not counted.
 
 The T4 rate: NVIDIA's published ResNet-50 v1.5 mixed-precision throughput on a T4 (DeepLearningExamples,
 PyTorch, pytorch-21.03 container: 1,198 images/s at batch 256) times ResNet-50's forward FLOPs measured here
-(torchvision, 224x224) = about 9.8 TFLOP/s sustained for convolutions in fp16. It is an estimate, not a
-measurement; the T4 peak (65 TFLOP/s fp16 tensor) is never reached by convnets this size.
+(torchvision, 224x224) = about 9.8 TFLOP/s sustained for convolutions in fp16, 15 % of the T4's 65 TFLOP/s
+fp16 tensor peak (its 70 W limit lowers the clock under load). It is an assumption, not a measurement, and an
+inference figure: backward passes and PreAct ResNet-18's small 32x32 feature maps may run slower.
 
     python benchmarks/bench_flops.py                       # colab, paper and quick; writes results/flops.json
     python benchmarks/bench_flops.py --profiles colab --json -

@@ -76,7 +76,7 @@ def block(notebook: str, flops: dict) -> str:
             f"**{fmt_min(colab['t4_minutes'])}** on a Colab T4 ({colab['flops'] / 1e15:.2f} PFLOP); `paper` profile: "
             f"about {fmt_min(paper['t4_minutes'])} ({paper['flops'] / 1e15:.2f} PFLOP). Model FLOPs of every pass this "
             f"notebook runs, measured with torch's flop counter on the real model, at an assumed {rate:.1f} TFLOP/s "
-            f"(NVIDIA's published T4 ResNet-50 mixed-precision throughput; `benchmarks/bench_flops.py`). A model "
+            f"(NVIDIA's published T4 ResNet-50 mixed-precision inference throughput; training passes may run slower; `benchmarks/bench_flops.py`). A model "
             f"is trained once in the course, in the first notebook that needs it, and loaded from the model store "
             f"afterwards.\n\n"
             f"**Distance from the published setting** (`colab` vs `paper`): {distance(notebook)}")
@@ -112,7 +112,7 @@ def readme_table(flops: dict) -> str:
     lines.append("")
     lines.append(f"Estimated at {rate:.1f} TFLOP/s ({flops['t4_rate']['resnet50_forward_gflop']:.2f} GFLOP per "
                  f"ResNet-50 forward, measured here, x {flops['t4_rate']['resnet50_t4_images_per_s']:,} images/s, "
-                 f"NVIDIA's published T4 mixed-precision figure); {flops['date']}, torch {flops['torch']}, "
+                 f"NVIDIA's published T4 mixed-precision inference figure; training passes may run slower); {flops['date']}, torch {flops['torch']}, "
                  f"`{flops['command'].strip()}`. Not a measurement: CPU work (UMAP, plotting) is not counted.")
     return "\n".join(lines)
 
