@@ -37,7 +37,7 @@ TARGETS = {"speedup": 3.0, "mfu": 0.30}
 def _gpu_loop(tiny: bool, device: torch.device) -> dict:
     import bench_training
     if tiny:
-        argv = ["--gpu-loop", "--loop-model", "smallcnn", "--n-images", "64", "--batch", "16", "--loop-epochs", "2",
+        argv = ["--gpu-loop", "--loop-model", "smallcnn", "--n-images", "32", "--batch", "16", "--loop-epochs", "2",
                 "--attack-steps", "2", "--steps", "1", "--warmup", "1", "--workers", "0", "--device", str(device)]
     else:   # 20,000 images, 2 epochs (the first untimed): about 2-3 minutes of the 10 on an H100-class GPU
         argv = ["--gpu-loop", "--n-images", "20000", "--batch", "512", "--loop-epochs", "2", "--steps", "10",
