@@ -737,7 +737,7 @@ def _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, d
             else:
                 best["bad_epochs"] += 1
             record["best_epoch"] = best["epoch"]
-            if cfg.co_drop is not None and "val_pgd_acc" in record:
+            if cfg.co_drop is not None and cfg.adversarial:   # a standard model's PGD accuracy is ~0 anyway
                 previous = best.get("previous_pgd")
                 record["catastrophic_overfitting"] = (previous is not None
                                                       and record["val_pgd_acc"] < previous - cfg.co_drop)
