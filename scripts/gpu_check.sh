@@ -19,7 +19,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MPLBACKEND=Agg PYTHONHASHSEE
 site=$("$PY" - "$BUNDLE" <<'PYEOF'
 import glob, importlib.util, os, sys, zipfile
 bundle = sys.argv[1]
-need = {"mlxtend": "mlxtend", "autoattack": "pyautoattack", "umap": "umap_learn", "pynndescent": "pynndescent",
+need = {"mlxtend": "mlxtend", "pyautoattack": "pyautoattack", "umap": "umap_learn", "pynndescent": "pynndescent",
         "torchattacks": "torchattacks", "nbclient": "nbclient", "nbformat": "nbformat", "fastjsonschema": "fastjsonschema",
         "ipywidgets": "ipywidgets", "comm": "comm", "matplotlib_inline": "matplotlib_inline", "seaborn": "seaborn"}
 site = os.path.join(bundle, "site")
