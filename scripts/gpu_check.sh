@@ -12,27 +12,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || command -v python3 )}
 BUNDLE=${GPU_BUNDLE:-.gpu_bundle}
+WORK=build/gpu_check            # unpacked wheels and data go here (ignored, never carried back)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MPLBACKEND=Agg PYTHONHASHSEED=0
 
-# 1. the Python packages this check needs that the machine lacks: unpacked from the carried pure-Python wheels
-#    into $BUNDLE/site (put on PYTHONPATH after the check found them missing, so installed ones are never shadowed)
-site=$("$PY" - "$BUNDLE" <<'PYEOF'
+# 1. the Python packages the machine lacks: every carried wheel none of whose top-level modules imports here is
+#    unpacked into $WORK/site, which goes on PYTHONPATH (installed packages are never shadowed)
+site=$("$PY" - "$BUNDLE" "$WORK/site" <<'PYEOF'
 import glob, importlib.util, os, sys, zipfile
-bundle = sys.argv[1]
-need = {"mlxtend": "mlxtend", "pyautoattack": "pyautoattack", "umap": "umap_learn", "pynndescent": "pynndescent",
-        "torchattacks": "torchattacks", "nbclient": "nbclient", "nbformat": "nbformat", "fastjsonschema": "fastjsonschema",
-        "ipywidgets": "ipywidgets", "comm": "comm", "matplotlib_inline": "matplotlib_inline", "seaborn": "seaborn"}
-site = os.path.join(bundle, "site")
+bundle, site = sys.argv[1], sys.argv[2]
 used = False
-for module, dist in need.items():
-    if importlib.util.find_spec(module) is not None:
-        continue
-    wheels = sorted(glob.glob(os.path.join(bundle, "wheels", f"{dist}-*.whl")))
-    if not wheels:
-        print(f"[gpu_check] {module} is missing and {bundle}/wheels has no {dist} wheel", file=sys.stderr)
-        continue
-    zipfile.ZipFile(wheels[-1]).extractall(site)
-    print(f"[gpu_check] {module}: unpacked {os.path.basename(wheels[-1])}", file=sys.stderr)
+for wheel in sorted(glob.glob(os.path.join(bundle, "wheels", "*.whl"))):
+    with zipfile.ZipFile(wheel) as z:
+        # the wheel's importable top-level names: packages and modules, not its metadata or bundled libraries
+        tops = {n.split("/")[0].removesuffix(".py") for n in z.namelist()
+                if not n.split("/")[0].endswith((".dist-info", ".data", ".libs")) and (n.endswith(".py") or "/" in n)}
+        tops = {t.split(".")[0] for t in tops if t and not t.startswith("_")} or {t for t in tops if t}
+        if not tops or any(importlib.util.find_spec(t) is not None for t in tops):
+            continue              # installed here already: never shadow it
+        z.extractall(site)
+    print(f"[gpu_check] unpacked {os.path.basename(wheel)} ({', '.join(sorted(tops))} missing)", file=sys.stderr)
     used = True
 print(os.path.abspath(site) if used else "")
 PYEOF
@@ -41,10 +39,12 @@ PYEOF
 
 # 2. real data: MNIST's gzip files from the bundle, unpacked where torchvision looks (CLEAD_DATA_ROOT)
 if [[ -z "${CLEAD_DATA_ROOT:-}" && -d "$BUNDLE/data/MNIST/raw" ]]; then
-  export CLEAD_DATA_ROOT="$PWD/$BUNDLE/data"
+  mkdir -p "$WORK/data/MNIST/raw"
   for gz in "$BUNDLE"/data/MNIST/raw/*.gz; do
-    [[ -f "${gz%.gz}" ]] || gunzip -kf "$gz"
+    raw="$WORK/data/MNIST/raw/$(basename "${gz%.gz}")"
+    [[ -f "$raw" ]] || gunzip -c "$gz" > "$raw"
   done
+  export CLEAD_DATA_ROOT="$PWD/$WORK/data"
 fi
 
 exec "$PY" benchmarks/gpu_check.py "$@"

@@ -14,6 +14,7 @@ BUNDLE=${GPU_BUNDLE:-.gpu_bundle}
 SHARED=${CLEAD_SHARED_DATA:-/work/shared/data}
 MAX_MIB=${BUNDLE_MAX_MIB:-48}
 PYVER=${PY_VERSION:-$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}
+rm -rf "$BUNDLE/site"                  # left by older versions of gpu_check.sh
 mkdir -p "$BUNDLE/wheels" "$BUNDLE/data/MNIST/raw"
 
 # small wheels, without their dependencies (numpy, scipy, scikit-learn, pandas, numba are large and usually
@@ -22,6 +23,10 @@ SMALL="mlxtend pyautoattack umap-learn pynndescent torchattacks==3.5.1 nbclient 
        ipywidgets widgetsnbextension jupyterlab-widgets comm matplotlib-inline seaborn"
 # shellcheck disable=SC2086
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" -d "$BUNDLE/wheels" $SMALL
+
+# the notebook kernel and its dependencies (pyzmq, tornado, ipython, ...; about 15 MB) for a machine without
+# Jupyter; wheels for this platform and Python $PYVER
+"$PY" -m pip download -q --only-binary=:all: --python-version "$PYVER" -d "$BUNDLE/wheels" ipykernel jupyter_client
 
 # pyautoattack's wheel carries a 45 MB example model (pyautoattack/examples/): keep the code only
 "$PY" - "$BUNDLE/wheels" <<'PYEOF'

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env():
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "CLEAD_PROFILE": "smoke"}
+    # no carried bundle: the check must work with what is installed (the venv has every package)
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "CLEAD_PROFILE": "smoke",
+           "GPU_BUNDLE": "/nonexistent-gpu-bundle"}
     env.pop("CLEAD_DATASET", None)
     return env
 
