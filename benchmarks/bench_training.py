@@ -109,8 +109,13 @@ def step_ratio(args, device: torch.device) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- GPU loop
+def _loop_dataset(model_name: str) -> str:
+    return "cifar10" if model_name == "preactresnet18" else "mnist"
+
+
 def textbook_images_per_s(x_u8: torch.Tensor, y: torch.Tensor, args, device: torch.device) -> float:
     """The common tutorial loop: a Dataset with per-image CPU transforms, DataLoader workers, fp32, .item()."""
+    size, pad = x_u8.shape[-1], 4 if x_u8.shape[-1] == 32 else 2
     from torch.utils.data import DataLoader, Dataset
 
     class CifarLike(Dataset):
@@ -122,20 +127,20 @@ def textbook_images_per_s(x_u8: torch.Tensor, y: torch.Tensor, args, device: tor
 
         def __getitem__(self, i):
             img = self.x[i].float().div(255)
-            img = F.pad(img, (4, 4, 4, 4))
-            oy, ox = torch.randint(0, 9, (2,)).tolist()
-            img = img[:, oy:oy + 32, ox:ox + 32]
+            img = F.pad(img, (pad, pad, pad, pad))
+            oy, ox = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+            img = img[:, oy:oy + size, ox:ox + size]
             if torch.rand(()) < 0.5:
                 img = img.flip(2)
             return img, self.y[i]
 
     torch.manual_seed(0)
-    model = build_model("preactresnet18").to(device).train()
+    model = build_model(args.loop_model).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = DataLoader(CifarLike(x_u8, y), batch_size=args.batch, shuffle=True, num_workers=args.workers,
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=args.workers > 0)
-    eps = 8 / 255
-    alpha = 2 / 255
+    eps = 8 / 255 if args.loop_model == "preactresnet18" else 0.3
+    alpha = eps / 4
     seen, start = 0, None
     for epoch in range(args.loop_epochs):
         if epoch == 1:
@@ -166,10 +171,11 @@ def textbook_images_per_s(x_u8: torch.Tensor, y: torch.Tensor, args, device: tor
 
 def course_images_per_s(x: torch.Tensor, y: torch.Tensor, args, device: torch.device) -> tuple[float, dict]:
     torch.manual_seed(0)
-    model = build_model("preactresnet18")
-    cfg = TrainConfig(method=args.loop_method, epochs=args.loop_epochs, batch_size=args.batch, lr=0.05, eps=8 / 255,
+    model = build_model(args.loop_model)
+    eps = 8 / 255 if args.loop_model == "preactresnet18" else 0.3
+    cfg = TrainConfig(method=args.loop_method, epochs=args.loop_epochs, batch_size=args.batch, lr=0.05, eps=eps,
                       attack_steps=args.attack_steps, compile=args.compile, log_every=10 ** 6, n_val=0)
-    result = train(model, x, y, cfg, dataset="cifar10", device=device, progress=False)
+    result = train(model, x, y, cfg, dataset=_loop_dataset(args.loop_model), device=device, progress=False)
     epochs = result.history.epochs()[1:]   # the first epoch pays for warm-up / compilation
     images = sum(e["images"] for e in epochs)
     seconds = sum(e["seconds"] for e in epochs)
@@ -224,10 +230,11 @@ def step_flops(model, x, y, cfg: TrainConfig) -> int:
 
 
 def step_mfu(args, device: torch.device) -> dict:
-    x, y = make_batch("preactresnet18", args.batch, device)
+    x, y = make_batch(args.loop_model, args.batch, device)
     torch.manual_seed(0)
-    model = build_model("preactresnet18").to(device)
-    cfg = TrainConfig(method=args.loop_method, epochs=1, batch_size=args.batch, lr=0.05, eps=8 / 255,
+    model = build_model(args.loop_model).to(device)
+    cfg = TrainConfig(method=args.loop_method, epochs=1, batch_size=args.batch, lr=0.05,
+                      eps=8 / 255 if args.loop_model == "preactresnet18" else 0.3,
                       attack_steps=args.attack_steps, compile=args.compile).resolved()
     stepper = TrainStep(model, cfg, device, 10 ** 6)
     stepper.train_mode()
@@ -240,7 +247,7 @@ def step_mfu(args, device: torch.device) -> dict:
         stepper.step(x, y)
     sync(device)
     step_s = (time.perf_counter() - t) / args.steps
-    peak = matmul_tflops(device) if device.type == "cuda" else matmul_tflops(device, n=1024, reps=3)
+    peak = matmul_tflops(device) if device.type == "cuda" else matmul_tflops(device, n=256, reps=2)
     achieved = flops / step_s / 1e12
     return {"flops_per_step": flops, "step_s": step_s, "achieved_tflops": achieved, "bf16_matmul_tflops": peak,
             "mfu": achieved / peak}
@@ -250,12 +257,13 @@ def gpu_loop(args, device: torch.device) -> dict:
     if device.type != "cuda":
         print("note: --gpu-loop is meant for CUDA; on this device the figures only exercise the code path")
     g = torch.Generator().manual_seed(0)
-    x_u8 = torch.randint(0, 256, (args.n_images, 3, 32, 32), dtype=torch.uint8, generator=g)
+    shape = (3, 32, 32) if args.loop_model == "preactresnet18" else (1, 28, 28)
+    x_u8 = torch.randint(0, 256, (args.n_images, *shape), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (args.n_images,), generator=g)
     course, extra = course_images_per_s(x_u8.float().div(255), y, args, device)
     textbook = textbook_images_per_s(x_u8, y, args, device)
     mfu = step_mfu(args, device)
-    return {"mode": "gpu_loop", "method": args.loop_method, "attack_steps": args.attack_steps, "batch": args.batch,
+    return {"mode": "gpu_loop", "model": args.loop_model, "method": args.loop_method, "attack_steps": args.attack_steps, "batch": args.batch,
             "n_images": args.n_images, "epochs_timed": args.loop_epochs - 1, "compile": args.compile,
             "course_images_per_s": course, "textbook_images_per_s": textbook, "speedup": course / textbook,
             **extra, **mfu}
@@ -276,6 +284,8 @@ def main(argv=None) -> dict:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--gpu-loop", action="store_true", help="full loop vs textbook loop, and MFU (CUDA)")
     p.add_argument("--loop-method", choices=("standard", "pgd_at"), default="pgd_at")
+    p.add_argument("--loop-model", choices=("preactresnet18", "smallcnn"), default="preactresnet18",
+                   help="model of --gpu-loop (smallcnn: MNIST-shaped, for CPU tests of the code path)")
     p.add_argument("--loop-epochs", type=int, default=3, help="epochs per loop; the first is not timed")
     p.add_argument("--n-images", type=int, default=50_000)
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the textbook loop")

@@ -81,7 +81,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--dataset", choices=tuple(DATASETS), default=None,
                    help="default: the profile's dataset (CLEAD_DATASET)")
     p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
-                   help="sizes and settings (default: CLEAD_PROFILE, else full on a GPU, quick on a CPU)")
+                   help="sizes and settings (default: CLEAD_PROFILE, else colab on a GPU, quick on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lambda", dest="contrastive_weight", type=float, default=None,
@@ -325,7 +325,7 @@ def add_course_parser(sub) -> None:
                                    "figures and a per-notebook time table go to --out.")
     p.add_argument("notebooks", nargs="*", help="names or number prefixes (default: all)")
     p.add_argument("--profile", default=None, choices=PROFILE_NAMES,
-                   help="default: $CLEAD_PROFILE, else full on a GPU and quick otherwise")
+                   help="default: $CLEAD_PROFILE, else colab on a GPU and quick otherwise")
     p.add_argument("--out", default="build/course", help="default: build/course")
     p.add_argument("--inplace", action="store_true", help="write executed notebooks back into notebooks/")
     p.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run")

@@ -122,7 +122,8 @@ def run_course(profile: str = "quick", out_dir: str | os.PathLike = ROOT / "buil
                notebook_dir: str | os.PathLike = NOTEBOOK_DIR, quiet: bool = False) -> list[dict]:
     """Execute the course notebooks headless, in order, each in a fresh kernel with `CLEAD_PROFILE=profile`.
 
-    profile: 'smoke' | 'quick' | 'full'. out_dir: where the executed notebooks, figures/ and the time table
+    profile: 'smoke' | 'quick' | 'colab' | 'paper' ('full' = 'paper').
+    out_dir: where the executed notebooks, figures/ and the time table
     (times.md, times.json) go. notebooks: None for all, or names / number prefixes / paths. inplace: also
     write each successfully executed notebook back over its source (for committing outputs). timeout:
     seconds one cell may run. A failing notebook is recorded (status 'error: ...') and the run goes on.

@@ -741,23 +741,35 @@ def results_table(rows: Sequence[dict]) -> pd.DataFrame:
     return frame[[c for c in TABLE_COLUMNS if c in frame] + [c for c in frame if c not in TABLE_COLUMNS]]
 
 
-def format_table(rows: Sequence[dict] | pd.DataFrame) -> str:
-    """A plain-text table for the terminal: accuracies as percentages, missing values as '-'."""
+def format_table(rows: Sequence[dict] | pd.DataFrame, ci: bool = True) -> str:
+    """A plain-text table for the terminal: accuracies as percentages, missing values as '-'.
+
+    ci: follow each accuracy by the half-width of its 95 % interval in points ('45.1% ±3.1'; binomial,
+    normal approximation, n = the row's `n`, `n_autoattack` for AutoAttack): the sampling error of a
+    small evaluation set."""
+    from .stats import half_width_95
     frame = rows if isinstance(rows, pd.DataFrame) else results_table(rows)
     if frame.empty:
         raise ValueError("rows is empty: nothing to format")
 
-    def cell(column: str, value) -> str:
+    def cell(column: str, value, n=None) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
         if column in ACCURACY_COLUMNS:
+            if ci and isinstance(n, (int, float)) and not math.isnan(n) and n >= 1 and 0 <= value <= 1:
+                return f"{100 * value:.1f}% ±{100 * half_width_95(float(value), int(n)):.1f}"
             return f"{100 * value:.1f}%"
         if isinstance(value, float):
             return f"{value:.4g}"
         return str(value)
 
     columns = list(frame.columns)
-    body = [[cell(c, v) for c, v in zip(columns, r)] for r in frame.itertuples(index=False)]
+
+    def size(column: str, record: dict):
+        return record.get("n_autoattack" if column == "autoattack" else "n")
+
+    body = [[cell(c, v, size(c, dict(zip(columns, r)))) for c, v in zip(columns, r)]
+            for r in frame.itertuples(index=False)]
     widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
 
     def line(cells: list[str]) -> str:

@@ -72,8 +72,8 @@ def setup(profile: str | Profile | None = None, seed: int = 0, device: str | tor
           quiet: bool = False) -> tuple[Profile, torch.device]:
     """Prepare a notebook and return `(profile, device)`.
 
-    profile: a name ('smoke' | 'quick' | 'full'), a Profile, or None for `$CLEAD_PROFILE` (default: 'full'
-    on a GPU, 'quick' otherwise; `$CLEAD_DATASET` overrides the dataset). seed: seeds Python, NumPy and
+    profile: a name ('smoke' | 'quick' | 'colab' | 'paper'), a Profile, or None for `$CLEAD_PROFILE` (default:
+    'colab' on a GPU, 'quick' otherwise; `$CLEAD_DATASET` overrides the dataset). seed: seeds Python, NumPy and
     torch. device: None picks CUDA when available, else CPU (or `$CLEAD_DEVICE`).
     """
     if not isinstance(profile, Profile):
@@ -87,9 +87,9 @@ def setup(profile: str | Profile | None = None, seed: int = 0, device: str | tor
         print(f"clead_lite {v['clead_lite']} | profile {profile.name} | dataset {profile.dataset} "
               f"({profile.model}, eps {profile.eps:.4g}) | device {describe_device(device)} | torch {v['torch']}, "
               f"torchvision {v['torchvision']}, python {v['python']}{where}")
-        if profile.name == "full" and device.type != "cuda":  # device-ok
-            print("note: the 'full' profile (CIFAR-10, PreActResNet18) is meant for a GPU; on this CPU it will be "
-                  "very slow. Set CLEAD_PROFILE=quick for a laptop lesson.")
+        if profile.name in ("paper", "colab") and device.type != "cuda":  # device-ok
+            print(f"note: the {profile.name!r} profile (CIFAR-10, PreActResNet18) is meant for a GPU; on this CPU it "
+                  "will be very slow. Set CLEAD_PROFILE=quick for a laptop lesson.")
     return profile, device
 
 

@@ -1,10 +1,16 @@
-"""Run profiles: one switch, `CLEAD_PROFILE` = smoke | quick | full, selects every size in the course.
+"""Run profiles: one switch, `CLEAD_PROFILE` = smoke | quick | colab | paper, selects every size in the course.
 
 - ``smoke``: every code path in seconds (the tests).
 - ``quick``: a real lesson on a laptop CPU, minutes, on the offline embedded dataset.
-- ``full``:  the paper's setting (CIFAR-10, PreAct ResNet-18) on a GPU.
+- ``colab``: CIFAR-10 and PreAct ResNet-18 sized for one Colab T4 session (<= 15 min per notebook, <= 90 for
+  the course, estimated from measured FLOPs: benchmarks/bench_flops.py): fast adversarial training (Wong, Rice
+  & Kolter 2020, "Fast is better than free", ICLR: FGSM with a random start, step 1.25 eps, cyclic learning
+  rate to 0.2, 15 epochs, batch 128, mixed precision, stop at catastrophic overfitting) and smaller
+  evaluation sets (1,000 test images; their sampling error is printed with the accuracies).
+- ``paper``: the published setting (CIFAR-10, PreAct ResNet-18, 30 epochs of PGD-10 training, PGD-20 x 5
+  on 10,000 test images, AutoAttack on 1,000): about 7-14 T4-hours for the course. ``full`` is its old name.
 
-Default: ``full`` when CUDA is available, else ``quick``. `CLEAD_DATASET` overrides the profile's dataset.
+Default: ``colab`` when CUDA is available, else ``quick``. `CLEAD_DATASET` overrides the profile's dataset.
 Floor 0: imports nothing of the package.
 """
 from __future__ import annotations
@@ -15,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-PROFILE_NAMES = ("smoke", "quick", "full")
+PROFILE_NAMES = ("smoke", "quick", "colab", "paper", "full")
+PROFILE_ALIASES = {"full": "paper"}   # the old name of the published setting
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,15 @@ class Profile:
     contrastive_weight: float  # lambda of clead_online
     temperature: float
     use_checkpoints: bool      # may notebooks load shipped checkpoints instead of training
+    # training recipe details; None keeps training.TrainConfig.from_profile's rule
+    train_attack: str = "pgd"  # 'fgsm_rs': FGSM with a random start, step 1.25 eps (train_steps must be 1)
+    warmup: float | None = None  # one-cycle: fraction of the steps spent rising to the peak lr
+    n_val: int | None = None     # held-out training images checked every epoch
+    val_steps: int | None = None
+    co_drop: float | None = None  # catastrophic-overfitting stop: drop of held-out PGD accuracy between epochs
+    cw_steps: int | None = None   # CW steps of the faithful pipeline's precomputed views
+    encoder_epochs: int | None = None  # faithful pipeline stage epochs (None: `epochs`)
+    head_epochs: int | None = None
 
     @property
     def info(self) -> DatasetInfo:
@@ -107,23 +123,34 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", "mnist5k", "smallcnn", n_train=None, n_test=None, epochs=8, batch_size=128,
                      lr=0.05, train_steps=10, eval_steps=20, eval_restarts=2, n_eval=500, n_autoattack=200,
                      n_embed=600, contrastive_weight=0.5, temperature=0.1, use_checkpoints=True),
-    "full": Profile("full", "cifar10", "preactresnet18", n_train=None, n_test=None, epochs=30, batch_size=512,
-                    lr=0.2, train_steps=10, eval_steps=20, eval_restarts=5, n_eval=10000, n_autoattack=1000,
-                    n_embed=2000, contrastive_weight=0.5, temperature=0.1, use_checkpoints=True),
+    # Wong et al. 2020's recipe (their CIFAR10/train_fgsm.py defaults: batch 128, 15 epochs, cyclic lr 0 -> 0.2
+    # -> 0 peaking half-way, momentum 0.9, weight decay 5e-4, FGSM step 10/255 = 1.25 eps from a uniform random
+    # start, early stop when PGD accuracy drops by more than 0.2 between epochs); evaluation sets sized so that
+    # each notebook fits 15 T4-minutes (benchmarks/results/flops.json)
+    "colab": Profile("colab", "cifar10", "preactresnet18", n_train=None, n_test=None, epochs=15, batch_size=128,
+                     lr=0.2, train_steps=1, eval_steps=20, eval_restarts=1, n_eval=1000, n_autoattack=200,
+                     n_embed=1000, contrastive_weight=0.5, temperature=0.1, use_checkpoints=True,
+                     train_attack="fgsm_rs", warmup=0.5, n_val=512, val_steps=5, co_drop=0.2, cw_steps=5,
+                     encoder_epochs=1, head_epochs=1),
+    "paper": Profile("paper", "cifar10", "preactresnet18", n_train=None, n_test=None, epochs=30, batch_size=512,
+                     lr=0.2, train_steps=10, eval_steps=20, eval_restarts=5, n_eval=10000, n_autoattack=1000,
+                     n_embed=2000, contrastive_weight=0.5, temperature=0.1, use_checkpoints=True),
 }
 
 
 def default_profile_name() -> str:
-    return "full" if torch.cuda.is_available() else "quick"
+    """'colab' (sized for one T4 session) when CUDA is available, else 'quick'."""
+    return "colab" if torch.cuda.is_available() else "quick"
 
 
 def get_profile(name: str | None = None, dataset: str | None = None) -> Profile:
-    """The profile `name`, else `$CLEAD_PROFILE`, else `full` on a GPU and `quick` otherwise.
+    """The profile `name`, else `$CLEAD_PROFILE`, else `colab` on a GPU and `quick` otherwise ('full' is 'paper').
 
     `dataset` (else `$CLEAD_DATASET`) replaces the profile's dataset and its default model.
     """
     name = name or os.environ.get("CLEAD_PROFILE") or default_profile_name()
     name = name.strip().lower()
+    name = PROFILE_ALIASES.get(name, name)
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r} (from CLEAD_PROFILE or the argument); "
                          f"allowed: {', '.join(map(repr, PROFILE_NAMES))}")

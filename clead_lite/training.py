@@ -61,6 +61,7 @@ METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")
 _STAGES = ("faithful_encoder", "faithful_head")     # internal methods of the clead_faithful stages
 SCHEDULES = ("onecycle", "piecewise", "constant")
 ATTACK_LOSSES = ("ce", "contrastive")
+TRAIN_ATTACKS = ("pgd", "fgsm_rs")  # fgsm_rs: Wong, Rice & Kolter 2020 (one step of 1.25 eps from a random start)
 VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop")
 ENCODER_INITS = ("surrogate", "scratch")
 # Fields that may differ between a checkpoint and the run that resumes it.
@@ -87,6 +88,8 @@ class TrainConfig:
     eps: float | None = None
     alpha: float | None = None
     attack_steps: int = 10
+    attack: str = "pgd"              # 'fgsm_rs': FGSM from a uniform random start (attack_steps 1, alpha 1.25 eps)
+    co_drop: float | None = None     # stop when held-out PGD accuracy falls by more than this between epochs
     norm: str = "linf"
     eps_warmup: float = 0.0          # fraction of the steps over which eps and alpha grow linearly from 0
     # clead_online
@@ -138,6 +141,11 @@ class TrainConfig:
                     contrastive_weight=profile.contrastive_weight, temperature=profile.temperature,
                     n_val=n_val, val_steps=min(profile.eval_steps, 10), view_steps=3,
                     cw_steps=10 if profile.name == "smoke" else 50)
+        # the profile's recipe details (the colab profile: fast adversarial training, Wong et al. 2020)
+        extra = dict(attack=profile.train_attack, warmup=profile.warmup, n_val=profile.n_val,
+                     val_steps=profile.val_steps, co_drop=profile.co_drop, cw_steps=profile.cw_steps,
+                     encoder_epochs=profile.encoder_epochs, head_epochs=profile.head_epochs)
+        base.update({k: v for k, v in extra.items() if v is not None})
         return cls(**{**base, **changes})
 
     @classmethod
@@ -176,6 +184,15 @@ class TrainConfig:
         if self.alpha is not None:
             check_positive(self.alpha, "alpha")
         check_int(self.attack_steps, "attack_steps")
+        check_choice(self.attack, "attack", TRAIN_ATTACKS)
+        if self.attack == "fgsm_rs" and (self.attack_steps != 1 or self.norm != "linf"):
+            raise ValueError(f"attack 'fgsm_rs' is one L-inf step: it needs attack_steps=1 and norm='linf', got "
+                             f"attack_steps={self.attack_steps}, norm={self.norm!r}")
+        if self.co_drop is not None:
+            if not 0.0 < check_positive(self.co_drop, "co_drop") < 1.0:
+                raise ValueError(f"co_drop must be an accuracy drop in (0, 1), got {self.co_drop}")
+            if not self.keep_best:
+                raise ValueError("co_drop needs keep_best=True (the weights from before the collapse are kept)")
         if not 0.0 <= check_nonnegative(self.eps_warmup, "eps_warmup") < 1.0:
             raise ValueError(f"eps_warmup must be a fraction in [0, 1), got {self.eps_warmup}")
         check_nonnegative(self.contrastive_weight, "contrastive_weight (lambda)")
@@ -233,6 +250,8 @@ class TrainConfig:
                                  f"the dataset's standard eps is used (method {self.method!r})")
             eps = dataset_info(dataset).eps if self.norm == "linf" else dataset_info(dataset).eps_l2
         alpha = self.alpha if self.alpha is not None else min(eps, 2.5 * eps / self.attack_steps)
+        if self.alpha is None and self.attack == "fgsm_rs":
+            alpha = 1.25 * eps        # Wong et al. 2020: 10/255 for eps 8/255
         return self.replace(eps=float(eps), alpha=float(alpha or 1e-12))
 
     @property
@@ -557,11 +576,17 @@ def _split_validation(x, y, n_val: int, seed: int):
 def _validate(model: nn.Module, x_val, y_val, cfg: TrainConfig, epoch: int, device) -> dict:
     """Held-out clean and PGD-`val_steps` accuracy (fp32, eval mode, a seeded generator per epoch)."""
     g = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
-    attack = lambda m, xb, yb: _attacks.pgd(m, xb, yb, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.val_steps,
+    # the training attack's step suits PGD; FGSM-RS's 1.25 eps does not: Madry's rule for the check then
+    alpha = cfg.alpha if cfg.attack == "pgd" else min(cfg.eps, 2.5 * cfg.eps / cfg.val_steps)
+    attack = lambda m, xb, yb: _attacks.pgd(m, xb, yb, eps=cfg.eps, alpha=alpha, steps=cfg.val_steps,
                                             norm=cfg.norm, generator=g)
     was = model.training
     model.eval()
     out = {"val_clean_acc": accuracy(model, x_val, y_val), "val_pgd_acc": robust_accuracy(model, x_val, y_val, attack)}
+    if cfg.attack == "fgsm_rs" or cfg.co_drop is not None:
+        # catastrophic overfitting shows as FGSM accuracy rising while PGD accuracy collapses
+        fgsm = lambda m, xb, yb: _attacks.fgsm(m, xb, yb, eps=cfg.eps)
+        out["val_fgsm_acc"] = robust_accuracy(model, x_val, y_val, fgsm)
     model.train(was)
     return out
 
@@ -712,11 +737,23 @@ def _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, d
             else:
                 best["bad_epochs"] += 1
             record["best_epoch"] = best["epoch"]
+            if cfg.co_drop is not None and cfg.adversarial:   # a standard model's PGD accuracy is ~0 anyway
+                previous = best.get("previous_pgd")
+                record["catastrophic_overfitting"] = (previous is not None
+                                                      and record["val_pgd_acc"] < previous - cfg.co_drop)
+                best["previous_pgd"] = record["val_pgd_acc"]
         record["seconds"] = time.perf_counter() - record.pop("_t0")
         history.append(record)
         if show:
             _print_epoch(record, cfg)
         stop = cfg.early_stop_patience is not None and best["bad_epochs"] >= cfg.early_stop_patience
+        if record.get("catastrophic_overfitting"):
+            stop = True     # Wong et al. 2020: stop; keep_best keeps the weights from before the collapse
+            if show:
+                from tqdm.auto import tqdm
+                tqdm.write(f"catastrophic overfitting at epoch {record['epoch']}: held-out PGD accuracy fell to "
+                           f"{record['val_pgd_acc']:.3f} (FGSM {record.get('val_fgsm_acc', float('nan')):.3f}); "
+                           f"stopped, keeping epoch {best['epoch']}")
         if ckpt is not None and main:
             _save_train_checkpoint(ckpt, model, stepper, cfg, epoch + 1, history, best, dataset, finished=False)
         if callback is not None and callback(record, model) is True:
@@ -791,6 +828,8 @@ def _print_epoch(record: dict, cfg: TrainConfig) -> None:
         parts.append(f"train acc {record['acc']:.3f}")
     if "val_pgd_acc" in record:
         parts.append(f"held-out clean {record['val_clean_acc']:.3f} PGD-{cfg.val_steps} {record['val_pgd_acc']:.3f}")
+    if "val_fgsm_acc" in record:
+        parts.append(f"FGSM {record['val_fgsm_acc']:.3f}")
     parts.append(f"{record['seconds']:.1f} s")
     tqdm.write("  ".join(parts))
 
