@@ -1,18 +1,19 @@
 """Colab, simulated on this machine (issue 9, item 3), and the repository address defined once.
 
-The simulation (marked slow; 5 min 53 s measured on the busy shared 2-core machine, 54 s of it CPU time: most
-of it waits for pip downloading ipywidgets 7.7.1, pyautoattack and
-torchattacks, and the kernel running notebook 01 in smoke):
+The simulation (marked slow; 5 min 40 s wall time measured here on the shared 2-core machine with other jobs
+running: pip downloading ipywidgets 7.7.1, pyautoattack and torchattacks, notebook 01 in smoke in the simulated
+kernel, and the explorer's widget tests; on an idle machine with a warm pip cache it should be about half):
 1. a fresh virtual environment under tmp, with "Colab's preinstalled packages": torch, torchvision, numpy,
-   matplotlib (and what they, pandas, scipy, scikit-learn, seaborn, umap-learn, mlxtend, tqdm and ipykernel
-   need) made visible from the current environment (found via sys.prefix) as a folder of symlinks added by a
+   matplotlib (and what they, pandas, scipy, scikit-learn, seaborn, umap-learn, mlxtend, tqdm, ipykernel and
+   pytest need) made visible from the current environment (found via sys.prefix) as a folder of symlinks added by a
    .pth file, so pip sees them as installed; ipywidgets 7.7.1 installed from the registry, as on Colab;
 2. a local "origin" repository holding this working tree's files, and `google.colab` faked (a stub module
    imported by an IPython startup file, as Colab's kernel has it imported);
 3. notebook 01 executed by a kernel of that environment, its own setup cell included (CLEAD_REPO_URL points it
    at the local origin), in the smoke profile;
 then: the preinstalled versions are unchanged, clead_lite imports from the clone, the quick profile's shipped
-checkpoints are found and sha256-verified, the results files came along, and the widgets build with 7.7.1.
+checkpoints are found and sha256-verified, the results files came along, the attack explorer (the eps slider of
+notebook 01) builds and reacts with 7.7.1, and the embedding explorer's widget tests pass under 7.7.1.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from clead_lite.notebook_setup import REPO_URL, colab_badge, colab_setup_cell, c
 ROOT = Path(__file__).resolve().parents[1]
 PROTECTED = ("torch", "torchvision", "numpy", "matplotlib", "ipywidgets")
 PREINSTALLED = ("torch", "torchvision", "numpy", "matplotlib", "pandas", "scipy", "scikit-learn", "seaborn",
-                "umap-learn", "mlxtend", "tqdm", "ipykernel", "ipython")
+                "umap-learn", "mlxtend", "tqdm", "ipykernel", "ipython", "pytest")
 NOT_SHARED = {"ipywidgets", "widgetsnbextension", "jupyterlab-widgets", "clead-lite"}
 OWNER_NAME = REPO_URL.split("github.com/", 1)[1]
 
@@ -201,3 +202,9 @@ def test_colab_simulation(tmp_path, monkeypatch):
     assert Path(info["file"]).resolve().is_relative_to(clone.resolve())
     assert all(Path(p).resolve().is_relative_to(clone.resolve()) for p in info["found"].values())
     assert info["results"] > 0 and info["ipywidgets"] == "7.7.1" and info["renders"] >= 2
+    # the embedding explorer's own widget tests, run from the clone against ipywidgets 7.7.1
+    tests = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_explorer.py", "-k",
+                            "widget or control or buttons or bad_arguments"], cwd=clone, capture_output=True,
+                           text=True, timeout=600)
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert re.search(r"\b[1-9]\d* passed", tests.stdout), tests.stdout[-500:]
