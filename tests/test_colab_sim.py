@@ -2,7 +2,7 @@
 
 The simulation (marked slow; 5 min 40 s wall time measured here on the shared 2-core machine with other jobs
 running: pip downloading ipywidgets 7.7.1, pyautoattack and torchattacks, notebook 01 in smoke in the simulated
-kernel, and the explorer's widget tests; on an idle machine with a warm pip cache it should be about half):
+kernel, and the explorer's widget tests):
 1. a fresh virtual environment under tmp, with "Colab's preinstalled packages": torch, torchvision, numpy,
    matplotlib (and what they, pandas, scipy, scikit-learn, seaborn, umap-learn, mlxtend, tqdm, ipykernel and
    pytest need) made visible from the current environment (found via sys.prefix) as a folder of symlinks added by a
