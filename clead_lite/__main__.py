@@ -3,6 +3,7 @@
     python -m clead_lite train --method pgd_at --dataset mnist --profile quick --seed 0
     python -m clead_lite evaluate data/runs/mnist_pgd_at_quick_seed0.pt --n-autoattack 1000 --json out.json
     python -m clead_lite demo --profile smoke
+    python -m clead_lite store list                     # the model store: trained once, loaded afterwards
 
 Subcommands are registered in COMMANDS (name -> function that adds its parser); each parser sets
 `func(args) -> int`. Bad arguments and unusable inputs print one clear line to stderr and exit with 2.
