@@ -3,6 +3,7 @@
     python -m clead_lite train --method pgd_at --dataset mnist --profile quick --seed 0
     python -m clead_lite evaluate data/runs/mnist_pgd_at_quick_seed0.pt --n-autoattack 1000 --json out.json
     python -m clead_lite demo --profile smoke
+    python -m clead_lite store list                     # the model store: trained once, loaded afterwards
 
 Subcommands are registered in COMMANDS (name -> function that adds its parser); each parser sets
 `func(args) -> int`. Bad arguments and unusable inputs print one clear line to stderr and exit with 2.
@@ -65,12 +66,10 @@ def _load_model(path: str | Path, device):
     return model.to(device).eval(), state
 
 
-def _test_split(dataset: str, n: int | None, seed: int = 0):
-    from .data import load_dataset
-    x, y = load_dataset(dataset, "test")
-    if n is not None and n < len(y):
-        x, y = load_dataset(dataset, "test", n=n, seed=seed)
-    return x, y
+def _test_split(dataset: str, n: int | None):
+    """The first n test images (`data.test_images`): the images the notebooks and the manifest score too."""
+    from .data import test_images
+    return test_images(dataset, n)
 
 
 # ============================================================================================== train
@@ -107,6 +106,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", default=None, help="write the evaluation row and the settings to this JSON file")
+    p.add_argument("--retrain", action="store_true",
+                   help="train even when the model store already has a model with these settings")
     p.set_defaults(func=cmd_train)
 
 
@@ -163,7 +164,15 @@ def cmd_train(args) -> int:
     seed_everything(args.seed)
     t0 = time.perf_counter()
     surrogate_path = None
-    if args.method == "clead_faithful":
+    key, hit = _store_lookup(args, profile, cfg, x, y)
+    if hit is not None:
+        from .store import load_model
+        model, stored = load_model(hit, device)
+        surrogate, history = None, list(stored.get("history") or [])
+        save_checkpoint(out, {k: v for k, v in stored.items() if k != "store_key"})
+        print(f"found this model in the store ({hit.source}: {hit.path}); not training (--retrain trains anyway)",
+              flush=True)
+    elif args.method == "clead_faithful":
         result = train_faithful(x, y, cfg, dataset=dataset, model_name=profile.model, device=device,
                                 progress=not args.no_progress)
         model, surrogate = result.model, result.surrogate
@@ -173,7 +182,11 @@ def cmd_train(args) -> int:
         model = build_model(profile.model, num_classes=profile.info.num_classes)
         result = train(model, x, y, cfg, dataset=dataset, device=device, progress=not args.no_progress)
         model, surrogate, history = result.model, None, list(result.history)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 if hit is None else float(stored.get("train_seconds") or 0.0)
+    if hit is None and key is not None:
+        from .store import save_model
+        print(f"saved to the model store: {save_model(key, model, cfg, history, command=_command_line(), seconds=seconds)}",
+              flush=True)
 
     row = None
     if not args.no_eval:
@@ -194,7 +207,63 @@ def cmd_train(args) -> int:
         _write_json(args.json, {"checkpoint": str(out), "method": args.method, "dataset": dataset,
                                 "profile": profile.name, "seed": args.seed, "config": cfg.to_dict(),
                                 "train_seconds": seconds, "row": row, "command": _command_line(),
+                                "test_images": f"the first {row['n']} of the {dataset} test split" if row else None,
                                 "device": str(device), "torch": torch.__version__})
+    return 0
+
+
+def _store_lookup(args, profile, cfg, x, y):
+    """(store key, StoreHit or None); (None, None) in smoke (never stored), with --resume, or with the store off."""
+    from .store import find, model_key, store_dir
+    if not profile.use_checkpoints or args.resume or store_dir() is None:
+        return None, None
+    key = model_key(args.method, profile.dataset, profile.model, profile.name, cfg, x, y)
+    return key, (None if args.retrain else find(key))
+
+
+# ============================================================================================== store
+def add_store_parser(sub) -> None:
+    p = sub.add_parser("store", help="list or clear the model store (models trained once, loaded afterwards)",
+                       description="The model store: models trained by the notebooks or `train`, keyed by "
+                                   "everything that determines them; shipped checkpoints are listed too.")
+    p.add_argument("action", help="list | clear")
+    p.add_argument("--method", default=None, help=f"only this method ({', '.join(METHOD_CHOICES)})")
+    p.add_argument("--yes", action="store_true", help="clear: delete without asking")
+    p.set_defaults(func=cmd_store)
+
+
+def cmd_store(args) -> int:
+    from .store import clear, list_entries, store_dir
+    if args.action not in ("list", "clear"):
+        raise UsageError(f"unknown store action {args.action!r}; allowed: 'list', 'clear'")
+    if args.method is not None and args.method not in METHOD_CHOICES:
+        raise UsageError(f"unknown --method {args.method!r}; allowed: {', '.join(map(repr, METHOD_CHOICES))}")
+    folder = store_dir()
+    if args.action == "list":
+        rows = list_entries(args.method)
+        print(f"model store: {folder if folder is not None else 'off (CLEAD_STORE)'}; {len(rows)} model(s)"
+              + (f" of method {args.method}" if args.method else ""))
+        for r in rows:
+            c = r["config"]
+            size = f"{r['size_bytes'] / 1e6:.1f} MB" if r.get("size_bytes") else "?"
+            print(f"  {r['source']:<7} {r['dataset']:<13} {r['method']:<14} {r['profile']:<6} {r['model']:<14} "
+                  f"seed {r['seed']}  {r['n_train']} images  {c.get('epochs')} epoch(s)"
+                  + (f"  PGD-{c.get('attack_steps')}" if r["method"] in ("pgd_at", "clead_online") else "")
+                  + f"  {size}  {r.get('created') or ''}  {r['file']}")
+        return 0
+    stored = [r for r in list_entries(args.method) if r["source"] == "store"]
+    if not stored and not args.yes:
+        print(f"nothing to clear: the store {folder} has no{' ' + args.method if args.method else ''} model")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to delete {len(stored)} stored model(s) without --yes (not a terminal)")
+        answer = input(f"delete {len(stored)} stored model(s) from {folder}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 0
+    removed = clear(args.method)
+    print(f"deleted {len(removed)} model file(s) from {folder} (shipped checkpoints are never deleted)")
     return 0
 
 
@@ -266,6 +335,7 @@ def cmd_evaluate(args) -> int:
         _write_json(args.json, {"checkpoint": str(args.checkpoint), "dataset": dataset, "method": state.get("method"),
                                 "seed": state.get("seed"), "profile": profile.name, "row": row,
                                 "sanity": report.to_dict() if report else None, "command": _command_line(),
+                                "test_images": f"the first {len(y)} of the {dataset} test split",
                                 "device": str(device)})
     return 0
 
@@ -341,7 +411,7 @@ def cmd_course(args) -> int:
 
 
 COMMANDS = {"train": add_train_parser, "evaluate": add_evaluate_parser, "demo": add_demo_parser,
-            "course": add_course_parser}
+            "course": add_course_parser, "store": add_store_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:

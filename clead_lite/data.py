@@ -58,6 +58,22 @@ def load_dataset(name: str = "mnist5k", split: str = "train", root: str | os.Pat
     return x_u8.float().div_(255.0), y.long()
 
 
+def test_images(name: str = "mnist5k", n: int | None = None,
+                root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` images of the test split in its stored order (None: all of them).
+
+    The one convention behind every accuracy the course reports on "n test images": the notebooks
+    (`x_test[:n]` of `notebook_setup.load_data`), the command line (`evaluate`, `train`), the shipped
+    checkpoints' manifest and the load messages all score the same images (RobustBench's convention too).
+    Returns x: (n, C, H, W) float32 in [0, 1], y: (n,) int64; n larger than the split gives the whole split.
+    """
+    x, y = load_dataset(name, "test", root=root)
+    if n is not None:
+        check_int(n, "n", minimum=1)
+        x, y = x[:n], y[:n]
+    return x, y
+
+
 def _mnist5k(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = _mnist5k_arrays()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(2510_27249))  # fixed split

@@ -17,9 +17,13 @@ from . import __version__
 from .profiles import Profile, get_device, get_profile, seed_everything
 
 REPO_URL = "https://github.com/clead-course/clead-course"
-"""The one place the course repository's address lives (Colab badges and the Colab install line use it)."""
-
-COLAB_URL = "https://colab.research.google.com/github/clead-course/clead-course/blob/main/notebooks/{notebook}"
+"""The one place the course repository's address lives. Everything else is derived from it: COLAB_URL, the
+notebooks' Colab badges and setup cells and the README badge (written by `scripts/sync_repo_url.py`);
+pyproject.toml's [project.urls] repeats it for pip. tests/test_colab_sim.py checks every copy."""
+REPO_BRANCH = "main"
+COLAB_URL = (REPO_URL.replace("https://github.com/", "https://colab.research.google.com/github/", 1)
+             + f"/blob/{REPO_BRANCH}/notebooks/{{notebook}}")
+COLAB_BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 
 PROJECTOR_RC = {
     "figure.figsize": (10, 4.5),
@@ -42,6 +46,34 @@ PROJECTOR_RC = {
 def colab_url(notebook: str) -> str:
     """The "Open in Colab" address of `notebook` (a file name such as '01_adversarial_examples.ipynb')."""
     return COLAB_URL.format(notebook=os.path.basename(notebook))
+
+
+def colab_badge(notebook: str) -> str:
+    """The markdown "Open in Colab" badge of `notebook` (a file name such as '01_adversarial_examples.ipynb')."""
+    return f"[![Open In Colab]({COLAB_BADGE_SVG})]({colab_url(notebook)})"
+
+
+def colab_setup_cell() -> str:
+    """The first code cell of every notebook (written into them by `scripts/sync_repo_url.py`).
+
+    On Colab it makes a shallow clone of the repository (code, shipped checkpoints with their manifest, the
+    results files; `$CLEAD_REPO_URL` replaces the address, e.g. a local clone for the Colab simulation test),
+    and runs `scripts/colab_install.py`: an editable install with --no-deps, then only the requirements that are
+    missing, with Colab's torch, torchvision, numpy, matplotlib and ipywidgets pinned at their installed
+    versions. Anywhere else it only calls `setup()`.
+    """
+    return (
+        "# Setup. On Colab: a shallow clone of the course (code, shipped checkpoints, results) and an install that\n"
+        "# keeps Colab's torch, torchvision, numpy, matplotlib and ipywidgets as they are. Elsewhere: nothing to do.\n"
+        "import os, sys\n"
+        "if \"google.colab\" in sys.modules:\n"
+        f"    REPO = os.environ.get(\"CLEAD_REPO_URL\", \"{REPO_URL}\")\n"
+        "    if not os.path.isdir(\"clead-course\"):\n"
+        "        !git clone -q --depth 1 {REPO} clead-course\n"
+        "    !{sys.executable} clead-course/scripts/colab_install.py clead-course\n"
+        "    sys.path.insert(0, os.path.abspath(\"clead-course\"))\n"
+        "from clead_lite.notebook_setup import setup\n"
+        "profile, device = setup()     # prints profile, dataset, device, library versions")
 
 
 def in_colab() -> bool:
@@ -96,47 +128,109 @@ def setup(profile: str | Profile | None = None, seed: int = 0, device: str | tor
 def load_data(profile: Profile, seed: int = 0):
     """The profile's train and test images: (x_train, y_train, x_test, y_test), CPU tensors in [0, 1].
 
-    Sizes: `profile.n_train` / `profile.n_test` (None: the whole split) of `profile.dataset`.
+    Train: `profile.n_train` images of `profile.dataset` (a subset seeded by `seed`; None: the whole split).
+    Test: the first `profile.n_test` test images (`data.test_images`; None: all), so that `x_test[:n]` are the
+    images every accuracy on "n test images" in the course is computed on (manifest, load messages, CLI).
     """
-    from .data import load_dataset
+    from .data import load_dataset, test_images
     x_train, y_train = load_dataset(profile.dataset, "train", n=profile.n_train, seed=seed)
-    x_test, y_test = load_dataset(profile.dataset, "test", n=profile.n_test, seed=seed)
+    x_test, y_test = test_images(profile.dataset, profile.n_test)
     return x_train, y_train, x_test, y_test
 
 
-def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch.device, *, live: bool = True,
-                  title: str | None = None, **changes):
-    """A model trained with `method` ('standard', 'pgd_at', 'clead_online'): the shipped checkpoint when the
-    profile allows it (`profile.use_checkpoints`) and one matches (dataset, method, profile, model), else
-    trained here with `training.train` (progress bar; live curves when `live`).
+class LoadedModel(tuple):
+    """What `load_or_train` returns: unpacks as `(model, history)`, and carries `.config` (the TrainConfig the
+    model was actually trained with), `.source` ('shipped', 'store' or 'trained') and `.path` (its checkpoint,
+    None when not saved)."""
 
-    changes: TrainConfig fields that override the profile's (a run with changes never loads a checkpoint,
-    since the shipped one was trained with the profile's settings). Returns (model in eval mode on `device`,
-    history): history is a `training.History` (list of records; `.frame('epoch')`), or the checkpoint's
-    stored history, or None when the checkpoint has none.
+    def __new__(cls, model, history, config, source: str, path=None):
+        self = super().__new__(cls, (model, history))
+        self.config, self.source, self.path = config, source, path
+        return self
+
+    @property
+    def model(self):
+        return self[0]
+
+    @property
+    def history(self):
+        return self[1]
+
+
+def _lookup(method: str, profile: Profile, x_train, y_train, changes: dict):
+    """(config asked for, store key or None, StoreHit or None)."""
+    from .store import find, model_key
+    from .training import TrainConfig
+    config = TrainConfig.from_profile(profile, method, **changes)
+    if not profile.use_checkpoints:   # smoke: always train (the tests must run the training code), never store
+        return config, None, None
+    key = model_key(method, profile.dataset, profile.model, profile.name, config, x_train, y_train)
+    return config, key, find(key)
+
+
+def train_config_used(method: str, profile: Profile, x_train, y_train, **changes):
+    """The TrainConfig (eps and alpha resolved) of the model `load_or_train(method, profile, x_train, y_train,
+    **changes)` returns: the stored or shipped model's own config when there is one, else the one it would
+    train with. Cheap: nothing is loaded or trained."""
+    from .training import TrainConfig
+    config, _, hit = _lookup(method, profile, x_train, y_train, changes)
+    if hit is not None and hit.entry.get("config"):
+        return TrainConfig.from_dict(hit.entry["config"]).resolved(profile.dataset)
+    return config.resolved(profile.dataset)
+
+
+def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch.device, *, live: bool = True,
+                  title: str | None = None, **changes) -> LoadedModel:
+    """A model trained with `method` ('standard', 'pgd_at', 'clead_online') on (x_train, y_train).
+
+    With `profile.use_checkpoints` (quick, full) it comes from the model store when one with the same key exists
+    (`clead_lite.store`: dataset, method, model, profile, every training setting, seed, the training images, the
+    code version): a shipped checkpoint (sha256 verified) or a model an earlier notebook or command trained.
+    Otherwise it is trained here with `training.train` (progress bar; live curves when `live`) and, outside
+    smoke, saved into the store, so the next notebook that asks for it loads it.
+
+    changes: TrainConfig fields that override the profile's (a different key: a different model).
+    Returns a LoadedModel: unpacks as (model in eval mode on `device`, history); history is a
+    `training.History` (list of records; `.frame('epoch')`) or None when the stored model has none;
+    `.config` is the config the model was trained with (printed too).
     """
-    from .checkpoints import find_checkpoint, load_checkpoint, load_pretrained
     from .models import build_model
+    from .store import describe_config, load_model, save_model, store_dir
     from .training import History, TrainConfig, train
     from .viz import LiveCurves
 
-    if profile.use_checkpoints and not changes:
-        path = find_checkpoint(profile.dataset, method, profile.name, profile.model)
-        if path is not None:
-            model, entry = load_pretrained(profile.dataset, method, profile.name, profile.model, device=device)
-            state = load_checkpoint(path, map_location="cpu")
-            history = History(state["history"]) if state.get("history") else None
-            metrics = entry.get("metrics") or {}
-            measured = (f"; its recorded accuracy on {metrics['n']} test images: clean {metrics['clean']:.1%}, "
-                        f"PGD-{metrics['steps']} {metrics['pgd']:.1%}" if metrics.get("n") else "")
-            print(f"loaded the shipped {method} checkpoint {path.name} (sha256 verified{measured}).\n"
-                  f"It was trained by: {entry.get('command') or 'an unrecorded command'}\n"
-                  f"To train it here instead: CLEAD_PROFILE=smoke, or pass a change (e.g. epochs=...).")
-            return model.eval(), history
-    model = build_model(profile.model, num_classes=profile.info.num_classes)
-    config = TrainConfig.from_profile(profile, method, **changes)
+    config, key, hit = _lookup(method, profile, x_train, y_train, changes)
+    if hit is not None:
+        model, state = load_model(hit, device)
+        history = History(state["history"]) if state.get("history") else None
+        used = TrainConfig.from_dict(hit.entry.get("config") or state.get("config") or config.to_dict())
+        used = used.resolved(profile.dataset)
+        metrics = hit.entry.get("metrics") or {}
+        measured = ""
+        if metrics.get("n"):
+            measured = (f"\nIts accuracy on the first {metrics['n']} test images (x_test[:{metrics['n']}]), as "
+                        f"recorded: clean {metrics['clean']:.1%}, PGD-{metrics['steps']} x {metrics['restarts']} "
+                        f"restart(s) {metrics['pgd']:.1%} (eps {metrics['eps']:.3g})")
+        what = (f"the shipped {method} checkpoint {hit.path.name} (sha256 verified)" if hit.source == "shipped"
+                else f"the {method} model from the model store, {hit.path.name} (sha256 verified)")
+        print(f"loaded {what}.{measured}\n"
+              f"Trained with: {describe_config(used)}\n"
+              f"Trained by: {hit.entry.get('command') or 'an unrecorded command'}\n"
+              "Other settings train a new model (pass a change, e.g. epochs=...; CLEAD_PROFILE=smoke always trains).")
+        return LoadedModel(model.eval(), history, used, hit.source, hit.path)
+    with torch.random.fork_rng(devices=[]):   # the initial weights depend on the seed only, not on earlier cells
+        torch.manual_seed(config.seed)
+        model = build_model(profile.model, num_classes=profile.info.num_classes)
     callback = LiveCurves(title=title or f"{method} on {profile.dataset}", name=method) if live else None
     result = train(model, x_train, y_train, config, dataset=profile.dataset, device=device, callback=callback)
+    path = None
+    if key is not None and store_dir() is not None:
+        path = save_model(key, result.model, result.config, result.history, seconds=result.seconds,
+                          command=f"load_or_train({method!r}, profile {profile.name!r}"
+                                  + "".join(f", {k}={v!r}" for k, v in changes.items()) + ")")
     print(f"trained {method} in {result.seconds:.0f} s ({result.epochs_run} epoch(s)"
-          f"{'' if result.best_epoch is None else f', kept the weights of epoch {result.best_epoch}'})")
-    return result.model.eval(), result.history
+          f"{'' if result.best_epoch is None else f', kept the weights of epoch {result.best_epoch}'})"
+          f"\nTrained with: {describe_config(result.config)}"
+          + (f"\nsaved to the model store: {path} (the next notebook or command asking for it loads it)"
+             if path else ""))
+    return LoadedModel(result.model.eval(), result.history, result.config, "trained", path)

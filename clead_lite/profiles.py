@@ -120,8 +120,10 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", "mnist5k", "smallcnn", n_train=256, n_test=128, epochs=1, batch_size=64,
                      lr=0.05, train_steps=2, eval_steps=3, eval_restarts=1, n_eval=64, n_autoattack=16,
                      n_embed=64, contrastive_weight=0.5, temperature=0.1, use_checkpoints=False),
+    # quick trains with PGD-5 (alpha = 2.5 eps / 5 = 0.15 at eps 0.3): the settings its shipped checkpoints were
+    # trained with (data/checkpoints/manifest.json holds their full config; tests/test_numbers.py compares them).
     "quick": Profile("quick", "mnist5k", "smallcnn", n_train=None, n_test=None, epochs=8, batch_size=128,
-                     lr=0.05, train_steps=10, eval_steps=20, eval_restarts=2, n_eval=500, n_autoattack=200,
+                     lr=0.05, train_steps=5, eval_steps=20, eval_restarts=2, n_eval=500, n_autoattack=200,
                      n_embed=600, contrastive_weight=0.5, temperature=0.1, use_checkpoints=True),
     # Wong et al. 2020's recipe (their CIFAR10/train_fgsm.py defaults: batch 128, 15 epochs, cyclic lr 0 -> 0.2
     # -> 0 peaking half-way, momentum 0.9, weight decay 5e-4, FGSM step 10/255 = 1.25 eps from a uniform random

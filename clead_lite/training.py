@@ -64,6 +64,10 @@ ATTACK_LOSSES = ("ce", "contrastive")
 TRAIN_ATTACKS = ("pgd", "fgsm_rs")  # fgsm_rs: Wong, Rice & Kolter 2020 (one step of 1.25 eps from a random start)
 VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop")
 ENCODER_INITS = ("surrogate", "scratch")
+# The version of the training math (the step functions, the loop, the faithful pipeline's stages). Part of every
+# model-store key (clead_lite.store): bump it when a change makes the same settings train different weights, so
+# that stored and shipped models of the old code are no longer taken for models of the new one.
+TRAIN_STEP_VERSION = 1
 # Fields that may differ between a checkpoint and the run that resumes it.
 _RESUME_FREE = ("resume", "checkpoint_path", "log_every", "compile", "early_stop_patience")
 

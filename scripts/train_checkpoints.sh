@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the quick-profile checkpoints shipped in data/checkpoints/ (SmallCNN on the offline mnist5k) and
-# record them in data/checkpoints/manifest.json (sha256, dataset, method, profile, metrics, command).
+# record them in data/checkpoints/manifest.json (sha256, dataset, method, profile, command), then fill in each
+# entry's full config, model-store key and metrics on the first n_eval test images (scripts/update_manifest.py).
 # Usage: bash scripts/train_checkpoints.sh [methods...]   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +9,7 @@ PY=${PY:-.venv/bin/python}
 methods=${*:-standard pgd_at clead_online clead_faithful}
 for m in $methods; do
   out=data/checkpoints/mnist5k_${m}_quick.pt
-  $PY -m clead_lite train --method "$m" --dataset mnist5k --profile quick --seed 0 --attack-steps 5 \
+  $PY -m clead_lite train --method "$m" --dataset mnist5k --profile quick --seed 0 --retrain \
       --out "$out" --no-progress --json "build/checkpoints/${m}.json"
   $PY - "$out" "$m" <<'PY'
 import json, sys
@@ -20,3 +21,4 @@ write_manifest_entry(path, dataset="mnist5k", method=method, profile="quick", mo
 print("manifest entry written for", path)
 PY
 done
+$PY scripts/update_manifest.py

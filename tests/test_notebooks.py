@@ -16,18 +16,13 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from clead_lite.course import course_notebooks, format_table, run_course
-from clead_lite.notebook_setup import REPO_URL, colab_url
+from clead_lite.notebook_setup import REPO_URL, colab_setup_cell, colab_url
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ["00_setup_and_data.ipynb", "01_adversarial_examples.ipynb", "02_stronger_attacks.ipynb",
             "03_adversarial_training.ipynb", "04_contrastive_learning.ipynb", "05_clead.ipynb",
             "06_honest_evaluation.ipynb", "07_embedding_separation.ipynb"]
-SETUP = '''# Setup: on Colab this installs clead_lite (keeping Colab's torch); locally it does nothing.
-import sys
-if "google.colab" in sys.modules:
-    !pip -q install "clead_lite @ git+https://github.com/clead-course/clead-course" && pip -q install --no-deps torchattacks==3.5.1
-from clead_lite.notebook_setup import setup
-profile, device = setup()     # prints profile, dataset, device, library versions'''
+SETUP = colab_setup_cell()   # written into every notebook by scripts/sync_repo_url.py
 LOCAL_PATH = re.compile(r"/(home|work|Users|root)/")
 ABSOLUTE_PATH = re.compile(r"""(['"])(/(home|work|tmp|Users|root|mnt|data)/|[A-Za-z]:\\)""")
 

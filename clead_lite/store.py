@@ -1,0 +1,314 @@
+"""The model store: every model is trained once, then loaded by every notebook or command that asks for it.
+
+A model is identified by a **key**, a plain dict of everything that determines its weights:
+
+    {"format", "dataset", "method", "model", "profile", "n_train", "data" (sha256 of the training images and
+     labels), "train_step_version", "config" (the TrainConfig fields that affect this method's training)}
+
+- `model_key(...)` builds it; `find(key)` looks for a model with that key, first among the **shipped**
+  checkpoints (`data/checkpoints/manifest.json` entries carry their key; the file's sha256 is verified), then in
+  the **store folder** (`$CLEAD_STORE`, default `data/store/` of the repository; `CLEAD_STORE=off` disables it).
+- `save_model(key, ...)` writes `<stem>.pt` atomically (`checkpoints.save_checkpoint`: temporary file, fsync,
+  rename) and then `<stem>.json` (the key, the sha256 of the .pt, when and how it was trained), also atomically.
+  An entry counts only when both exist and the sha256 matches, so a save killed half-way is never loaded.
+- `list_entries()` / `clear()` back `python -m clead_lite store list` / `store clear [--method M] [--yes]`;
+  `clear` never deletes shipped checkpoints.
+
+Which config fields are in the key: all of them except those that cannot change the weights (`resume`,
+`checkpoint_path`, `log_every`, `compile`) and those the method ignores (the contrastive settings for methods
+other than clead_online, the faithful-pipeline settings for other methods, the attack settings for `standard`,
+whose held-out selection watches clean accuracy). `amp` and `channels_last` stay in the key as written (None =
+automatic), so a model trained on a GPU and one trained on a CPU with the same settings are the same entry.
+Keys are compared field by field, a field missing on one side (a model stored before the field existed) counting
+as the field's current default; fields the current TrainConfig no longer has are ignored.
+
+Code version: `training.TRAIN_STEP_VERSION`, a declared integer bumped by hand when a change makes the same
+settings train different weights. A hash of the training source was the alternative; it would change with every
+comment, docstring or refactoring of training.py (several people edit it at once) and throw away every stored
+and shipped model each time, while a declared version changes only when the math does. The price: someone must
+remember to bump it (training.py says so next to the constant).
+Floor 3: imports checkpoints, models, profiles, training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .checkpoints import (CheckpointError, _default_mode, checkpoint_dir, load_checkpoint,
+                          load_model_state, model_metadata, read_manifest, save_checkpoint, sha256_file,
+                          verify_checkpoint)
+from .models import MODELS, _unwrap, build_model
+from .training import TRAIN_STEP_VERSION, TrainConfig
+
+__all__ = ["STORE_ENV", "KEY_FORMAT", "StoreHit", "store_dir", "data_fingerprint", "key_config", "model_key",
+           "keys_match", "find", "load_model", "save_model", "list_entries", "shipped_entries", "clear",
+           "describe_config"]
+
+STORE_ENV = "CLEAD_STORE"
+KEY_FORMAT = 1
+_OFF = ("off", "0", "none", "false", "no")
+_NOT_IN_KEY = ("resume", "checkpoint_path", "log_every", "compile")
+_ONLINE_ONLY = ("contrastive_weight", "clean_ce", "supervised_contrastive", "attack_loss")
+_FAITHFUL_ONLY = ("view_kinds", "encoder_views", "view_steps", "view_alpha", "cw_steps", "crop_scale", "head_fgsm",
+                  "encoder_init", "surrogate_epochs", "encoder_epochs", "head_epochs")
+_ATTACK = ("eps", "alpha", "attack_steps", "norm", "eps_warmup")
+
+
+@dataclass
+class StoreHit:
+    """A model found for a key: `source` 'shipped' (data/checkpoints) or 'store'; `entry` its manifest entry or
+    store record (key, sha256, config, metrics, command, ...)."""
+    path: Path
+    source: str
+    entry: dict
+
+
+# ============================================================================================== where
+def store_dir() -> Path | None:
+    """The store folder: `$CLEAD_STORE`, else `data/store/` next to the shipped checkpoints' `data/`; None when
+    `CLEAD_STORE` is off/0/none (nothing is saved to or loaded from the folder; shipped checkpoints still count)."""
+    env = os.environ.get(STORE_ENV)
+    if env is not None and env.strip().lower() in _OFF:
+        return None
+    if env:
+        path = Path(env).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{STORE_ENV}={env!r} is a file; it must name a folder (or be 'off')")
+        return path
+    repo = Path(__file__).resolve().parents[1]
+    return repo / "data" / "store" if (repo / "clead_lite").is_dir() else Path("data") / "store"
+
+
+# ============================================================================================== keys
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 (32 hex digits) of the training images x: (N, C, H, W) and labels y: (N,), their shapes and dtypes.
+    About 1 s per GB (CIFAR-10's 50,000 float32 images: 0.6 GB)."""
+    h = hashlib.sha256(repr((tuple(x.shape), str(x.dtype), tuple(y.shape), str(y.dtype))).encode())
+    for t in (x, y):
+        h.update(memoryview(t.detach().cpu().contiguous().numpy()).cast("B"))
+    return h.hexdigest()[:32]
+
+
+def key_config(config: TrainConfig, dataset: str) -> dict:
+    """The fields of `config` (eps and alpha resolved for `dataset`) that can change this method's weights."""
+    cfg = config.resolved(dataset)
+    drop = set(_NOT_IN_KEY)
+    if cfg.method != "clead_online":
+        drop |= set(_ONLINE_ONLY)
+    if cfg.method not in ("clead_online", "clead_faithful"):
+        drop.add("temperature")
+    if cfg.method != "clead_faithful":
+        drop |= set(_FAITHFUL_ONLY)
+    if cfg.method == "standard":
+        drop |= set(_ATTACK)
+    return {k: v for k, v in cfg.to_dict().items() if k not in drop}
+
+
+def model_key(method: str, dataset: str, model: str, profile: str, config: TrainConfig, x_train: torch.Tensor,
+              y_train: torch.Tensor) -> dict:
+    """The store key of the model `config` trains on (x_train, y_train); `profile` is the profile's name."""
+    if config.method != method:
+        raise ValueError(f"config.method is {config.method!r} but the key is for method {method!r}")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
+    return {"format": KEY_FORMAT, "dataset": dataset, "method": method, "model": model, "profile": profile,
+            "n_train": int(len(y_train)), "data": data_fingerprint(x_train, y_train),
+            "train_step_version": TRAIN_STEP_VERSION, "config": key_config(config, dataset)}
+
+
+def _defaults() -> dict:
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def keys_match(a: dict, b: dict) -> bool:
+    """Whether two keys name the same model (see the module docstring for missing and unknown fields)."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    top = (set(a) | set(b)) - {"config"}
+    if any(a.get(k) != b.get(k) for k in top):
+        return False
+    defaults = _defaults()
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    for name in (set(ca) | set(cb)) & set(defaults):
+        if ca.get(name, defaults[name]) != cb.get(name, defaults[name]):
+            return False
+    return True
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ============================================================================================== find / load
+def shipped_entries(manifest: str | os.PathLike | None = None) -> list[dict]:
+    """The manifest's entries (each with 'file', 'sha256', 'key', 'config', 'metrics', ...)."""
+    return list(read_manifest(manifest)["checkpoints"])
+
+
+def _store_records(folder: Path | None) -> list[tuple[Path, dict]]:
+    """(checkpoint path, record) for every complete entry of the store folder."""
+    if folder is None or not folder.is_dir():
+        return []
+    out = []
+    for meta in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue                                   # a damaged record: the entry does not count
+        pt = meta.with_suffix(".pt")
+        if isinstance(record, dict) and "key" in record and pt.exists():
+            out.append((pt, record))
+    return out
+
+
+def find(key: dict, manifest: str | os.PathLike | None = None, folder: Path | None | str = "default") -> StoreHit | None:
+    """The model for `key`: a shipped checkpoint (sha256 verified) if one has this key, else a store entry whose
+    file matches its recorded sha256, else None. `folder`: the store folder ('default': `store_dir()`)."""
+    mpath = Path(manifest) if manifest is not None else checkpoint_dir() / "manifest.json"
+    for entry in shipped_entries(mpath):
+        path = mpath.parent / entry.get("file", "")
+        if keys_match(entry.get("key"), key) and path.is_file():
+            verify_checkpoint(path, mpath)              # ChecksumError on a damaged or replaced file
+            return StoreHit(path, "shipped", entry)
+    folder = store_dir() if folder == "default" else (Path(folder) if folder is not None else None)
+    for pt, record in _store_records(folder):
+        if keys_match(record["key"], key):
+            if sha256_file(pt) != record.get("sha256"):
+                continue                                # overwritten or damaged: train again
+            return StoreHit(pt, "store", record)
+    return None
+
+
+def load_model(hit: StoreHit, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, checkpoint dict), loaded with weights_only=True."""
+    state = load_checkpoint(hit.path, map_location="cpu", required=("model",))
+    name = state.get("model_name") or hit.entry.get("model") or (hit.entry.get("key") or {}).get("model")
+    if name not in MODELS:
+        raise CheckpointError(f"{hit.path} does not say which model it holds (model_name={name!r})")
+    net = build_model(name, num_classes=(state.get("model_config") or {}).get("num_classes", 10))
+    load_model_state(net, state)
+    if device is not None:
+        net = net.to(device)
+    return net.eval(), state
+
+
+# ============================================================================================== save
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(key: dict, model: nn.Module, config: TrainConfig, history=None, *, command: str | None = None,
+               seconds: float | None = None, metrics: dict | None = None, folder: Path | str | None = None) -> Path:
+    """Save `model` under `key` into the store folder (default `store_dir()`); returns the checkpoint path.
+
+    The .pt is written atomically first, then its record (.json, also atomic): a crash in between leaves a .pt
+    without a record, which `find` ignores and `clear` removes."""
+    folder = Path(folder) if folder is not None else store_dir()
+    if folder is None:
+        raise ValueError(f"the model store is off ({STORE_ENV}={os.environ.get(STORE_ENV)!r}); nothing saved")
+    stem = f"{key['dataset']}_{key['method']}_{key['profile']}_{_digest(key)}"
+    path = folder / f"{stem}.pt"
+    state = {"format": 1, "kind": "store", **model_metadata(model), "model": _unwrap(model).state_dict(),
+             "history": [dict(r) for r in (history or [])], "config": config.to_dict(), "method": key["method"],
+             "dataset": key["dataset"], "profile": key["profile"], "seed": config.seed, "store_key": key,
+             "command": command, "train_seconds": seconds, "metrics": metrics or {}}
+    save_checkpoint(path, state)
+    record = {"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size, "key": key,
+              "config": config.to_dict(), "metrics": metrics or {}, "command": command, "train_seconds": seconds,
+              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "torch": torch.__version__}
+    _write_json_atomic(path.with_suffix(".json"), record)
+    return path
+
+
+# ============================================================================================== list / clear
+def list_entries(method: str | None = None, folder: Path | str | None = "default",
+                 manifest: str | os.PathLike | None = None) -> list[dict]:
+    """One dict per model: source ('shipped' | 'store'), file, dataset, method, profile, model, seed, n_train,
+    size_bytes, created, config (dict). `method` keeps one method."""
+    rows = []
+    mpath = Path(manifest) if manifest is not None else checkpoint_dir() / "manifest.json"
+    for e in shipped_entries(mpath):
+        key = e.get("key") or {}
+        rows.append({"source": "shipped", "file": str(mpath.parent / e.get("file", "?")), "dataset": e.get("dataset"),
+                     "method": e.get("method"), "profile": e.get("profile"), "model": e.get("model"),
+                     "seed": e.get("seed"), "n_train": key.get("n_train"), "size_bytes": e.get("size_bytes"),
+                     "created": e.get("created"), "config": e.get("config") or {}})
+    folder = store_dir() if folder == "default" else (Path(folder) if folder is not None else None)
+    for pt, r in _store_records(folder):
+        key = r["key"]
+        rows.append({"source": "store", "file": str(pt), "dataset": key.get("dataset"), "method": key.get("method"),
+                     "profile": key.get("profile"), "model": key.get("model"), "seed": (r.get("config") or {}).get("seed"),
+                     "n_train": key.get("n_train"), "size_bytes": r.get("size_bytes"), "created": r.get("created"),
+                     "config": r.get("config") or {}})
+    return [r for r in rows if method is None or r["method"] == method]
+
+
+def clear(method: str | None = None, folder: Path | str | None = "default") -> list[Path]:
+    """Delete the store folder's models (of `method` only, if given) and any half-saved files; returns the
+    deleted checkpoint paths. Shipped checkpoints are never touched."""
+    folder = store_dir() if folder == "default" else (Path(folder) if folder is not None else None)
+    if folder is None or not folder.is_dir():
+        return []
+    removed = []
+    for pt, record in _store_records(folder):
+        if method is None or record["key"].get("method") == method:
+            pt.unlink(missing_ok=True)
+            pt.with_suffix(".json").unlink(missing_ok=True)
+            removed.append(pt)
+    if method is None:   # leftovers of interrupted saves: a .pt without its record, a record without its .pt
+        for p in folder.glob("*.pt"):
+            if not p.with_suffix(".json").exists():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        for p in list(folder.glob("*.json")) + list(folder.glob(".*.tmp")):
+            if p.suffix == ".tmp" or not p.with_suffix(".pt").exists():
+                p.unlink(missing_ok=True)
+    return removed
+
+
+# ============================================================================================== describe
+def describe_config(config: dict | TrainConfig) -> str:
+    """One line of the settings that shaped a model: epochs, batch, lr, attack, lambda, validation, seed."""
+    c = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    method = c.get("method")
+    parts = [f"{c.get('epochs')} epoch(s)", f"batch {c.get('batch_size')}", f"lr {c.get('lr')} ({c.get('schedule')})"]
+    if method in ("pgd_at", "clead_online"):
+        alpha = c.get("alpha")
+        parts.append(f"PGD-{c.get('attack_steps')} training examples (eps {c.get('eps'):.4g}"
+                     + (f", alpha {alpha:.4g}" if alpha is not None else "")
+                     + (f", eps warm-up over the first {c['eps_warmup']:.0%} of the steps" if c.get("eps_warmup") else "")
+                     + ")")
+    if method == "clead_online":
+        parts.append(f"lambda {c.get('contrastive_weight')}, tau {c.get('temperature')}")
+    if method == "clead_faithful":
+        parts.append(f"views {', '.join(c.get('view_kinds') or [])} (PGD-{c.get('view_steps')}, CW {c.get('cw_steps')} "
+                     f"steps), tau {c.get('temperature')}")
+    if c.get("n_val"):
+        parts.append(f"{c['n_val']} held-out images pick the kept epoch")
+    parts.append(f"seed {c.get('seed')}")
+    return ", ".join(parts)
