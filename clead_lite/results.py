@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-METHOD_ORDER = ("standard", "pgd_at", "clead_online", "clead_faithful")
+METHOD_ORDER = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer")
 COLUMNS = ("dataset", "method", "seed", "eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
            "n_autoattack", "transfer", "transfer_source", "sanity_passed", "sanity_failed", "train_command",
