@@ -214,8 +214,8 @@ def test_learning_rate_schedules():
 
 
 def test_config_validation_errors():
-    with pytest.raises(ValueError, match=r"unknown method 'trades'; allowed: 'standard', 'pgd_at', 'clead_online'"):
-        TrainConfig(method="trades")
+    with pytest.raises(ValueError, match=r"unknown method 'mart'; allowed: 'standard', 'pgd_at', 'trades', 'clead_online'"):
+        TrainConfig(method="mart")
     with pytest.raises(ValueError, match=r"eps must be in \[0, 1\], got 8.*8/255"):
         TrainConfig(eps=8)
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
