@@ -122,3 +122,14 @@ def test_cli_beta_only_for_trades(capsys):
     args = build_parser().parse_args(["train", "--method", "trades", "--beta", "3", "--profile", "smoke"])
     cfg = _train_config(args, get_profile("smoke"))
     assert cfg.method == "trades" and cfg.trades_beta == 3.0
+
+
+def test_cli_trains_trades(tmp_path, capsys):
+    out = tmp_path / "trades.pt"
+    code = main(["train", "--method", "trades", "--beta", "6", "--profile", "smoke", "--n-train", "96", "--n-val",
+                 "32", "--no-eval", "--no-progress", "--device", "cpu", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    from clead_lite.checkpoints import load_checkpoint
+    state = load_checkpoint(out)
+    assert state["method"] == "trades" and state["config"]["trades_beta"] == 6.0 and state["finished"]
+    assert any("kl" in r for r in state["history"] if r.get("kind") == "epoch")
