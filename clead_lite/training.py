@@ -18,7 +18,7 @@ Methods (`TrainConfig.method`), each only a different *step function* inside the
                     ``faithful_head``: linear head on a frozen encoder).
 
 The loop: data resident on the device (`DeviceLoader`, augmentation on the device); SGD with momentum and
-weight decay; one-cycle, piecewise or constant learning rate per step; optionally eps growing linearly over
+weight decay; one-cycle, piecewise, constant or step (per-epoch decay) learning rate per step; optionally eps growing linearly over
 the first steps (`eps_warmup`: short PGD-AT runs on MNIST at eps 0.3 stall at chance without it); automatic mixed precision on CUDA
 (bf16 where supported, else fp16 with a GradScaler); channels_last; optional torch.compile; no host-device
 synchronisation inside the step (loss and accuracy are summed on the device and read every `log_every`
