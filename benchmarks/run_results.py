@@ -1,13 +1,21 @@
-"""Train and evaluate the results table: standard, PGD-AT, C-LEAD online and C-LEAD faithful on MNIST
-(eps 0.3) and FashionMNIST (eps 0.1), several seeds, through the command line (`python -m clead_lite`),
+"""Train and evaluate the results table: standard, PGD-AT, TRADES, C-LEAD online and C-LEAD faithful on
+MNIST (eps 0.3) and FashionMNIST (eps 0.1), several seeds, through the command line (`python -m clead_lite`),
 so every row records the exact commands that reproduce it.
 
     CLEAD_DATA_ROOT=../shared/data python benchmarks/run_results.py            # all rows (resumable)
+    CLEAD_DATA_ROOT=... python benchmarks/run_results.py --grid converged --device cuda   # the GPU grid
     python benchmarks/run_results.py --summary [--readme README.md] [--details benchmarks/RESULTS.md]   # tables only
 
 Each row: `train --no-eval` then `evaluate --sanity --json`: clean, FGSM, PGD-k with restarts, AutoAttack
 (standard) on a subset, transfer from the standard model of the same seed (for the faithful mode: its own
-surrogate, a standard model too), and the sanity-check report. Rows already on disk are skipped.
+surrogate, a standard model too), and the sanity-check report; then (`clead_lite.scoring`) APGD-CE + APGD-T
+and Square alone on the first --n-score of the evaluated images with per-image correctness (for the paired
+intervals against PGD-AT), and a PGD eps curve. Rows already on disk are skipped (a row without scores only
+gets its scores).
+
+Grids (--grid): 'default' = the options as given; 'converged' = full MNIST and FashionMNIST (60,000 training
+images), 20 epochs, PGD-10 in training, seeds 0-4, the standard AutoAttack on 1,000 images of every seed,
+APGD-CE + APGD-T / Square on 1,000: sized for a GPU (--device cuda).
 """
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ import time
 from pathlib import Path
 
 from clead_lite.results import METHOD_ORDER as METHODS
-from clead_lite.results import load_results, per_seed_markdown, replace_marked_block, summary_markdown
+from clead_lite.results import (differences_markdown, load_results, per_seed_markdown, protocol_note,
+                                replace_marked_block, summary_markdown)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,8 +62,49 @@ def trained_by(ckpt: Path) -> str:
     return command
 
 
+GRIDS = {"converged": dict(datasets=["mnist", "fashion-mnist"], seeds=[0, 1, 2, 3, 4], n_train=60000, epochs=20,
+                           attack_steps=10, n_test=1000, n_autoattack=1000, n_score=1000)}
+
+
+def training_facts(ckpt: Path, args, method: str, dataset: str) -> dict:
+    """Which images and epochs trained the row: n_train, n_val (held out of them), epochs, best epoch kept."""
+    from clead_lite.checkpoints import load_checkpoint
+    from clead_lite.profiles import get_profile
+    from clead_lite.training import TrainConfig
+    state = load_checkpoint(ckpt, map_location="cpu")
+    n_val = TrainConfig.from_profile(get_profile(args.profile, dataset=dataset), method).n_val
+    facts = {"n_train": args.n_train, "n_val": n_val, "epochs": args.epochs,
+             "best_epoch": (state.get("best") or {}).get("epoch")}
+    if method == "clead_faithful":   # the checkpoint is the linear head's stage
+        facts["head_epochs"] = (state.get("config") or {}).get("epochs")
+        facts["best_epoch_is"] = "the linear head's, on clean held-out accuracy"
+    return facts
+
+
+def add_scores(record: dict, ckpt: Path, args) -> dict:
+    """record + 'scores' (APGD-CE + APGD-T, Square, PGD eps curve on the first n_score evaluated images)."""
+    from clead_lite.scoring import load_for_scoring, score_model
+    model, x, y, state = load_for_scoring(str(ckpt), args.n_test, device=args.device)
+    n = min(args.n_score, len(y))
+    eps = float(record["row"]["eps"])
+    t = time.perf_counter()
+    scores = score_model(model, x[:n], y[:n], eps, columns=args.score_columns, seed=0)
+    scores["images"] = (f"the first {n} of the {len(y)} evaluated test images (a random {len(y)} of the test "
+                        "split drawn with seed 0)")
+    print(f"  scored {ckpt.name}: " + ", ".join(f"{k} {scores[k]:.3f}" for k in ("apgd", "square") if k in scores)
+          + f" ({time.perf_counter() - t:.0f} s)", flush=True)
+    return {**record, "scores": scores}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", choices=("default",) + tuple(GRIDS), default="default",
+                   help="a preset grid that overrides the sizes below (see the module docstring)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... for training, evaluation and scoring")
+    p.add_argument("--n-score", type=int, default=500, help="images for APGD-CE + APGD-T, Square, eps curve")
+    p.add_argument("--score-columns", nargs="+", default=["apgd", "square", "eps_curve"],
+                   choices=("apgd", "square", "eps_curve"))
+    p.add_argument("--no-score", action="store_true", help="skip the APGD / Square / eps-curve columns")
     p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -79,33 +129,41 @@ def main(argv=None) -> int:
                    "'<!-- results-per-seed:start -->' and '<!-- results-per-seed:end -->' (e.g. "
                    "benchmarks/RESULTS.md)")
     args = p.parse_args(argv)
+    for k, v in GRIDS.get(args.grid, {}).items():
+        setattr(args, k, v)
     out, runs = Path(args.out), Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     py = [sys.executable, "-m", "clead_lite"]
+    device = ["--device", args.device] if args.device else []
     if not args.summary:
         for dataset in args.datasets:
             for seed in args.seeds:
                 std_ckpt = runs / f"{dataset}_standard_seed{seed}.pt"
                 for method in args.methods:
                     row_json = out / f"{dataset}_{method}_seed{seed}.json"
+                    ckpt = runs / f"{dataset}_{method}_seed{seed}.pt"
                     if row_json.exists() and not args.redo:
+                        record = json.loads(row_json.read_text())
+                        if not args.no_score and "scores" not in record and ckpt.exists():   # an older row
+                            partial = row_json.with_name(row_json.name + ".partial")
+                            partial.write_text(json.dumps(add_scores(record, ckpt, args), indent=2))
+                            os.replace(partial, row_json)
                         continue
                     # written next to the row, renamed over it when complete: a killed run leaves the old row
                     partial = row_json.with_name(row_json.name + ".partial")
-                    ckpt = runs / f"{dataset}_{method}_seed{seed}.pt"
                     train = py + ["train", "--method", method, "--dataset", dataset, "--profile", args.profile,
                                   "--seed", str(seed), "--n-train", str(args.n_train), "--epochs", str(args.epochs),
                                   "--attack-steps", str(args.attack_steps), "--out", rel(ckpt),
-                                  "--no-eval", "--no-progress"]
+                                  "--no-eval", "--no-progress"] + device
                     if not finished(ckpt) or method == "clead_faithful" and not ckpt.with_suffix(".surrogate.pt").exists():
                         run(train + (["--resume"] if ckpt.exists() else []))   # a killed run continues
                     evaluate = py + ["evaluate", rel(ckpt), "--profile", args.profile,
                                      "--n", str(args.n_test), "--steps", str(args.steps), "--restarts",
-                                     str(args.restarts), "--n-autoattack", str(args.n_autoattack)]
+                                     str(args.restarts), "--n-autoattack", str(args.n_autoattack)] + device
                     if not args.no_sanity:
                         evaluate.append("--sanity")
-                    if method in ("pgd_at", "clead_online"):
+                    if method in ("pgd_at", "trades", "clead_online"):
                         evaluate += ["--source", rel(std_ckpt)]
                     run(evaluate + ["--json", rel(partial)])
                     record = json.loads(partial.read_text())
@@ -114,10 +172,14 @@ def main(argv=None) -> int:
                     record["train_command"] = trained_by(ckpt)
                     record["evaluate_command"] = record["command"] = shlex.join(
                         ["python", "-m", "clead_lite"] + evaluate[3:] + ["--json", rel(row_json)])
+                    record["training"] = training_facts(ckpt, args, method, dataset)
+                    if not args.no_score:
+                        record = add_scores(record, ckpt, args)
                     partial.write_text(json.dumps(record, indent=2))
                     os.replace(partial, row_json)
     frame = load_results(out)
-    table, details = summary_markdown(frame), per_seed_markdown(frame)
+    table = "\n\n".join([summary_markdown(frame), differences_markdown(frame), protocol_note(frame)])
+    details = per_seed_markdown(frame)
     print(table, details, sep="\n\n")
     if args.readme:
         replace_marked_block(args.readme, "results", table)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .profiles import DATASETS, PROFILE_NAMES
 
-METHOD_CHOICES = ("standard", "pgd_at", "clead_online", "clead_faithful")
+METHOD_CHOICES = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 
 
 class UsageError(ValueError):
@@ -74,7 +74,7 @@ def _test_split(dataset: str, n: int | None):
 
 # ============================================================================================== train
 def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model (standard, pgd_at, clead_online, clead_faithful)",
+    p = sub.add_parser("train", help="train a model (standard, pgd_at, trades, clead_online, clead_faithful)",
                        description="Train one model and save it (with its history) as a checkpoint.")
     p.add_argument("--method", required=True, choices=METHOD_CHOICES)
     p.add_argument("--dataset", choices=tuple(DATASETS), default=None,
@@ -85,12 +85,16 @@ def add_train_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lambda", dest="contrastive_weight", type=float, default=None,
                    help="weight of the contrastive term (clead_online)")
+    p.add_argument("--beta", dest="trades_beta", type=float, default=None,
+                   help="trades: weight of the KL term (default 6)")
+    p.add_argument("--faithful-recipe", dest="faithful_recipe", choices=("authors", "course-v1"), default=None,
+                   help="clead_faithful: the authors' code (default) or this course's first version")
     p.add_argument("--out", default=None, help="checkpoint path (default data/runs/<dataset>_<method>_<profile>_seed<seed>.pt)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--eps", type=float, default=None, help="training eps (default: the dataset's)")
     p.add_argument("--attack-steps", type=int, default=None, help="PGD steps for the training examples")
-    p.add_argument("--schedule", choices=("onecycle", "piecewise", "constant"), default=None)
+    p.add_argument("--schedule", choices=("onecycle", "piecewise", "constant", "step"), default=None)
     p.add_argument("--n-train", type=int, default=None, help="training images (default: the profile's)")
     p.add_argument("--n-val", type=int, default=None, help="held-out images for early stopping (0: none)")
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
@@ -116,7 +120,8 @@ _CONFIG_OPTIONS = (("--epochs", "epochs", "epochs"), ("--lambda", "contrastive_w
                    ("--lr", "lr", "lr"), ("--batch-size", "batch_size", "batch_size"), ("--eps", "eps", "eps"),
                    ("--attack-steps", "attack_steps", "attack_steps"), ("--schedule", "schedule", "schedule"),
                    ("--n-val", "n_val", "n_val"), ("--patience", "patience", "early_stop_patience"),
-                   ("--temperature", "temperature", "temperature"), ("--attack-loss", "attack_loss", "attack_loss"))
+                   ("--temperature", "temperature", "temperature"), ("--attack-loss", "attack_loss", "attack_loss"),
+                   ("--beta", "trades_beta", "trades_beta"), ("--faithful-recipe", "faithful_recipe", "faithful_recipe"))
 
 
 def _train_config(args, profile):
@@ -132,6 +137,10 @@ def _train_config(args, profile):
     if online_only and args.method != "clead_online":
         raise UsageError(f"--{online_only[0].replace('_', '-').replace('supervised-contrastive', 'supcon')} only "
                          f"applies to --method clead_online (got --method {args.method})")
+    for flag, field, method in (("--beta", "trades_beta", "trades"), ("--faithful-recipe", "faithful_recipe",
+                                                                      "clead_faithful")):
+        if field in changes and args.method != method:
+            raise UsageError(f"{flag} only applies to --method {method} (got --method {args.method})")
     return TrainConfig.from_profile(profile, args.method, **changes)
 
 

@@ -32,7 +32,7 @@ from .training import VIEW_KINDS, History, TrainConfig, TrainResult, _split_vali
 from .validate import check_choice, check_eps, check_images, check_int, check_labels
 
 __all__ = [
-    "random_resized_crop", "precompute_adversarial_views", "finetune_encoder", "train_linear_head",
+    "random_resized_crop", "color_jitter", "simclr_augment", "precompute_adversarial_views", "finetune_encoder", "train_linear_head",
     "train_surrogate", "train_faithful", "FaithfulResult", "cache_dir", "to_uint8",
 ]
 
@@ -77,6 +77,77 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.5, 1.0)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp_(0.0, 1.0)
 
 
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 1, H, W) luminance (ITU-R 601 weights, as torchvision); 1 channel: itself."""
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def _hue_rotate(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Hue shift by h (B,) in turns, as a rotation of the chroma plane in YIQ (torchvision shifts H in HSV:
+    close, not identical). 1-channel images are returned as they are."""
+    if x.shape[1] != 3:
+        return x
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                          device=x.device, dtype=x.dtype)
+    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
+    angle = h.to(x.device, x.dtype) * 2 * math.pi
+    c, s = angle.cos().view(-1, 1, 1), angle.sin().view(-1, 1, 1)
+    i, q = yiq[:, 1], yiq[:, 2]
+    yiq = torch.stack([yiq[:, 0], c * i - s * q, s * i + c * q], dim=1)
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
+
+
+def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+                 hue: float = 0.1, p: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
+    """torchvision's RandomApply([ColorJitter(b, c, s, h)], p) on a batch, per image, on x's device.
+
+    x: (B, C, H, W) float in [0, 1] -> same shape in [0, 1]. Each selected image (probability p) gets the four
+    adjustments in its own random order, with factors drawn uniformly: brightness x * f, contrast and
+    saturation blends with the mean gray / the gray image (f in [1 - v, 1 + v]), hue a shift in [-hue, hue]
+    turns. For 1-channel images saturation and hue do nothing (as in torchvision): brightness and contrast
+    only. Random numbers from the CPU `generator` (deterministic per seed).
+    """
+    b = x.shape[0]
+    factor = lambda v: torch.empty(b).uniform_(max(0.0, 1 - v), 1 + v, generator=generator)
+    fb, fc, fs = factor(brightness), factor(contrast), factor(saturation)
+    fh = torch.empty(b).uniform_(-hue, hue, generator=generator)
+    order = torch.rand(b, 4, generator=generator).argsort(dim=1)          # a random order per image
+    apply = torch.rand(b, generator=generator) < p
+    dev = lambda t: t.to(x.device, x.dtype).view(-1, 1, 1, 1)
+
+    def adjust(k: int, z: torch.Tensor) -> torch.Tensor:
+        if k == 0:
+            return (z * dev(fb)).clamp(0, 1)
+        if k == 1:
+            m = _gray(z).mean(dim=(1, 2, 3), keepdim=True)
+            return (dev(fc) * z + (1 - dev(fc)) * m).clamp(0, 1)
+        if k == 2:
+            return (dev(fs) * z + (1 - dev(fs)) * _gray(z)).clamp(0, 1) if z.shape[1] == 3 else z
+        return _hue_rotate(z, fh).clamp(0, 1)
+
+    out = x
+    for r in range(4):
+        which = order[:, r].to(x.device)
+        out = torch.stack([adjust(k, out) for k in range(4)])[which, torch.arange(b, device=x.device)]
+    return torch.where(dev(apply).bool(), out, x)
+
+
+def simclr_augment(x: torch.Tensor, scale: tuple[float, float] = (0.2, 1.0), jitter_p: float = 0.8,
+                   gray_p: float = 0.2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The authors' CW-view augmentation: RandomResizedCrop(scale) -> horizontal flip (p 0.5) ->
+    RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8) -> RandomGrayscale(p=0.2), on x's device.
+
+    x: (B, C, H, W) float in [0, 1] -> same shape in [0, 1]; random numbers from the CPU `generator`.
+    """
+    out = random_resized_crop(x, scale, flip=True, generator=generator)
+    out = color_jitter(out, p=jitter_p, generator=generator)
+    gray = (torch.rand(x.shape[0], generator=generator) < gray_p).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(gray, _gray(out).expand_as(out), out)
+
+
 def _hash_tensors(h, tensors) -> None:
     for t in tensors:
         t = t.detach().cpu().contiguous()
@@ -89,6 +160,7 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
                                  alpha: float | None = None, cw_steps: int = 50, cw_c: float = 1.0,
                                  cw_kappa: float = 0.0, cw_lr: float = 0.01,
                                  crop_scale: tuple[float, float] = (0.5, 1.0), flip: bool = False,
+                                 aug_crop_scale: tuple[float, float] = (0.2, 1.0),
                                  batch_size: int = 256, seed: int = 0, cache: str | os.PathLike | None = None,
                                  use_cache: bool = True, device: str | torch.device | None = None,
                                  progress: bool = True) -> dict[str, torch.Tensor]:
@@ -97,7 +169,8 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     x: (N, C, H, W) float in [0, 1], y: (N,) int64. Kinds: 'pgd' (L-inf eps, `steps` steps of `alpha`,
     default 3/8 eps = the published 3/255 for 8/255), 'fgsm' (eps), 'cw' (CW-L2, c=1, kappa=0, `cw_steps`
     steps of Adam lr 0.01, no eps bound); '<kind>_crop' attacks a SimCLR-style random resized crop of the
-    image instead. Returns {kind: (N, C, H, W) uint8 on the CPU}. Results are cached in `cache` (default
+    image instead; '<kind>_aug' attacks the authors' SimCLR augmentation of it (`simclr_augment` with
+    `aug_crop_scale`: crop, flip, colour jitter, grayscale). Returns {kind: (N, C, H, W) uint8 on the CPU}. Results are cached in `cache` (default
     data/cache) under a sha256 of the surrogate's weights, the images, the labels and every setting; a
     second call with the same inputs loads the file instead of attacking.
     """
@@ -114,6 +187,8 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     alpha = alpha if alpha is not None else 3 / 8 * eps
     params = dict(kinds=list(kinds), eps=eps, steps=steps, alpha=alpha, cw_steps=cw_steps, cw_c=cw_c,
                   cw_kappa=cw_kappa, cw_lr=cw_lr, crop_scale=list(crop_scale), flip=flip, seed=seed, format=1)
+    if any(k.endswith("_aug") for k in kinds):   # (absent otherwise: earlier caches keep their keys)
+        params["aug_crop_scale"] = list(aug_crop_scale)
     h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     sd = inner.state_dict()
     _hash_tensors(h, [sd[k] for k in sorted(sd)])
@@ -132,6 +207,7 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     was_training = surrogate.training
     surrogate.eval()
     crop_gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1)     # its own stream: the crops stay as they were
     out = {k: torch.empty(x.shape, dtype=torch.uint8) for k in kinds}
     n = x.shape[0]
     for start in tqdm(range(0, n, batch_size), desc="adversarial views", disable=not progress, leave=False):
@@ -139,9 +215,10 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
         yb = y[start:start + batch_size].to(device)
         crop = random_resized_crop(xb, crop_scale, flip=flip, generator=crop_gen) if any(
             k.endswith("_crop") for k in kinds) else None
+        aug = simclr_augment(xb, aug_crop_scale, generator=aug_gen) if any(k.endswith("_aug") for k in kinds) else None
         for k in kinds:
-            src = crop if k.endswith("_crop") else xb
-            base = k.removesuffix("_crop")
+            src = crop if k.endswith("_crop") else aug if k.endswith("_aug") else xb
+            base = k.removesuffix("_crop").removesuffix("_aug")
             if base == "pgd":
                 adv = _attacks.pgd(surrogate, src, yb, eps=eps, alpha=alpha, steps=steps,
                                    generator=torch.Generator(device=device).manual_seed(seed + start))
@@ -195,8 +272,10 @@ def train_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config
                       fgsm_view: torch.Tensor | None = None, reset: bool = True, **kwargs) -> TrainResult:
     """Stage 4: freeze the encoder, train a (re-initialised) linear classifier with cross-entropy.
 
-    fgsm_view: (N, C, H, W) uint8 FGSM examples made on the surrogate; with config.head_fgsm every second
-    batch uses them instead of the clean images (the published option). Encoder BatchNorm stays frozen.
+    fgsm_view: (N, C, H, W) uint8 FGSM examples made on the surrogate; with config.head_fgsm a batch uses them
+    instead of the clean images: at random with probability head_fgsm_p (head_fgsm_mode 'random', the
+    authors' code) or every second batch ('alternate'). Encoder BatchNorm stays frozen. The epochs, lr and
+    schedule are the config's (train_faithful passes the recipe's head settings).
     """
     cfg = config or TrainConfig()
     check_images(x, "x")
@@ -244,7 +323,8 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
     linear head. Returns FaithfulResult(model, surrogate, histories, ...).
 
     surrogate: a trained standard model to reuse (stage 1 is skipped). Stage epochs: surrogate_epochs,
-    encoder_epochs, head_epochs (default `epochs`). With checkpoint_path, each stage checkpoints to
+    encoder_epochs (default `epochs`), head_epochs (default: the recipe's, `faithful_recipe='authors'`: 50 at
+    head_lr 0.1 halved every 15 epochs, the head kept on clean held-out accuracy; 'course-v1': `epochs`). With checkpoint_path, each stage checkpoints to
     '<stem>.<stage>.pt' (the final model to checkpoint_path).
     """
     t0 = time.perf_counter()
@@ -272,7 +352,8 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
     flip = DATASETS[dataset].flip if dataset else False
     views = precompute_adversarial_views(surrogate, x_train, y_train, eps=cfg.eps, kinds=cfg.view_kinds,
                                          steps=cfg.view_steps, alpha=cfg.view_alpha, cw_steps=cfg.cw_steps,
-                                         crop_scale=cfg.crop_scale, flip=flip, seed=cfg.seed, cache=cache,
+                                         crop_scale=cfg.crop_scale, flip=flip, aug_crop_scale=cfg.aug_crop_scale,
+                                         seed=cfg.seed, cache=cache,
                                          device=device, progress=progress)
     if cfg.encoder_init == "surrogate":
         model = copy.deepcopy(_unwrap(surrogate))
@@ -285,7 +366,9 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
     histories["encoder"] = enc.history
     head_views = views.get("fgsm") if "fgsm" in views else None
     head = train_linear_head(model, x_train, y_train,
-                             base.replace(epochs=cfg.head_epochs or cfg.epochs,
+                             base.replace(epochs=cfg.recipe("head_epochs") or cfg.epochs,
+                                          lr=cfg.recipe("head_lr") or cfg.lr,
+                                          schedule=cfg.recipe("head_schedule") or cfg.schedule,
                                           checkpoint_path=str(ckpt) if ckpt else None),
                              fgsm_view=head_views, **common)
     histories["head"] = head.history

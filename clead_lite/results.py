@@ -2,10 +2,12 @@
 `python -m clead_lite evaluate --json`) writes, one file per (dataset, method, seed), and summarise them.
 
     frame = load_results()                 # pandas DataFrame, one row per file, accuracies in [0, 1]
-    print(summary_markdown(frame))         # mean ± std over seeds per (dataset, method)
+    print(summary_markdown(frame))         # mean ± sample SD (ddof = 1) over seeds per (dataset, method)
     print(per_seed_markdown(frame))        # one line per file: the numbers behind the means
+    print(differences_markdown(frame))     # each method - PGD-AT under APGD-CE + APGD-T: paired bootstrap CI
+    print(protocol_note(frame))            # which images and which epochs, in words
 
-Floor 0: imports nothing of the package; pandas and numpy only.
+Floor 0: imports only `stats` of the package; pandas and numpy.
 """
 from __future__ import annotations
 
@@ -13,12 +15,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-METHOD_ORDER = ("standard", "pgd_at", "clead_online", "clead_faithful")
-ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer")
+from .stats import mcnemar_exact, paired_bootstrap, sample_sd
+
+METHOD_ORDER = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
+ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer", "apgd", "square")
 COLUMNS = ("dataset", "method", "seed", "eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
-           "n_autoattack", "transfer", "transfer_source", "sanity_passed", "sanity_failed", "train_command",
+           "n_autoattack", "transfer", "transfer_source", "apgd", "square", "n_scored", "eps_curve", "apgd_correct",
+           "n_train", "n_val", "epochs", "best_epoch", "sanity_passed", "sanity_failed", "train_command",
            "evaluate_command", "file")
 
 
@@ -42,6 +48,11 @@ def _row(record: dict, file: str) -> dict:
            "sanity_failed": ", ".join(map(str, failed)) if sanity else None,
            "train_command": record.get("train_command"),
            "evaluate_command": record.get("evaluate_command") or record.get("command"), "file": file}
+    scores = record.get("scores") or {}    # benchmarks/run_results.py: APGD-CE + APGD-T, Square, eps curve
+    out.update(apgd=scores.get("apgd"), square=scores.get("square"), n_scored=scores.get("n_scored"),
+               eps_curve=scores.get("eps_curve"), apgd_correct=scores.get("apgd_correct"))
+    training = record.get("training") or {}
+    out.update({k: training.get(k) for k in ("n_train", "n_val", "epochs", "best_epoch")})
     for k in ACCURACY_COLUMNS:   # NaN (not measured) stays NaN; JSON may hold null
         out[k] = math.nan if out[k] is None else float(out[k])
     return out
@@ -72,16 +83,31 @@ def _cell(values: pd.Series) -> str:
         return "-"
     if len(v) == 1:
         return f"{100 * v[0]:.1f}"
-    return f"{100 * v.mean():.1f} ± {100 * v.std():.1f}"
+    return f"{100 * v.mean():.1f} ± {100 * sample_sd(v):.1f}"      # the sample SD (ddof = 1) over seeds
+
+
+def _eps_curve_cell(curves: pd.Series) -> str:
+    """The mean PGD accuracy over seeds at each eps of the curve: 'eps: acc' pairs, in percent."""
+    curves = [c for c in curves if isinstance(c, list) and c]
+    if not curves:
+        return "-"
+    by_eps: dict[float, list[float]] = {}
+    for c in curves:
+        for point in c:
+            by_eps.setdefault(round(float(point["eps"]), 4), []).append(float(point["accuracy"]))
+    return " ".join(f"{e:g}: {100 * np.mean(v):.0f}" for e, v in sorted(by_eps.items()))
 
 
 def summary_markdown(frame: pd.DataFrame) -> str:
-    """A markdown table: mean ± std (population, over seeds) per (dataset, method), in percent.
+    """A markdown table: mean ± sample SD (ddof = 1, over seeds) per (dataset, method), in percent.
 
-    The AutoAttack cell names how many test images it ran on; the sanity cell counts the seeds whose report passed.
+    The AutoAttack cell names how many test images it ran on; APGD-CE + APGD-T and Square ran on n_scored
+    images for every seed; the eps-curve cell gives the mean PGD accuracy at each eps; the sanity cell counts
+    the seeds whose report passed.
     """
-    lines = ["| dataset (eps) | method | seeds | clean | FGSM | PGD-k × restarts | AutoAttack (n) | transfer | sanity |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset (eps) | method | seeds | clean | FGSM | PGD-k × restarts | PGD eps curve | APGD-CE+T (n) | "
+             "Square (n) | AutoAttack (n) | transfer | sanity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if not len(frame):
         return "\n".join(lines)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
@@ -99,24 +125,98 @@ def summary_markdown(frame: pd.DataFrame) -> str:
         sanity_cell = (f"{int(sanity.sum())}/{len(sanity)} passed" if len(sanity) else "not run") + (
             f" ({len(g) - len(sanity)} seed(s) not run)" if 0 < len(sanity) < len(g) else "")
         seeds = ",".join(str(int(s)) for s in g["seed"].dropna())
+        n_sc = sorted({int(n) for n in g["n_scored"].dropna() if n})
+        scored = lambda col: (f"{_cell(g[col])} ({'/'.join(map(str, n_sc))})" if _cell(g[col]) != "-" else "-")
         lines.append(f"| {dataset} ({float(first['eps']):.3g}) | {method} | {seeds} | {_cell(g['clean'])} | "
-                     f"{_cell(g['fgsm'])} | {pgd} ({label}) | {aa} | {_cell(g['transfer'])} | {sanity_cell} |")
+                     f"{_cell(g['fgsm'])} | {pgd} ({label}) | {_eps_curve_cell(g['eps_curve'])} | {scored('apgd')} | "
+                     f"{scored('square')} | {aa} | {_cell(g['transfer'])} | {sanity_cell} |")
     return "\n".join(lines)
+
+
+def _epochs_cell(r) -> str:
+    if r["epochs"] is None or pd.isna(r["epochs"]):
+        return "-"
+    best = "-" if r["best_epoch"] is None or pd.isna(r["best_epoch"]) else str(int(r["best_epoch"]))
+    return f"{best} / {int(r['epochs'])}"
 
 
 def per_seed_markdown(frame: pd.DataFrame) -> str:
     """A markdown table with one line per results file (dataset, method, seed), in percent: the numbers behind
     summary_markdown's means, with the sanity checks that failed."""
-    lines = ["| dataset | method | seed | clean | FGSM | PGD | AutoAttack (n) | transfer | sanity |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | method | seed | clean | FGSM | PGD | AutoAttack (n) | transfer | sanity | APGD-CE+T | Square | "
+             "best epoch / epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "-" if pd.isna(v) else f"{100 * float(v):.1f}"
     for _, r in frame.iterrows():
         aa = "-" if pd.isna(r["autoattack"]) else f"{pct(r['autoattack'])} ({int(r['n_autoattack'])})"
         sanity = ("not run" if r["sanity_passed"] is None or pd.isna(r["sanity_passed"])
                   else "passed" if r["sanity_passed"] else f"failed: {r['sanity_failed']}")
         lines.append(f"| {r['dataset']} | {r['method']} | {int(r['seed'])} | {pct(r['clean'])} | {pct(r['fgsm'])} | "
-                     f"{pct(r['pgd'])} | {aa} | {pct(r['transfer'])} | {sanity} |")
+                     f"{pct(r['pgd'])} | {aa} | {pct(r['transfer'])} | {sanity} | {pct(r['apgd'])} | "
+                     f"{pct(r['square'])} | {_epochs_cell(r)} |")
     return "\n".join(lines)
+
+
+def paired_differences(frame: pd.DataFrame, baseline: str = "pgd_at", n_boot: int = 10_000,
+                       level: float = 0.95) -> pd.DataFrame:
+    """Each method's APGD-CE + APGD-T accuracy minus the baseline's, per dataset, paired over the seeds both
+    have and the images both were scored on: the observed mean difference, a percentile bootstrap interval
+    (seeds and images resampled together, `stats.paired_bootstrap`) and McNemar's exact p per seed.
+
+    Rows without per-image correctness (`apgd_correct`) are left out. Differences are fractions in [-1, 1].
+    """
+    cols = ["dataset", "method", "baseline", "seeds", "n_images", "diff", "low", "high", "level", "mcnemar"]
+    out = []
+    has = frame[frame["apgd_correct"].map(lambda v: isinstance(v, list) and len(v) > 0)] if len(frame) else frame
+    for dataset, d in (has.groupby("dataset") if len(has) else []):
+        base = {int(r.seed): r.apgd_correct for r in d[d["method"] == baseline].itertuples()}
+        for method in [m for m in METHOD_ORDER if m != baseline] + sorted(set(d["method"]) - set(METHOD_ORDER)):
+            rows = {int(r.seed): r.apgd_correct for r in d[d["method"] == method].itertuples()}
+            seeds = sorted(s for s in rows if s in base and len(rows[s]) == len(base[s]))
+            if not seeds:
+                continue
+            a = np.array([rows[s] for s in seeds], dtype=float)
+            b = np.array([base[s] for s in seeds], dtype=float)
+            ci = paired_bootstrap(a, b, n_boot=n_boot, level=level, seed=0)
+            tests = [mcnemar_exact(a[i], b[i]) for i in range(len(seeds))]
+            out.append({"dataset": dataset, "method": method, "baseline": baseline, "seeds": seeds,
+                        "n_images": a.shape[1], "diff": ci.mean, "low": ci.low, "high": ci.high, "level": level,
+                        "mcnemar": [(s, t.a_only, t.b_only, t.p) for s, t in zip(seeds, tests)]})
+    return pd.DataFrame(out, columns=cols)
+
+
+def differences_markdown(frame: pd.DataFrame, baseline: str = "pgd_at") -> str:
+    """`paired_differences` as a markdown table, in accuracy points."""
+    diffs = paired_differences(frame, baseline)
+    lines = [f"| dataset | method − {baseline} | seeds | images per seed | APGD-CE+T difference (points) | "
+             f"95 % paired bootstrap CI | McNemar per seed (only method right / only {baseline} right, exact p) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in diffs.itertuples():
+        tests = "; ".join(f"seed {s}: {x}/{y}, p = {p:.2g}" for s, x, y, p in r.mcnemar)
+        lines.append(f"| {r.dataset} | {r.method} | {','.join(map(str, r.seeds))} | {r.n_images} | "
+                     f"{100 * r.diff:+.1f} | [{100 * r.low:+.1f}, {100 * r.high:+.1f}] | {tests} |")
+    return "\n".join(lines)
+
+
+def protocol_note(frame: pd.DataFrame) -> str:
+    """Which images and which epochs the table's numbers come from, in words (values read from the rows)."""
+    if not len(frame):
+        return "No rows."
+    vals = lambda col: "/".join(str(int(v)) for v in sorted({int(v) for v in frame[col].dropna() if v}))
+    parts = [f"Test images: the same {vals('n') or '?'} for every row, a random subset of each test split drawn "
+             f"with seed 0 (not the first ones)."]
+    if frame["n_scored"].notna().any():
+        parts.append(f"APGD-CE + APGD-T (AutoAttack's custom version) and Square alone ran on all {vals('n_scored')} "
+                     f"of them for every seed; the PGD eps curve on the same images.")
+    if frame["n_autoattack"].notna().any() and frame["autoattack"].notna().any():
+        parts.append(f"The standard AutoAttack ran on a random {vals('n_autoattack')} of them (drawn with seed 0).")
+    if frame["n_train"].notna().any():
+        parts.append(f"Training: {vals('n_train')} training images drawn at random with the row's seed, of which "
+                     f"{vals('n_val')} are held out and never trained on; epochs {vals('epochs')}; the weights "
+                     "kept are those of the best held-out epoch (PGD accuracy for PGD-AT, TRADES and C-LEAD "
+                     "online; clean accuracy for standard training and for the faithful pipeline's linear head).")
+    parts.append("± is the sample SD (ddof = 1) over seeds.")
+    return " ".join(parts)
 
 
 def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
@@ -134,4 +234,4 @@ def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
 
 
 __all__ = ["load_results", "per_seed_markdown", "replace_marked_block", "results_dir", "summary_markdown",
-           "ACCURACY_COLUMNS", "METHOD_ORDER"]
+           "paired_differences", "differences_markdown", "protocol_note", "ACCURACY_COLUMNS", "METHOD_ORDER"]

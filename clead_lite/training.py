@@ -11,12 +11,14 @@ Methods (`TrainConfig.method`), each only a different *step function* inside the
                     positives too). `attack_loss='contrastive'` crafts the view against the contrastive loss.
                     With lambda = 0 (and no clean CE, CE attack) the step *is* the pgd_at step: same
                     seed, identical weights.
+- ``trades``        Zhang et al. 2019: CE(f(x), y) + beta * KL(f(x) || f(x')), x' from PGD on the KL from a
+                    0.001 * N(0, 1) start, the model in eval mode while attacking (as the authors' code does).
 - ``clead_faithful``  the published pipeline, as stages run by `clead_lite.faithful.train_faithful`; this
                     module holds only the two stage steps (``faithful_encoder``: 3-view InfoNCE, no labels;
                     ``faithful_head``: linear head on a frozen encoder).
 
 The loop: data resident on the device (`DeviceLoader`, augmentation on the device); SGD with momentum and
-weight decay; one-cycle, piecewise or constant learning rate per step; optionally eps growing linearly over
+weight decay; one-cycle, piecewise, constant or step (per-epoch decay) learning rate per step; optionally eps growing linearly over
 the first steps (`eps_warmup`: short PGD-AT runs on MNIST at eps 0.3 stall at chance without it); automatic mixed precision on CUDA
 (bf16 where supported, else fp16 with a GradScaler); channels_last; optional torch.compile; no host-device
 synchronisation inside the step (loss and accuracy are summed on the device and read every `log_every`
@@ -46,7 +48,7 @@ from . import attacks as _attacks
 from .checkpoints import CheckpointError, load_checkpoint, load_model_state, model_metadata, save_checkpoint
 from .data import DeviceLoader
 from .evaluation import accuracy, robust_accuracy
-from .losses import info_nce, supcon
+from .losses import info_nce, supcon, trades_kl
 from .models import _unwrap
 from .profiles import Profile, dataset_info, get_device
 from .validate import (NORMS, check_choice, check_eps, check_images, check_int, check_labels,
@@ -54,15 +56,29 @@ from .validate import (NORMS, check_choice, check_eps, check_images, check_int, 
 
 __all__ = [
     "METHODS", "SCHEDULES", "VIEW_KINDS", "TrainConfig", "TrainResult", "History", "TrainStep", "train",
-    "lr_factor", "contrastive_attack_loss",
+    "lr_factor", "contrastive_attack_loss", "FAITHFUL_RECIPES", "head_uses_fgsm",
 ]
 
-METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")
+METHODS = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 _STAGES = ("faithful_encoder", "faithful_head")     # internal methods of the clead_faithful stages
-SCHEDULES = ("onecycle", "piecewise", "constant")
+SCHEDULES = ("onecycle", "piecewise", "constant", "step")
 ATTACK_LOSSES = ("ce", "contrastive")
 TRAIN_ATTACKS = ("pgd", "fgsm_rs")  # fgsm_rs: Wong, Rice & Kolter 2020 (one step of 1.25 eps from a random start)
-VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop")
+VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop", "pgd_aug", "fgsm_aug", "cw_aug")
+# the faithful pipeline's two readings of the authors' code; a None field of TrainConfig takes its recipe's value
+FAITHFUL_RECIPES = {
+    # as the authors' code runs: CW view on a SimCLR augmentation, head batches FGSM at random (p), 50 head
+    # epochs at lr 0.1 halved every 15, the head kept on clean held-out accuracy
+    "authors": dict(view_kinds=("pgd_crop", "fgsm", "cw_aug"), encoder_views=("pgd_crop", "cw_aug"),
+                    head_fgsm_mode="random", head_epochs=50, head_lr=0.1, head_schedule="step", head_select="clean"),
+    # this course's first version: plain CW view, every second head batch FGSM, the run's epochs / lr /
+    # schedule, the head kept on held-out PGD accuracy
+    "course-v1": dict(view_kinds=("pgd_crop", "fgsm", "cw"), encoder_views=("pgd_crop", "cw"),
+                      head_fgsm_mode="alternate", head_epochs=None, head_lr=None, head_schedule=None,
+                      head_select="pgd"),
+}
+HEAD_FGSM_MODES = ("random", "alternate")
+HEAD_SELECT = ("clean", "pgd")
 ENCODER_INITS = ("surrogate", "scratch")
 # The version of the training math (the step functions, the loop, the faithful pipeline's stages). Part of every
 # model-store key (clead_lite.store): bump it when a change makes the same settings train different weights, so
@@ -88,6 +104,8 @@ class TrainConfig:
     nesterov: bool = False
     schedule: str = "onecycle"       # onecycle: linear 0 -> lr at `warmup`, -> 0 at the end
     warmup: float = 0.4              # onecycle: fraction of the steps spent rising
+    step_every: int = 15             # step: lr times step_gamma every step_every epochs
+    step_gamma: float = 0.5
     # attack used to craft training examples (pgd_at, clead_online) and the held-out PGD accuracy
     eps: float | None = None
     alpha: float | None = None
@@ -102,6 +120,8 @@ class TrainConfig:
     clean_ce: bool = False           # add CE on clean inputs (loss = (CE_adv + CE_clean) / 2 + lambda * con)
     supervised_contrastive: bool = False
     attack_loss: str = "ce"          # 'contrastive': craft the view against the InfoNCE loss
+    # trades
+    trades_beta: float = 6.0         # beta of CE(clean) + beta * KL(clean || adversarial)
     # the loop
     amp: bool | None = None          # None: on for CUDA (bf16 if supported, else fp16 + GradScaler), off on CPU
     channels_last: bool | None = None  # None: on for CUDA
@@ -116,13 +136,20 @@ class TrainConfig:
     checkpoint_path: str | None = None  # written atomically after every epoch
     resume: bool = False             # continue from checkpoint_path when it exists (else start afresh)
     # clead_faithful
-    view_kinds: tuple[str, ...] = ("pgd_crop", "fgsm", "cw")
-    encoder_views: tuple[str, str] = ("pgd_crop", "cw")
+    faithful_recipe: str = "authors"  # 'authors' | 'course-v1': the defaults of the None fields below
+    view_kinds: tuple[str, ...] | None = None      # None: the recipe's
+    encoder_views: tuple[str, str] | None = None   # None: the recipe's
     view_steps: int = 3              # PGD steps of the precomputed views
     view_alpha: float | None = None  # None: 3/8 eps (the published 3/255 for 8/255)
     cw_steps: int = 50
     crop_scale: tuple[float, float] = (0.5, 1.0)
-    head_fgsm: bool = True           # every second linear-head batch is the surrogate's FGSM view
+    aug_crop_scale: tuple[float, float] = (0.2, 1.0)  # the '_aug' views' RandomResizedCrop (then flip, jitter, gray)
+    head_fgsm: bool = True           # some linear-head batches are the surrogate's FGSM view
+    head_fgsm_mode: str | None = None  # 'random' (each batch with probability head_fgsm_p) | 'alternate'
+    head_fgsm_p: float = 0.5
+    head_lr: float | None = None     # None: the recipe's (authors 0.1; course-v1 the run's lr)
+    head_schedule: str | None = None  # None: the recipe's (authors 'step'; course-v1 the run's schedule)
+    head_select: str | None = None   # keep the head epoch with the best held-out 'clean' or 'pgd' accuracy
     encoder_init: str = "surrogate"  # fine-tune the surrogate's encoder, or a fresh one
     surrogate_epochs: int | None = None
     encoder_epochs: int | None = None
@@ -144,7 +171,8 @@ class TrainConfig:
                     eps=profile.eps, attack_steps=profile.train_steps, eps_warmup=eps_warmup,
                     contrastive_weight=profile.contrastive_weight, temperature=profile.temperature,
                     n_val=n_val, val_steps=min(profile.eval_steps, 10), view_steps=3,
-                    cw_steps=10 if profile.name == "smoke" else 50)
+                    cw_steps=10 if profile.name == "smoke" else 50,
+                    head_epochs=2 if profile.name == "smoke" else None)   # smoke: the code path, not 50 epochs
         # the profile's recipe details (the colab profile: fast adversarial training, Wong et al. 2020)
         extra = dict(attack=profile.train_attack, warmup=profile.warmup, n_val=profile.n_val,
                      val_steps=profile.val_steps, co_drop=profile.co_drop, cw_steps=profile.cw_steps,
@@ -202,6 +230,22 @@ class TrainConfig:
         check_nonnegative(self.contrastive_weight, "contrastive_weight (lambda)")
         check_positive(self.temperature, "temperature")
         check_choice(self.attack_loss, "attack_loss", ATTACK_LOSSES)
+        check_nonnegative(self.trades_beta, "trades_beta (beta)")
+        if self.method == "trades" and self.norm != "linf":
+            raise ValueError(f"method 'trades' implements the L-inf attack only, got norm {self.norm!r}")
+        check_int(self.step_every, "step_every")
+        check_positive(self.step_gamma, "step_gamma")
+        check_choice(self.faithful_recipe, "faithful_recipe", tuple(FAITHFUL_RECIPES))
+        if self.head_fgsm_mode is not None:
+            check_choice(self.head_fgsm_mode, "head_fgsm_mode", HEAD_FGSM_MODES)
+        if not 0.0 <= check_nonnegative(self.head_fgsm_p, "head_fgsm_p") <= 1.0:
+            raise ValueError(f"head_fgsm_p must be a probability in [0, 1], got {self.head_fgsm_p}")
+        if self.head_lr is not None:
+            check_positive(self.head_lr, "head_lr")
+        if self.head_schedule is not None:
+            check_choice(self.head_schedule, "head_schedule", SCHEDULES)
+        if self.head_select is not None:
+            check_choice(self.head_select, "head_select", HEAD_SELECT)
         for name in ("clean_ce", "supervised_contrastive", "compile", "augment", "keep_best", "resume",
                      "nesterov", "head_fgsm"):
             if not isinstance(getattr(self, name), bool):
@@ -222,24 +266,31 @@ class TrainConfig:
             check_int(self.early_stop_patience, "early_stop_patience")
         if self.resume and not self.checkpoint_path:
             raise ValueError("resume=True needs checkpoint_path (the file to continue from)")
-        for kind in self.view_kinds:
+        view_kinds, encoder_views = self.recipe("view_kinds"), self.recipe("encoder_views")
+        for kind in view_kinds:
             check_choice(kind, "view kind (view_kinds)", VIEW_KINDS)
-        if len(self.encoder_views) != 2:
-            raise ValueError(f"encoder_views must name two views (the 3-view loss: clean + 2), got {self.encoder_views}")
-        for kind in self.encoder_views:
-            if kind not in self.view_kinds:
-                raise ValueError(f"encoder view {kind!r} is not computed; view_kinds={self.view_kinds}")
+        if len(encoder_views) != 2:
+            raise ValueError(f"encoder_views must name two views (the 3-view loss: clean + 2), got {encoder_views}")
+        for kind in encoder_views:
+            if kind not in view_kinds:
+                raise ValueError(f"encoder view {kind!r} is not computed; view_kinds={view_kinds}")
         check_int(self.view_steps, "view_steps")
         if self.view_alpha is not None:
             check_positive(self.view_alpha, "view_alpha")
         check_int(self.cw_steps, "cw_steps")
-        lo, hi = self.crop_scale
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale}")
+        for name in ("crop_scale", "aug_crop_scale"):
+            lo, hi = getattr(self, name)
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {getattr(self, name)}")
         check_choice(self.encoder_init, "encoder_init", ENCODER_INITS)
         for name in ("surrogate_epochs", "encoder_epochs", "head_epochs"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name)
+
+    def recipe(self, name: str):
+        """The field `name`, or its faithful recipe's value when it is None (e.g. view_kinds, head_select)."""
+        value = getattr(self, name)
+        return FAITHFUL_RECIPES[self.faithful_recipe][name] if value is None else value
 
     def resolved(self, dataset: str | None = None, need_eps: bool = True) -> "TrainConfig":
         """Fill eps / alpha: eps from the dataset when None; alpha = min(eps, 2.5 * eps / attack_steps).
@@ -256,11 +307,14 @@ class TrainConfig:
         alpha = self.alpha if self.alpha is not None else min(eps, 2.5 * eps / self.attack_steps)
         if self.alpha is None and self.attack == "fgsm_rs":
             alpha = 1.25 * eps        # Wong et al. 2020: 10/255 for eps 8/255
-        return self.replace(eps=float(eps), alpha=float(alpha or 1e-12))
+        recipe = {}
+        if self.method in ("clead_faithful",) + _STAGES:   # other methods keep None (old checkpoints resume)
+            recipe = {k: self.recipe(k) for k in ("view_kinds", "encoder_views", "head_fgsm_mode", "head_select")}
+        return self.replace(eps=float(eps), alpha=float(alpha or 1e-12), **recipe)
 
     @property
     def adversarial(self) -> bool:
-        return self.method in ("pgd_at", "clead_online")
+        return self.method in ("pgd_at", "trades", "clead_online")
 
 
 # ============================================================================================== history
@@ -295,16 +349,20 @@ class TrainResult:
 
 
 # ============================================================================================== schedule
-def lr_factor(step: int, total: int, schedule: str, warmup: float = 0.4) -> float:
+def lr_factor(step: int, total: int, schedule: str, warmup: float = 0.4, *, epochs: int = 1, step_every: int = 15,
+              gamma: float = 0.5) -> float:
     """Multiplier of the peak lr at optimiser step `step` (0-based) of `total`.
 
     onecycle: a triangle from 0 up to 1 at `warmup` and down to 0 at the end (evaluated at step + 0.5, so
     no step has lr exactly 0); piecewise: 1, then 0.1 from 50 % and 0.01 from 75 % of the steps (Madry /
-    Rice et al.); constant: 1.
+    Rice et al.); constant: 1; step: gamma ** (epoch // step_every), the epoch of `total` steps over `epochs`
+    (StepLR stepped per epoch: the authors' linear head, lr 0.1 halved every 15 epochs).
     """
     t = (step + 0.5) / max(total, 1)
     if schedule == "onecycle":
         return t / warmup if t <= warmup else max(0.0, (1.0 - t) / (1.0 - warmup))
+    if schedule == "step":
+        return gamma ** ((step // max(1, total // max(epochs, 1))) // step_every)
     if schedule == "piecewise":
         return 1.0 if t < 0.5 else (0.1 if t < 0.75 else 0.01)
     return 1.0
@@ -373,13 +431,15 @@ class TrainStep:
         self.optimizer = torch.optim.SGD(self.trainable, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: lr_factor(i, total_steps, cfg.schedule, cfg.warmup))
+            self.optimizer, lambda i: lr_factor(i, total_steps, cfg.schedule, cfg.warmup, epochs=cfg.epochs,
+                                                step_every=cfg.step_every, gamma=cfg.step_gamma))
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         # the random starts of the training attack: its own stream, on the device (no host copies)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.step_index = 0
         self.total_steps = total_steps
-        self._fn = {"standard": self._standard, "pgd_at": self._pgd_at, "clead_online": self._clead_online,
+        self._fn = {"standard": self._standard, "pgd_at": self._pgd_at, "trades": self._trades,
+                    "clead_online": self._clead_online,
                     "faithful_encoder": self._faithful_encoder, "faithful_head": self._faithful_head}[cfg.method]
 
     # ------------------------------------------------------------------ plumbing
@@ -414,13 +474,41 @@ class TrainStep:
         run = _attacks._pgd_linf if cfg.norm == "linf" else _attacks._pgd_l2
         # bf16 autocast is safe for input gradients; fp16 without loss scaling may underflow: fp32 then
         ctx = self.autocast() if self.amp_dtype == torch.bfloat16 else contextlib.nullcontext()
-        scale = 1.0
-        if cfg.eps_warmup > 0:   # a Python float from the step counter: no sync
-            scale = min(1.0, (self.step_index + 1) / (cfg.eps_warmup * self.total_steps))
+        scale = self._eps_scale()
         eps, alpha = cfg.eps * scale, cfg.alpha * scale
         with _attacks._attack_mode(self.attack_model), ctx:
             start = _attacks._random_start(x, eps, cfg.norm, self.generator)
             return run(self.attack_model, x, y, start, eps, alpha, cfg.attack_steps, objective).detach()
+
+    def _eps_scale(self) -> float:
+        """eps_warmup's factor of eps and alpha at this step (a Python float from the step counter: no sync)."""
+        if self.cfg.eps_warmup <= 0:
+            return 1.0
+        return min(1.0, (self.step_index + 1) / (self.cfg.eps_warmup * self.total_steps))
+
+    def trades_attack(self, x: torch.Tensor) -> torch.Tensor:
+        """TRADES' inner maximisation: x' maximising KL(f(x) || f(x')) in the eps L-inf ball and [0, 1].
+
+        As the reference code (Zhang et al. 2019): start x + 0.001 * N(0, 1) (neither projected nor
+        clamped), `attack_steps` signed-gradient steps of `alpha` on the summed KL, each projected onto the
+        ball and clamped to [0, 1]; the model in eval mode (BatchNorm running statistics); p(x) fixed.
+        x: (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1], detached.
+        """
+        cfg, model = self.cfg, self.attack_model
+        scale = self._eps_scale()
+        eps, alpha = cfg.eps * scale, cfg.alpha * scale
+        ctx = self.autocast() if self.amp_dtype == torch.bfloat16 else contextlib.nullcontext()
+        with _attacks._attack_mode(model), ctx:
+            with torch.no_grad():
+                p_clean = F.softmax(model(x).float(), dim=1)
+            noise = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+            x_adv = x.detach() + 0.001 * noise
+            for _ in range(cfg.attack_steps):
+                x_adv.requires_grad_(True)
+                kl = F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), p_clean, reduction="sum")
+                grad, = torch.autograd.grad(kl, x_adv)
+                x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp_(0.0, 1.0)
+        return x_adv.detach().clamp_(0.0, 1.0)
 
     # ------------------------------------------------------------------ step functions
     # each returns (loss, logits used for the accuracy or None, {name: detached scalar})
@@ -431,6 +519,18 @@ class TrainStep:
 
     def _pgd_at(self, x, y):
         return self._ce_on(self._attack(x, y), y)
+
+    def _trades(self, x, y):
+        x_adv = self.trades_attack(x)
+        with self.autocast():
+            # two forward passes, as the reference code: BatchNorm's batch statistics of the clean term are
+            # those of the clean batch alone (so beta = 0 is standard training exactly)
+            logits_clean = self.net(x)
+            logits_adv = self.net(x_adv)
+            ce = F.cross_entropy(logits_clean, y)
+            kl = trades_kl(logits_clean, logits_adv)
+            loss = ce + self.cfg.trades_beta * kl
+        return loss, logits_clean, {"ce": ce.detach(), "kl": kl.detach()}
 
     def _ce_on(self, x_adv, y):
         with self.autocast():
@@ -486,7 +586,7 @@ class TrainStep:
 
     def _faithful_head(self, x, y):
         parts = self._unstack(x, x.shape[1] // _unwrap(self.model).in_channels)
-        use_view = self.cfg.head_fgsm and len(parts) > 1 and self.step_index % 2 == 1
+        use_view = self.cfg.head_fgsm and len(parts) > 1 and head_uses_fgsm(self.cfg, self.step_index)
         return self._ce_on(parts[1] if use_view else parts[0], y)
 
     # ------------------------------------------------------------------ one step
@@ -513,6 +613,15 @@ class TrainStep:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step_index = int(state.get("step_index", 0))
+
+
+def head_uses_fgsm(cfg: TrainConfig, step: int) -> bool:
+    """Whether linear-head batch `step` (0-based) is the surrogate's FGSM view: 'random' draws it with
+    probability head_fgsm_p from a CPU stream keyed by (seed, step) (deterministic per seed, the same after a
+    resume, no device sync); 'alternate' takes every second batch."""
+    if cfg.recipe("head_fgsm_mode") == "alternate":
+        return step % 2 == 1
+    return random.Random(cfg.seed * 1_000_003 + step).random() < cfg.head_fgsm_p
 
 
 # ============================================================================================== RNG state
@@ -586,7 +695,9 @@ def _validate(model: nn.Module, x_val, y_val, cfg: TrainConfig, epoch: int, devi
                                             norm=cfg.norm, generator=g)
     was = model.training
     model.eval()
-    out = {"val_clean_acc": accuracy(model, x_val, y_val), "val_pgd_acc": robust_accuracy(model, x_val, y_val, attack)}
+    out = {"val_clean_acc": accuracy(model, x_val, y_val)}
+    if _selection_metric(cfg) == "val_pgd_acc" or cfg.method != "faithful_head":   # a clean-selected head: no PGD
+        out["val_pgd_acc"] = robust_accuracy(model, x_val, y_val, attack)
     if cfg.attack == "fgsm_rs" or cfg.co_drop is not None:
         # catastrophic overfitting shows as FGSM accuracy rising while PGD accuracy collapses
         fgsm = lambda m, xb, yb: _attacks.fgsm(m, xb, yb, eps=cfg.eps)
@@ -598,7 +709,9 @@ def _validate(model: nn.Module, x_val, y_val, cfg: TrainConfig, epoch: int, devi
 def _selection_metric(cfg: TrainConfig) -> str:
     """What early stopping and keep_best watch: the held-out PGD accuracy for robust training, the clean
     accuracy for standard training (whose PGD accuracy is about 0 and would pick noise)."""
-    return "val_pgd_acc" if cfg.adversarial or cfg.method == "faithful_head" else "val_clean_acc"
+    if cfg.method == "faithful_head":   # the authors' code keeps the head on clean accuracy
+        return "val_pgd_acc" if cfg.recipe("head_select") == "pgd" else "val_clean_acc"
+    return "val_pgd_acc" if cfg.adversarial else "val_clean_acc"
 
 
 def _check_training_data(model, x, y, cfg):
@@ -832,6 +945,8 @@ def _print_epoch(record: dict, cfg: TrainConfig) -> None:
         parts.append(f"train acc {record['acc']:.3f}")
     if "val_pgd_acc" in record:
         parts.append(f"held-out clean {record['val_clean_acc']:.3f} PGD-{cfg.val_steps} {record['val_pgd_acc']:.3f}")
+    elif "val_clean_acc" in record:
+        parts.append(f"held-out clean {record['val_clean_acc']:.3f}")
     if "val_fgsm_acc" in record:
         parts.append(f"FGSM {record['val_fgsm_acc']:.3f}")
     parts.append(f"{record['seconds']:.1f} s")

@@ -34,14 +34,14 @@ def test_load_and_summarise(tmp_path):
     assert math.isnan(frame.loc[0, "autoattack"]) and math.isnan(frame.loc[0, "transfer"])
     assert frame.loc[2, "sanity_failed"] == "pgd_below_fgsm"
     fashion = next(line for line in summary_markdown(load_results(tmp_path)).splitlines() if "fashion" in line)
-    assert "| 0,1 | 91.0 ± 1.0 |" in fashion and "1/1 passed (1 seed(s) not run)" in fashion
+    assert "| 0,1 | 91.0 ± 1.4 |" in fashion and "1/1 passed (1 seed(s) not run)" in fashion
     assert "| 0.5 (200, seed 0 only) |" in fashion
     table = summary_markdown(frame).splitlines()
     assert len(table) == 2 + 2
     pgd_row = next(line for line in table if "| pgd_at |" in line)
-    # mean ± population std over the two seeds, in percent
-    assert "| 0,1 | 97.0 ± 1.0 |" in pgd_row and "88.0 ± 2.0 (PGD-20×2)" in pgd_row
-    assert "86.0 ± 2.0 (1000)" in pgd_row and "1/2 passed" in pgd_row
+    # mean ± sample SD (ddof = 1) over the two seeds, in percent: 0.98, 0.96 -> 97.0 ± 1.4
+    assert "| 0,1 | 97.0 ± 1.4 |" in pgd_row and "88.0 ± 2.8 (PGD-20×2)" in pgd_row
+    assert "86.0 ± 2.8 (1000)" in pgd_row and "1/2 passed" in pgd_row
     std_row = next(line for line in table if "| standard |" in line)
     assert "| 99.0 |" in std_row and "| - |" in std_row   # one seed: no spread; AutoAttack not measured: '-'
 
@@ -52,9 +52,9 @@ def test_per_seed_table_lists_every_file(tmp_path):
     _write(tmp_path, "mnist", "standard", 0, 0.99, 0.0, sanity=False)
     lines = per_seed_markdown(load_results(tmp_path)).splitlines()
     assert len(lines) == 2 + 3
-    assert lines[2] == "| mnist | standard | 0 | 99.0 | 49.5 | 0.0 | - | - | not run |"
-    assert lines[3] == "| mnist | pgd_at | 0 | 98.0 | 94.0 | 90.0 | 88.0 (1000) | - | passed |"
-    assert lines[4] == "| mnist | pgd_at | 1 | 96.0 | 91.0 | 86.0 | - | - | failed: pgd_below_fgsm |"
+    assert lines[2] == "| mnist | standard | 0 | 99.0 | 49.5 | 0.0 | - | - | not run | - | - | - |"
+    assert lines[3] == "| mnist | pgd_at | 0 | 98.0 | 94.0 | 90.0 | 88.0 (1000) | - | passed | - | - | - |"
+    assert lines[4] == "| mnist | pgd_at | 1 | 96.0 | 91.0 | 86.0 | - | - | failed: pgd_below_fgsm | - | - | - |"
 
 
 def test_empty_and_bad_input(tmp_path):

@@ -17,7 +17,7 @@ def test_run_results_tiny(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "run_results.py"), "--datasets", "mnist5k", "--methods",
            "standard", "pgd_at", "--seeds", "0", "--profile", "smoke", "--n-train", "160", "--epochs", "1",
            "--attack-steps", "2", "--n-test", "32", "--steps", "3", "--restarts", "1", "--n-autoattack", "0",
-           "--out", str(out), "--runs", str(runs), "--readme", str(readme)]
+           "--n-score", "12", "--score-columns", "apgd", "eps_curve", "--device", "cpu", "--out", str(out), "--runs", str(runs), "--readme", str(readme)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
@@ -28,8 +28,13 @@ def test_run_results_tiny(tmp_path):
     assert at["evaluate_command"].startswith("python -m clead_lite evaluate")
     assert at["row"]["transfer_source"], "PGD-AT rows are also attacked by transfer from the standard model"
     assert at["sanity"] is not None and len(at["sanity"]["checks"]) >= 5
+    # the extra columns: APGD-CE + APGD-T with per-image correctness on the first 12 images, an eps curve
+    assert at["scores"]["n_scored"] == 12 and len(at["scores"]["apgd_correct"]) == 12
+    assert [round(p["eps"], 3) for p in at["scores"]["eps_curve"]] == [0.075, 0.15, 0.225, 0.3, 0.375]
+    assert at["training"] == {"n_train": 160, "n_val": 64, "epochs": 1, "best_epoch": 1}
     table = readme.read_text()
     assert "old" not in table and "| mnist5k (0.3) | pgd_at | 0 |" in table
+    assert "seed 0 (not the first ones)" in table and "64 are held out" in table
     # a second run finds every row on disk and only prints the table
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "$ " not in again.stdout

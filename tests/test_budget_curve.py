@@ -1,0 +1,74 @@
+"""benchmarks/budget_curve.py end to end on a tiny grid (1 epoch, 160 images, 16 scored): one JSON per point
+keyed by method / epochs / seed / lambda, the lambda sweep shares the budget curve's point, a second run does
+nothing, a run with other settings refuses to mix into the directory, and the summary tables and plot."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from clead_lite.budget import budget_markdown, lambda_markdown, load_points, plot_budget_curve, point_name
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_point_names_hold_every_key():
+    names = {point_name("mnist5k", m, e, s, lam) for m in ("pgd_at", "clead_online") for e in (5, 10)
+             for s in (0, 1) for lam in (None, 0.5, 0.1)}
+    assert len(names) == 2 * 2 * 2 * 3
+    assert point_name("mnist5k", "clead_online", 10, 0, 0.5) == "mnist5k_clead_online_e10_s0_lam0.5.json"
+
+
+def test_budget_curve_tiny_end_to_end(tmp_path):
+    out, runs = tmp_path / "points", tmp_path / "runs"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "budget_curve.py"), "--epochs", "1", "--seeds", "0",
+           "--n-train", "160", "--n-val", "32", "--attack-steps", "1", "--n-score", "16", "--sweep-lambdas", "0",
+           "0.5", "--sweep-epochs", "1", "--device", "cpu", "--out", str(out), "--runs", str(runs)]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    files = sorted(f.name for f in out.glob("*.json"))
+    assert files == ["mnist5k_clead_online_e1_s0_lam0.5.json", "mnist5k_clead_online_e1_s0_lam0.json",
+                     "mnist5k_pgd_at_e1_s0_lam-.json", "mnist5k_trades_e1_s0_lam-.json"]
+    point = json.loads((out / "mnist5k_trades_e1_s0_lam-.json").read_text())
+    assert point["key"] == {"dataset": "mnist5k", "method": "trades", "epochs": 1, "seed": 0, "lam": None}
+    res = point["result"]
+    assert res["n_scored"] == 16 and len(res["apgd_correct"]) == 16 and 0 <= res["apgd"] <= res["clean"] + 1e-9
+    assert res["config"]["method"] == "trades" and res["config"]["n_val"] == 32 and res["config"]["attack_steps"] == 1
+    assert point["settings"]["n_score"] == 16 and "4 point(s) to run" in done.stdout
+    lam = json.loads((out / "mnist5k_clead_online_e1_s0_lam0.5.json").read_text())["result"]["config"]
+    assert lam["contrastive_weight"] == 0.5
+    # resumable: a second run finds every point and runs nothing
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "0 point(s) to run" in again.stdout
+    # other settings into the same directory: refused, nothing written
+    other = [c if c != "16" else "8" for c in cmd]
+    mixed = subprocess.run(other, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert mixed.returncode == 2 and "other settings" in mixed.stderr
+    assert sorted(f.name for f in out.glob("*.json")) == files and not list(out.glob("*.partial"))
+    # the summary and its plot
+    plot = tmp_path / "curve.png"
+    summary = subprocess.run(cmd + ["--summary", "--plot", str(plot)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300, env=env)
+    assert summary.returncode == 0 and plot.stat().st_size > 1000
+    assert "| TRADES | 1 | 0 |" in summary.stdout and "| 0 | 1 | 0 |" in summary.stdout
+
+
+def test_tables_and_plot_from_points(tmp_path):
+    for method, seed, apgd, lam in (("pgd_at", 0, 0.5, None), ("pgd_at", 1, 0.6, None), ("clead_online", 0, 0.55, 0.5),
+                                    ("clead_online", 0, 0.52, 0.0), ("trades", 0, 0.58, None)):
+        key = {"dataset": "mnist5k", "method": method, "epochs": 5, "seed": seed, "lam": lam}
+        (tmp_path / point_name(**key)).write_text(json.dumps(
+            {"key": key, "result": {"clean": 0.9, "apgd": apgd, "n_scored": 500}}))
+    frame = load_points(tmp_path)
+    assert len(frame) == 5
+    table = budget_markdown(frame)
+    assert "| PGD-AT | 5 | 0,1 | 90.0 ± 0.0 | 55.0 ± 7.1 (500) | 88.5" in table    # sample SD of 50, 60
+    assert "| C-LEAD online | 5 | 0 |" in table and table.count("C-LEAD online") == 1   # lambda 0 is the sweep's
+    sweep = lambda_markdown(frame)
+    assert "| 0 | 5 | 0 | 90.0 | 52.0 (500) |" in sweep and "| 0.5 | 5 | 0 | 90.0 | 55.0 (500) |" in sweep
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = plot_budget_curve(frame)
+    assert len(ax.get_legend().get_texts()) == 3

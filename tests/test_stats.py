@@ -1,0 +1,96 @@
+"""The results statistics: sample SD with ddof = 1, the paired bootstrap against closed forms, McNemar's exact
+test against a hand-computed case, and the paired differences table built from JSON rows."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from clead_lite.results import differences_markdown, load_results, paired_differences, protocol_note
+from clead_lite.stats import mcnemar_exact, paired_bootstrap, sample_sd
+
+
+def test_sample_sd_uses_ddof_1():
+    assert sample_sd([0.98, 0.96]) == pytest.approx(0.02 / math.sqrt(2))   # 0.0141; ddof = 0 would give 0.01
+    assert sample_sd([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert math.isnan(sample_sd([0.5])) and math.isnan(sample_sd([]))
+
+
+def test_mcnemar_exact_known_case():
+    # 9 images right only under a, 2 only under b, of 200: p = 2 * (1 + 11 + 55) / 2^11 = 0.0654
+    a = np.zeros(200, int)
+    b = np.zeros(200, int)
+    a[:9] = 1
+    b[9:11] = 1
+    a[11:150] = b[11:150] = 1                       # concordant images do not matter
+    t = mcnemar_exact(a, b)
+    assert (t.a_only, t.b_only) == (9, 2) and t.p == pytest.approx(134 / 2048)
+    assert mcnemar_exact(a, a).p == 1.0 and mcnemar_exact(b, a).p == pytest.approx(t.p)
+    with pytest.raises(ValueError, match="same images"):
+        mcnemar_exact(a, b[:10])
+
+
+def test_paired_bootstrap_matches_the_normal_interval_for_one_seed():
+    rng = np.random.default_rng(1)
+    n = 2000
+    b = rng.random(n) < 0.7
+    a = b.copy()
+    flip = rng.random(n) < 0.1                       # a differs on 10 % of the images, mostly better
+    a[flip] = rng.random(flip.sum()) < 0.8
+    d = a.astype(float) - b.astype(float)
+    half = 1.959964 * d.std(ddof=1) / math.sqrt(n)   # the closed-form (normal) 95 % interval of a paired mean
+    ci = paired_bootstrap(a, b, n_boot=4000)
+    assert ci.mean == pytest.approx(d.mean())
+    assert ci.low == pytest.approx(d.mean() - half, abs=0.25 * half)
+    assert ci.high == pytest.approx(d.mean() + half, abs=0.25 * half)
+
+
+def test_paired_bootstrap_resamples_seeds_too():
+    # each seed's images agree exactly, seeds differ by a constant shift: the interval is the seed spread
+    rng = np.random.default_rng(0)
+    base = (rng.random((4, 500)) < 0.6).astype(float)
+    shift = np.array([0.0, 0.02, 0.04, 0.06])       # a - b per seed, in accuracy
+    a = base.copy()
+    for s, k in enumerate((shift * 500).astype(int)):
+        wrong = np.flatnonzero(base[s] == 0)[:k]
+        a[s, wrong] = 1
+    ci = paired_bootstrap(a, base, n_boot=2000)
+    assert ci.mean == pytest.approx(shift.mean())
+    assert ci.low >= 0.0 - 1e-12 and ci.high <= 0.06 + 1e-12 and ci.high - ci.low > 0.015
+    same = paired_bootstrap(base, base, n_boot=200)
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="paired"):
+        paired_bootstrap(a, base[:, :10])
+
+
+def _row(tmp, method, seed, correct, n_train=4000):
+    record = {"dataset": "mnist", "method": method, "seed": seed,
+              "row": {"eps": 0.3, "n": len(correct), "clean": 0.9, "fgsm": 0.8, "steps": 20, "restarts": 1,
+                      "pgd": 0.7, "autoattack": None, "n_autoattack": 0, "transfer": None},
+              "scores": {"apgd": float(np.mean(correct)), "square": 0.8, "n_scored": len(correct),
+                         "apgd_correct": list(map(int, correct)),
+                         "eps_curve": [{"eps": 0.15, "accuracy": 0.9}, {"eps": 0.3, "accuracy": 0.7}]},
+              "training": {"n_train": n_train, "n_val": 500, "epochs": 8, "best_epoch": 7}}
+    (tmp / f"mnist_{method}_seed{seed}.json").write_text(json.dumps(record))
+
+
+def test_differences_table_from_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in (0, 1, 2):
+        base = rng.random(300) < 0.6
+        better = base | (rng.random(300) < 0.1)
+        _row(tmp_path, "pgd_at", seed, base)
+        _row(tmp_path, "clead_online", seed, better)
+        _row(tmp_path, "trades", seed, base)
+    frame = load_results(tmp_path)
+    diffs = paired_differences(frame, n_boot=500).set_index("method")
+    assert set(diffs.index) == {"clead_online", "trades"}
+    assert diffs.loc["trades", "diff"] == 0 and diffs.loc["trades", "low"] == diffs.loc["trades", "high"] == 0
+    on = diffs.loc["clead_online"]
+    assert on["seeds"] == [0, 1, 2] and on["n_images"] == 300 and 0 < on["low"] < on["diff"] < on["high"]
+    assert all(b == 0 and p < 0.01 for _, a, b, p in on["mcnemar"])
+    table = differences_markdown(frame)
+    assert "| mnist | clead_online | 0,1,2 | 300 |" in table and "p = " in table
+    note = protocol_note(frame)
+    assert "seed 0 (not the first ones)" in note and "4000 training images" in note and "500 are held out" in note
+    assert "ddof = 1" in note
