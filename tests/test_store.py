@@ -176,7 +176,7 @@ def test_cli_store_list_and_clear(folder, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (["store", "drop"], "unknown store action 'drop'"),
-    (["store", "list", "--method", "trades"], "unknown --method 'trades'"),
+    (["store", "list", "--method", "madry"], "unknown --method 'madry'"),
 ])
 def test_cli_store_bad_input_is_one_line_and_exit_2(folder, capsys, argv, words):
     assert main(argv) == 2
