@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import math
 import os
 import random
 import time
@@ -49,12 +51,13 @@ from .evaluation import accuracy, robust_accuracy
 from .losses import info_nce, supcon
 from .models import _unwrap
 from .profiles import Profile, dataset_info, get_device
+from .safe_io import check_writable, output_lock
 from .validate import (NORMS, check_choice, check_eps, check_images, check_int, check_labels,
                        check_nonnegative, check_positive)
 
 __all__ = [
     "METHODS", "SCHEDULES", "VIEW_KINDS", "TrainConfig", "TrainResult", "History", "TrainStep", "train",
-    "lr_factor", "contrastive_attack_loss",
+    "lr_factor", "contrastive_attack_loss", "TrainingDivergedError",
 ]
 
 METHODS = ("standard", "pgd_at", "clead_online", "clead_faithful")
@@ -65,6 +68,10 @@ VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop")
 ENCODER_INITS = ("surrogate", "scratch")
 # Fields that may differ between a checkpoint and the run that resumes it.
 _RESUME_FREE = ("resume", "checkpoint_path", "log_every", "compile", "early_stop_patience")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became non-finite (NaN / inf): training stopped, the last good checkpoint kept."""
 
 
 # ============================================================================================== config
@@ -617,8 +624,9 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
     rank, world = (ddp["rank"], ddp["world_size"]) if ddp else (0, 1)
     main = rank == 0
     try:
-        return _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, progress and main, callback,
-                      ddp, rank, world)
+        with output_lock(cfg.checkpoint_path if main else None):   # one run per checkpoint file
+            return _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, progress and main,
+                          callback, ddp, rank, world)
     finally:
         if ddp and ddp["created"]:
             import torch.distributed as dist
@@ -630,6 +638,10 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
     t_start = time.perf_counter()
     main = rank == 0
     _check_training_data(model, x_train, y_train, cfg)
+    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    if ckpt is not None and main:   # before the work: a folder, a read-only or a full place fails now
+        check_writable(ckpt, "checkpoint", hint="pass a checkpoint path (--out) in a writable folder")
+    fingerprint = _data_fingerprint(x_train, y_train, dataset) if ckpt is not None else None
     if x_val is None and cfg.n_val > 0:
         x_train, y_train, x_val, y_val = _split_validation(x_train, y_train, cfg.n_val, cfg.seed)
     elif x_val is not None:
@@ -654,7 +666,6 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
     stepper = TrainStep(model, cfg, device, total_steps=cfg.epochs * len(loader), ddp=ddp)
     history = History()
     start_epoch, best = 0, {"epoch": None, "val_acc": None, "bad_epochs": 0, "model": None}
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
     finished = False
     state: dict = {}
 
@@ -664,6 +675,7 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
         if diff:
             raise CheckpointError(f"cannot resume from {ckpt}: its run used other settings ({'; '.join(diff)}); "
                                   "use the same settings, or another checkpoint_path to start afresh")
+        _check_same_data(ckpt, state, fingerprint)
         load_model_state(model, state)
         history = History(state.get("history", []))
         start_epoch = int(state["epoch"])
@@ -680,7 +692,8 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
         stopped_early = True   # killed after the epoch that triggered early stopping: do not train on
     try:
         stopped_early = _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, device, show,
-                                callback, ddp, ckpt, main, start_epoch, finished or stopped_early, stopped_early)
+                                callback, ddp, ckpt, main, start_epoch, finished or stopped_early, stopped_early,
+                                fingerprint)
     finally:
         if cfg.method == "faithful_head":   # unfreeze the encoder for whoever uses the model next
             for p in _unwrap(model).parameters():
@@ -691,7 +704,7 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
             load_model_state(model, best["model"])
         if ckpt is not None and main:
             _save_train_checkpoint(ckpt, model, stepper, cfg, len(history.epochs()), history, best, dataset,
-                                   finished=True, stopped_early=stopped_early)
+                                   finished=True, stopped_early=stopped_early, fingerprint=fingerprint)
     model.eval()
     return TrainResult(model=model, history=history, config=cfg, best_epoch=best["epoch"],
                        best_val_acc=best["val_acc"], epochs_run=len(history.epochs()), stopped_early=stopped_early,
@@ -699,10 +712,11 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
 
 
 def _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, device, show, callback, ddp, ckpt,
-            main, start_epoch, skip, stopped_early) -> bool:
+            main, start_epoch, skip, stopped_early, fingerprint=None) -> bool:
     """The epochs from start_epoch on (none when `skip`); returns whether training stopped early."""
     for epoch in range(start_epoch, start_epoch if skip else cfg.epochs):
         record = _run_epoch(stepper, loader, epoch, cfg, history, show, callback, ddp)
+        _check_finite(record, model, stepper, cfg, epoch, ckpt)
         if x_val is not None:
             record.update(_validate(_unwrap(model), x_val, y_val, cfg, epoch, device))
             value = record[_selection_metric(cfg)]
@@ -718,7 +732,8 @@ def _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, d
             _print_epoch(record, cfg)
         stop = cfg.early_stop_patience is not None and best["bad_epochs"] >= cfg.early_stop_patience
         if ckpt is not None and main:
-            _save_train_checkpoint(ckpt, model, stepper, cfg, epoch + 1, history, best, dataset, finished=False)
+            _save_train_checkpoint(ckpt, model, stepper, cfg, epoch + 1, history, best, dataset, finished=False,
+                                   fingerprint=fingerprint)
         if callback is not None and callback(record, model) is True:
             stop = True
         if stop:
@@ -795,12 +810,57 @@ def _print_epoch(record: dict, cfg: TrainConfig) -> None:
     tqdm.write("  ".join(parts))
 
 
+def _data_fingerprint(x: torch.Tensor, y: torch.Tensor, dataset: str | None) -> dict:
+    """What a resumed run must train on: the dataset name, the number of images and a sha256 of x and y."""
+    h = hashlib.sha256()
+    for t in (x, y):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return {"dataset": dataset, "n": int(len(y)), "sha256": h.hexdigest()}
+
+
+def _check_same_data(ckpt: Path, state: dict, fingerprint: dict | None) -> None:
+    saved = state.get("data_fingerprint")
+    if fingerprint is None or (not saved and state.get("dataset") in (None, fingerprint["dataset"])):
+        return
+    saved = saved or {"dataset": state.get("dataset"), "n": "?", "sha256": "?"}
+    if saved.get("dataset") != fingerprint["dataset"] or saved.get("n") != fingerprint["n"] or \
+            saved.get("sha256") != fingerprint["sha256"]:
+        raise CheckpointError(
+            f"cannot resume from {ckpt}: it was trained on {saved.get('n')} {saved.get('dataset')} images (data "
+            f"sha256 {str(saved.get('sha256'))[:12]}), this run has {fingerprint['n']} {fingerprint['dataset']} "
+            f"images (sha256 {fingerprint['sha256'][:12]}); resume with the same data (dataset, n_train, seed), or "
+            "use another checkpoint path to start afresh")
+
+
+def _check_finite(record: dict, model: nn.Module, stepper: TrainStep, cfg: TrainConfig, epoch: int,
+                  ckpt: Path | None) -> None:
+    """Stop a diverged run before its epoch is saved: the last good checkpoint stays (one sync per epoch).
+    With fp16 loss scaling an inf loss is a skipped step, not divergence: only the weights count then."""
+    params = [p.detach() for p in _unwrap(model).parameters()]
+    weights_ok = bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) if params else True
+    loss_ok = math.isfinite(record["loss"]) or stepper.scaler.is_enabled()
+    if weights_ok and loss_ok:
+        return
+    what = "the loss" if not loss_ok else "the weights"
+    if ckpt is not None and epoch > 0 and ckpt.exists():
+        kept = f"the last good checkpoint {ckpt} (after epoch {epoch}) is kept, unfinished"
+    else:
+        kept = "no checkpoint of this run was written"
+    raise TrainingDivergedError(
+        f"training diverged: {what} became non-finite (loss {record['loss']}) in epoch {epoch + 1}/{cfg.epochs} of "
+        f"{cfg.method} at peak lr {cfg.lr:g}; {kept}. Lower the learning rate (--lr / lr=...) and train again")
+
+
 def _save_train_checkpoint(path, model, stepper, cfg, epoch, history, best, dataset, finished,
-                           stopped_early=False) -> None:
+                           stopped_early=False, fingerprint=None) -> None:
     state = {"format": 1, "kind": "train", **model_metadata(model), "model": _unwrap(model).state_dict(),
              "epoch": epoch, "history": list(history), "config": cfg.to_dict(), "method": cfg.method,
              "dataset": dataset, "finished": finished, "stopped_early": stopped_early,
              "best": {k: v for k, v in best.items() if k != "model" or not finished}}
+    if fingerprint is not None:
+        state["data_fingerprint"] = fingerprint
     if not finished:  # what a resume needs; a finished checkpoint is slim
         state["train_state"] = stepper.state_dict()
         state["rng"] = _rng_state(stepper.generator)
