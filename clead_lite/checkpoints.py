@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -198,7 +199,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     _sniff(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():   # random bytes can look like any pickle protocol: one error, no noise
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower() or "weights_only" in str(e):
             raise CheckpointError(
@@ -231,7 +234,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
 
 
 def _first_line(e: BaseException, n: int) -> str:
-    return str(e).splitlines()[0][:n] if str(e).strip() else "no detail"
+    return " ".join(str(e).split())[:n] or "no detail"    # one line, even when the text spans several
 
 
 def _corrupt(path: Path, e: BaseException) -> CheckpointError:

@@ -156,6 +156,11 @@ def _idx_file(path: Path) -> Path | None:
     return None
 
 
+def _line(e: BaseException) -> str:
+    """An exception's text on one line (some span several), shortened."""
+    return " ".join(str(e).split())[:150] or "no detail"
+
+
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file of unsigned bytes with `ndim` dimensions (magic 0x0000 08 ndim, big-endian sizes)."""
     fix = "replace it with the original download (or delete it: it is downloaded again when online)"
@@ -163,7 +168,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise DatasetFileError(f"cannot read the dataset file {path} ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:150] if str(e) else 'no detail'}); {fix}") from None
+                               f"{_line(e)}); {fix}") from None
     head = 4 + 4 * ndim
     if len(raw) < head or raw[:3] != b"\x00\x00\x08" or raw[3] != ndim:
         raise DatasetFileError(f"{path} is not an IDX file of {ndim}-d unsigned bytes (its first bytes are "
@@ -225,10 +230,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if "asks for the Python object" in str(e):
             raise DatasetFileError(f"refused to load {path}: {e}, which a CIFAR-10 batch never holds (a pickle "
                                    f"that could run code); nothing was executed; {fix}") from None
-        raise DatasetFileError(f"{path} is not a CIFAR-10 batch (UnpicklingError: {str(e)[:150]}); {fix}") from None
+        raise DatasetFileError(f"{path} is not a CIFAR-10 batch (UnpicklingError: {_line(e)}); {fix}") from None
     except Exception as e:  # noqa: BLE001 - truncated or random bytes reach many parsers
         raise DatasetFileError(f"{path} is truncated or not a CIFAR-10 batch ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:150] if str(e) else 'no detail'}); {fix}") from None
+                               f"{_line(e)}); {fix}") from None
     if isinstance(batch, dict):
         batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
     data = batch.get("data") if isinstance(batch, dict) else None

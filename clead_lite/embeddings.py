@@ -261,7 +261,7 @@ def _read_cache(path: Path, n: int) -> np.ndarray:
         cached = np.load(path, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - random bytes reach several parsers
         raise CheckpointError(f"the UMAP cache file {path} is corrupt or truncated ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:150] if str(e) else 'no detail'})") from None
+                              f"{' '.join(str(e).split())[:150] or 'no detail'})") from None
     if not isinstance(cached, np.ndarray) or cached.shape != (n, 2) or cached.dtype != np.float32:
         raise CheckpointError(f"the UMAP cache file {path} holds {getattr(cached, 'dtype', '?')} "
                               f"{getattr(cached, 'shape', '?')}, not a ({n}, 2) float32 map")

@@ -179,7 +179,7 @@ def _acquire(lock: Path, path: Path) -> int:
 def write_error(path: str | os.PathLike, error: BaseException) -> OutputError:
     """One line for a failed write of `path` (OSError, or torch's RuntimeError around one)."""
     path = Path(path)
-    text = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    text = " ".join(str(error).split())[:200] or type(error).__name__
     code = getattr(error, "errno", None)
     try:
         free = shutil.disk_usage(path.parent).free
