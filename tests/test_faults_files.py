@@ -369,3 +369,32 @@ def test_eps_sweep_pgd_with_l2_suggests_pgd_l2(tiny):
     with pytest.raises(ValueError, match="for L2 use attack='pgd_l2'") as info:
         eps_sweep(model, x, y, [0.5, 1.0, 2.0], attack="pgd", norm="l2")
     assert "8/255" not in _one_line(info.value)
+
+
+def test_evaluate_refuses_a_checkpoint_with_non_finite_weights(tmp_path, capsys):
+    model = SmallCNN()                   # the command line builds the default-sized model
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("nan"))
+    path = ck.save_checkpoint(tmp_path / "nan.pt", {**ck.model_metadata(model), "model": model.state_dict(),
+                                                    "dataset": "mnist5k"})
+    assert main(["evaluate", str(path), "--device", "cpu", "--profile", "smoke"]) == 2
+    assert "holds non-finite (NaN / inf) weights" in capsys.readouterr().err
+
+
+def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
+    from clead_lite.safe_io import clean_stale_temps
+    target = tmp_path / "m.pt"
+    dead = _dead_pid()
+    stale = tmp_path / f".m.pt.{dead}.abcd1234.tmp"
+    live = tmp_path / f".m.pt.{os.getpid()}.abcd1234.tmp"
+    other = tmp_path / f".n.pt.{dead}.abcd1234.tmp"               # another file's temporary: not ours
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    assert clean_stale_temps(target) == [stale]
+    assert live.exists() and other.exists() and not stale.exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid                   # exited and reaped: no process has this pid (until it is reused)
