@@ -85,9 +85,10 @@ def _folder_of(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def check_writable(path: str | os.PathLike, what: str = "output", hint: str = "") -> Path:
+def check_writable(path: str | os.PathLike, what: str = "output", hint: str = "", need_bytes: int = 0) -> Path:
     """Make sure a file can be written at `path` (a file path; its folder is created): a real write of a
-    probe file, so a read-only mount, a full disk or a missing permission is found before the work."""
+    probe file, so a read-only mount, a full disk or a missing permission is found before the work.
+    `need_bytes`: the expected size of the file; less free space than that is refused too."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"the {what} {path} is a folder; name a file in it, e.g. {path / 'model.pt'}")
@@ -108,6 +109,11 @@ def check_writable(path: str | os.PathLike, what: str = "output", hint: str = ""
     if not os.access(folder, os.W_OK):
         raise OutputError(f"cannot write the {what} {path}: the folder {folder} is not writable"
                           f"{'; ' + hint if hint else ''}")
+    if need_bytes:
+        free = shutil.disk_usage(folder).free
+        if free < need_bytes:
+            raise OutputError(f"cannot write the {what} {path}: the folder {folder} has {free / 1e6:.2f} MB free, "
+                              f"the file needs about {need_bytes / 1e6:.2f} MB{'; ' + hint if hint else ''}")
     return path
 
 

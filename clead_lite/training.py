@@ -640,7 +640,10 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
     _check_training_data(model, x_train, y_train, cfg)
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
     if ckpt is not None and main:   # before the work: a folder, a read-only or a full place fails now
-        check_writable(ckpt, "checkpoint", hint="pass a checkpoint path (--out) in a writable folder")
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        copies = 2 + (cfg.n_val > 0 or x_val is not None)   # weights, momentum, the best weights
+        check_writable(ckpt, "checkpoint", hint="pass a checkpoint path (--out) in a writable folder",
+                       need_bytes=copies * weights)
     fingerprint = _data_fingerprint(x_train, y_train, dataset) if ckpt is not None else None
     if x_val is None and cfg.n_val > 0:
         x_train, y_train, x_val, y_val = _split_validation(x_train, y_train, cfg.n_val, cfg.seed)
