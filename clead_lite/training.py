@@ -22,7 +22,9 @@ the first steps (`eps_warmup`: short PGD-AT runs on MNIST at eps 0.3 stall at ch
 synchronisation inside the step (loss and accuracy are summed on the device and read every `log_every`
 steps); a tqdm bar with live loss/accuracy; a history (list of dicts, `.frame()` -> DataFrame); a
 held-out PGD accuracy each epoch with early stopping that keeps the best weights (robust overfitting);
-an atomic checkpoint each epoch that `resume=True` continues bit-for-bit on the CPU; and
+an atomic checkpoint each epoch that `resume=True` continues bit-for-bit on the CPU (refused when the
+training data's fingerprint differs); one run per checkpoint file (a lock); a loss or weights that become
+non-finite stop the run with TrainingDivergedError before that epoch is saved; and
 DistributedDataParallel when launched by `torchrun` (WORLD_SIZE > 1).
 Floor 2: imports attacks, losses, data, evaluation, checkpoints, models, profiles, validate.
 """
