@@ -4,7 +4,6 @@ after it was written, read-only folders and a full disk (small tmpfs mounts; ski
 this process cannot mount), and the inputs that used to give tracebacks."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gzip
 import json
@@ -12,8 +11,6 @@ import os
 import pickle
 import random
 import subprocess
-import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
