@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .profiles import DATASETS, PROFILE_NAMES
+from .validate import parse_fraction
 
 METHOD_CHOICES = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 
@@ -63,6 +64,9 @@ def _load_model(path: str | Path, device):
                               f"known models: {', '.join(MODELS)}")
     model = build_model(name, num_classes=(state.get("model_config") or {}).get("num_classes", 10))
     load_model_state(model, state)
+    if not all(bool(p.isfinite().all()) for p in model.parameters()):
+        raise CheckpointError(f"{path} holds non-finite (NaN / inf) weights: its training diverged; train it "
+                              "again with a lower --lr")
     return model.to(device).eval(), state
 
 
@@ -92,7 +96,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--out", default=None, help="checkpoint path (default data/runs/<dataset>_<method>_<profile>_seed<seed>.pt)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--eps", type=float, default=None, help="training eps (default: the dataset's)")
+    p.add_argument("--eps", type=parse_fraction, default=None, help="training eps, e.g. 0.3 or 8/255 (default: the dataset's)")
     p.add_argument("--attack-steps", type=int, default=None, help="PGD steps for the training examples")
     p.add_argument("--schedule", choices=("onecycle", "piecewise", "constant", "step"), default=None)
     p.add_argument("--n-train", type=int, default=None, help="training images (default: the profile's)")
@@ -124,7 +128,7 @@ _CONFIG_OPTIONS = (("--epochs", "epochs", "epochs"), ("--lambda", "contrastive_w
                    ("--beta", "trades_beta", "trades_beta"), ("--faithful-recipe", "faithful_recipe", "faithful_recipe"))
 
 
-def _train_config(args, profile):
+def _train_config(args, profile, out=None):
     from .training import TrainConfig
     changes = {field: getattr(args, dest) for _, dest, field in _CONFIG_OPTIONS if getattr(args, dest) is not None}
     if args.clean_ce:
@@ -132,7 +136,8 @@ def _train_config(args, profile):
     if args.supcon:
         changes["supervised_contrastive"] = True
     changes["amp"] = {"auto": None, "on": True, "off": False}[args.amp]
-    changes.update(seed=args.seed, compile=args.compile, resume=args.resume)
+    changes.update(seed=args.seed, compile=args.compile, resume=args.resume,
+                   checkpoint_path=str(out) if out is not None else None)
     online_only = [f for f in ("clean_ce", "supervised_contrastive", "attack_loss") if f in changes]
     if online_only and args.method != "clead_online":
         raise UsageError(f"--{online_only[0].replace('_', '-').replace('supervised-contrastive', 'supcon')} only "
@@ -145,29 +150,42 @@ def _train_config(args, profile):
 
 
 def cmd_train(args) -> int:
+    from .profiles import get_device, get_profile
+
+    profile = get_profile(args.profile, dataset=args.dataset)
+    dataset = profile.dataset
+    out = Path(args.out) if args.out else _runs_dir() / f"{dataset}_{args.method}_{profile.name}_seed{args.seed}.pt"
+    cfg = _train_config(args, profile, out)
+    if args.n_train is not None and args.n_train < 2:
+        raise UsageError(f"--n-train must be at least 2, got {args.n_train}")
+    device = get_device(args.device)
+    main_rank = int(os.environ.get("RANK", "0")) == 0   # under torchrun only rank 0 writes and evaluates
+    if main_rank:   # before the work: an --out that is a folder, read-only or locked by another run fails now
+        from .safe_io import check_writable, output_lock
+        check_writable(out, "checkpoint (--out)", hint="pass --out with a file in a writable folder")
+        if args.json:
+            check_writable(args.json, "--json file", hint="pass --json with a file in a writable folder")
+        with output_lock(out):
+            return _train_and_save(args, profile, dataset, cfg, device, out, True)
+    return _train_and_save(args, profile, dataset, cfg, device, out, False)
+
+
+def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: bool) -> int:
     import torch
 
     from .checkpoints import load_checkpoint, save_checkpoint
     from .data import load_dataset
-    from .models import build_model
-    from .profiles import get_device, get_profile, seed_everything
     from .faithful import train_faithful
+    from .models import build_model
+    from .profiles import seed_everything
     from .training import train
 
-    profile = get_profile(args.profile, dataset=args.dataset)
-    dataset = profile.dataset
-    cfg = _train_config(args, profile)
-    if args.n_train is not None and args.n_train < 2:
-        raise UsageError(f"--n-train must be at least 2, got {args.n_train}")
-    device = get_device(args.device)
-    out = Path(args.out) if args.out else _runs_dir() / f"{dataset}_{args.method}_{profile.name}_seed{args.seed}.pt"
-    cfg = cfg.replace(checkpoint_path=str(out))
     n_train = args.n_train if args.n_train is not None else profile.n_train
     x, y = load_dataset(dataset, "train", n=n_train, seed=args.seed) if n_train else load_dataset(dataset, "train")
     options = (("--n-train", "n_train", None),) + _CONFIG_OPTIONS
     overrides = [f"{flag} {getattr(args, dest)}" for flag, dest, _ in options if getattr(args, dest) is not None]
     print(f"{profile.describe()}" + (f" (overridden: {' '.join(overrides)})" if overrides else "") +
-          f"\ntraining {args.method} on {len(y)} {dataset} images for {cfg.epochs} epoch(s), "
+          ("" if main_rank else f" [rank {os.environ.get('RANK')}]") + f"\ntraining {args.method} on {len(y)} {dataset} images for {cfg.epochs} epoch(s), "
           f"eps {cfg.eps if cfg.eps is not None else DATASETS[dataset].eps:.4g}, "
           f"PGD-{cfg.attack_steps} in training, seed {args.seed}, device {device}, checkpoint {out}", flush=True)
     seed_everything(args.seed)
@@ -178,7 +196,8 @@ def cmd_train(args) -> int:
         from .store import load_model
         model, stored = load_model(hit, device)
         surrogate, history = None, list(stored.get("history") or [])
-        save_checkpoint(out, {k: v for k, v in stored.items() if k != "store_key"})
+        if main_rank:
+            save_checkpoint(out, {k: v for k, v in stored.items() if k != "store_key"})
         print(f"found this model in the store ({hit.source}: {hit.path}); not training (--retrain trains anyway)",
               flush=True)
     elif args.method == "clead_faithful":
@@ -192,6 +211,8 @@ def cmd_train(args) -> int:
         result = train(model, x, y, cfg, dataset=dataset, device=device, progress=not args.no_progress)
         model, surrogate, history = result.model, None, list(result.history)
     seconds = time.perf_counter() - t0 if hit is None else float(stored.get("train_seconds") or 0.0)
+    if not main_rank:
+        return 0
     if hit is None and key is not None:
         from .store import save_model
         print(f"saved to the model store: {save_model(key, model, cfg, history, command=_command_line(), seconds=seconds)}",
@@ -293,7 +314,7 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--n", type=int, default=None, help="test images (default: the profile's n_eval)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default: the profile's)")
     p.add_argument("--restarts", type=int, default=None, help="PGD restarts (default: the profile's)")
-    p.add_argument("--eps", type=float, default=None, help="default: the dataset's standard eps")
+    p.add_argument("--eps", type=parse_fraction, default=None, help="e.g. 0.3 or 8/255 (default: the dataset's standard eps)")
     p.add_argument("--sanity", action="store_true", help="also run the automated sanity checks")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)
@@ -304,6 +325,9 @@ def cmd_evaluate(args) -> int:
     from .profiles import get_device, get_profile
 
     device = get_device(args.device)
+    if args.json:   # before the work
+        from .safe_io import check_writable
+        check_writable(args.json, "--json file", hint="pass --json with a file in a writable folder")
     model, state = _load_model(args.checkpoint, device)
     dataset = args.dataset or state.get("dataset")
     if dataset is None:
@@ -438,9 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)          # argparse exits with 2 on bad arguments
     from .checkpoints import CheckpointError
     from .data import DatasetNotFoundError
+    from .training import TrainingDivergedError
     try:
         return args.func(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError, CheckpointError, DatasetNotFoundError) as e:
+    except (UsageError, ValueError, TypeError, OSError, CheckpointError, DatasetNotFoundError,
+            TrainingDivergedError) as e:
         if os.environ.get("CLEAD_DEBUG"):
             raise
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
@@ -451,9 +477,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_json(path: str, data: dict) -> None:
+    from .safe_io import temp_path, write_error
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(_plain(data), indent=2) + "\n")
+    tmp = temp_path(p)
+    try:   # atomic: a kill or a full disk never leaves half a JSON file
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(_plain(data), indent=2) + "\n")
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(p, e) from e
     print(f"wrote {p}")
 
 

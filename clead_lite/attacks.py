@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import _unwrap, model_input_check
-from .validate import (NORMS, check_choice, check_eps, check_int, check_labels, check_nonnegative,
+from .validate import (NORMS, check_choice, check_eps, check_int, check_labels, check_logits, check_nonnegative,
                        check_positive)
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -103,12 +103,16 @@ def _attack_mode(model: nn.Module) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------------------
 # Objectives
 
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """model(x), checked to be (B, num_classes) logits (a shape check: no sync)."""
+    return check_logits(model(x), x.shape[0])
+
+
 def _objective(loss_fn: LossFn | None, targeted: bool) -> LossFn:
     """The per-example quantity the attack maximises: loss (untargeted) or -loss (targeted)."""
     if loss_fn is None:
-        if targeted:
-            return lambda model, x_adv, y: -F.cross_entropy(model(x_adv), y, reduction="none")
-        return lambda model, x_adv, y: F.cross_entropy(model(x_adv), y, reduction="none")
+        sign = -1.0 if targeted else 1.0
+        return lambda model, x_adv, y: sign * F.cross_entropy(_logits(model, x_adv), y, reduction="none")
 
     def custom(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = loss_fn(model, x_adv, y)
@@ -124,7 +128,7 @@ def _objective(loss_fn: LossFn | None, targeted: bool) -> LossFn:
 def _score(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, objective: LossFn,
            default_loss: bool, targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(fooled (B,) bool, objective (B,) float) at x_adv: how bad x_adv is for the model, to rank restarts."""
-    logits = model(x_adv)
+    logits = _logits(model, x_adv)
     pred = logits.argmax(1)
     fooled = pred == y if targeted else pred != y
     if default_loss:  # reuse the logits: one forward pass
@@ -153,14 +157,57 @@ def _l2_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(p=2, dim=1).view((-1,) + (1,) * (t.dim() - 1))
 
 
+# fp16 / bf16 inputs: rounding x - eps or a projected point to the input's dtype can leave the eps ball by
+# up to half a unit in the last place (0.002 near 1 in bf16). Bounds and projections are computed in float32
+# and rounded towards x, so |x_adv - x| <= eps holds exactly for the values returned.
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _round_toward(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """t (float32, in [0, 1]) -> x.dtype, each value rounded towards x where nearest rounding would move it
+    away from x: |result - x| <= |t - x| per pixel. x: fp16 / bf16 (other dtypes: a plain cast)."""
+    if x.dtype not in _HALF:
+        return t.to(x.dtype)
+    t32, x32 = t.float(), x.float()
+    d = t32.to(x.dtype)
+    away = (d.float() - x32).abs() > (t32 - x32).abs()
+    step = torch.where(d.float() > x32, -1, 1).to(torch.int16) * away.to(torch.int16)
+    return (d.view(torch.int16) + step).view(x.dtype)   # one ulp towards x (values are >= 0)
+
+
+def _linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """lo = max(x - eps, 0), hi = min(x + eps, 1) in x's dtype (inside the ball for fp16 / bf16 too)."""
+    if x.dtype not in _HALF:
+        return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+    x32 = x.float()
+    return _round_toward((x32 - eps).clamp_(min=0.0), x), _round_toward((x32 + eps).clamp_(max=1.0), x)
+
+
+def _clip_linf(v: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """v clipped to [0, 1] (fp16 / bf16: to the eps ball's bounds, which v already respects up to rounding)."""
+    if x.dtype not in _HALF:
+        return v.clamp_(0.0, 1.0)
+    lo, hi = _linf_bounds(x, eps)
+    return v.clamp_(lo, hi)
+
+
+def _l2_step_to(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """clip_[0,1](x + delta) in x's dtype; fp16 / bf16: computed in float32, rounded towards x."""
+    if x.dtype not in _HALF:
+        return (x + delta).clamp_(0.0, 1.0)
+    return _round_toward((x.float() + delta.float()).clamp_(0.0, 1.0), x)
+
+
 def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
     """A random point of the eps ball (clipped to [0, 1]): uniform per pixel for L-inf; for L2 a Gaussian
     direction scaled to a radius drawn uniformly in [0, eps] (as torchattacks does)."""
     if norm == "linf":
-        return (x + _uniform(x, -eps, eps, generator)).clamp_(0.0, 1.0)
+        return _clip_linf(x + _uniform(x, -eps, eps, generator), x, eps)
     delta = _normal(x, generator)
     radius = _uniform(x[:, :1, :1, :1], 0.0, 1.0, generator)  # (B, 1, 1, 1)
-    return (x + delta * (radius / _l2_norm(delta) * eps)).clamp_(0.0, 1.0)
+    if x.dtype in _HALF:
+        delta, radius = delta.float(), radius.float()
+    return _l2_step_to(x, delta * (radius / _l2_norm(delta) * eps))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -182,7 +229,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, loss_fn
     with _attack_mode(model):
         x_in = x.detach().requires_grad_(True)
         grad, = torch.autograd.grad(objective(model, x_in, y).sum(), x_in)
-    return (x + eps * grad.sign()).clamp_(0.0, 1.0)
+    return _clip_linf(x + eps * grad.sign(), x, eps)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -192,8 +239,7 @@ def _pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.T
               alpha: float, steps: int, objective: LossFn) -> torch.Tensor:
     """x_{t+1} = Proj_{B_eps(x) ∩ [0,1]}(x_t + alpha * sign(grad)); the projection is one clamp between
     lo = max(x - eps, 0) and hi = min(x + eps, 1)."""
-    lo = (x - eps).clamp_(min=0.0)
-    hi = (x + eps).clamp_(max=1.0)
+    lo, hi = _linf_bounds(x, eps)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         grad, = torch.autograd.grad(objective(model, x_adv, y).sum(), x_adv)
@@ -204,13 +250,15 @@ def _pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.T
 def _pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, eps: float,
             alpha: float, steps: int, objective: LossFn) -> torch.Tensor:
     """x_{t+1} = clip_[0,1](x + Proj_{|d|_2 <= eps}(x_t + alpha * grad / |grad|_2 - x))."""
+    xr = x.float() if x.dtype in _HALF else x     # fp16 / bf16: the projection in float32
     for _ in range(steps):
         x_adv.requires_grad_(True)
         grad, = torch.autograd.grad(objective(model, x_adv, y).sum(), x_adv)
+        grad = grad.to(xr.dtype)
         grad = grad / _l2_norm(grad).add_(_GRAD_NORM_EPS)
-        delta = x_adv.detach().add_(grad, alpha=alpha).sub_(x)
+        delta = x_adv.detach().to(xr.dtype).add_(grad, alpha=alpha).sub_(xr)
         delta = delta.mul_((eps / _l2_norm(delta)).clamp_(max=1.0))  # |delta| = 0 gives eps/0 = inf -> 1
-        x_adv = delta.add_(x).clamp_(0.0, 1.0)
+        x_adv = delta.add_(xr).clamp_(0.0, 1.0) if xr is x else _round_toward(delta.add_(xr).clamp_(0.0, 1.0), x)
     return x_adv
 
 
@@ -274,7 +322,7 @@ def _cw_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, w0: torch.Tensor
     for step in range(steps):
         x_adv = (torch.tanh(w) + 1) / 2
         l2 = (x_adv - x).pow(2).flatten(1).sum(1)
-        logits = model(x_adv).float()
+        logits = _logits(model, x_adv).float()
         real = logits.gather(1, y[:, None]).squeeze(1)
         other = logits.scatter(1, y[:, None], -math.inf).amax(1)
         margin = (real - other).clamp(min=-kappa)
@@ -366,9 +414,11 @@ def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         return x.clone()
     if norm == "linf":
         signs = _uniform(x, -1.0, 1.0, generator).sign_()
-        return (x + eps * signs).clamp_(0.0, 1.0)
+        return _clip_linf(x + eps * signs, x, eps)
     direction = _normal(x, generator)
-    return (x + direction * (eps / _l2_norm(direction))).clamp_(0.0, 1.0)
+    if x.dtype in _HALF:
+        direction = direction.float()
+    return _l2_step_to(x, direction * (eps / _l2_norm(direction)))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Checkpoints: written atomically, loaded safely, verified against a manifest.
 
 - `save_checkpoint(path, state)` writes to a temporary file in the same folder, fsyncs it and renames it
-  over `path` (`os.replace`): a crash mid-save leaves the previous file intact, never a half-written one.
+  over `path` (`os.replace`): a crash mid-save leaves the previous file intact, never a half-written one
+  (the temporaries of killed processes are removed by the next save). Every checkpoint stores the sha256
+  of its content (`content_sha256`, over every key, tensor bytes included), checked by every load.
 - `load_checkpoint(path)` loads with `torch.load(weights_only=True)` (no arbitrary code runs) and turns the
   usual failures into clear messages: missing file, an HTML page saved under a `.pt` name (a failed
   download), a Git LFS pointer, a truncated or corrupt file, missing keys.
@@ -20,8 +22,7 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
-import zipfile
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -29,14 +30,17 @@ import torch
 import torch.nn as nn
 
 from .models import MODELS, _unwrap, build_model
+from .safe_io import OutputError, clean_stale_temps, temp_path, write_error
 
 __all__ = [
     "CheckpointError", "ChecksumError", "save_checkpoint", "load_checkpoint", "load_model_state",
     "model_metadata", "sha256_file", "read_manifest", "write_manifest_entry", "verify_checkpoint",
-    "find_checkpoint", "load_pretrained", "checkpoint_dir", "MANIFEST_NAME",
+    "find_checkpoint", "load_pretrained", "checkpoint_dir", "MANIFEST_NAME", "OutputError", "state_digest",
+    "DIGEST_KEY",
 ]
 
 MANIFEST_NAME = "manifest.json"
+DIGEST_KEY = "content_sha256"     # the sha256 of everything else in the checkpoint (see state_digest)
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)
 
 
@@ -82,32 +86,60 @@ def save_checkpoint(path: str | os.PathLike, state: dict | None = None, **extra)
     state = {**(state or {}), **extra}
     if not state:
         raise ValueError("nothing to save: state is empty")
+    state.pop(DIGEST_KEY, None)       # a re-saved checkpoint gets a fresh digest
     _check_plain(state)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise OutputError(f"cannot save to {path}: it is a folder; name a file, e.g. {path / 'model.pt'}")
+    state[DIGEST_KEY] = state_digest(state)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from e
+    clean_stale_temps(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "xb") as fh:      # open() gives the usual mode (umask), unlike mkstemp's 0600
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _default_mode())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, OutputError):
+            raise write_error(path, e) from e
         raise
     _fsync_dir(path.parent)
     return path
 
 
-def _default_mode() -> int:
-    """0o666 minus the process umask (what open() would have given)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def state_digest(state: dict) -> str:
+    """Hex sha256 of a checkpoint dict's content: keys, plain values and tensor bytes (dtype, shape and
+    data), in a canonical order, so that the same content always gives the same digest after a load."""
+    h = hashlib.sha256(b"clead_lite.checkpoint content v1")
+    _feed(h, {k: v for k, v in state.items() if k != DIGEST_KEY})
+    return h.hexdigest()
+
+
+def _feed(h, value) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}".encode())
+        for k in sorted(value, key=lambda k: (type(k).__name__, str(k))):
+            h.update(f"K{type(k).__name__}:{k!s}".encode())
+            _feed(h, value[k])
+    elif isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
+        h.update(f"{type(value).__name__[0]}{len(value)}".encode())
+        for v in value:
+            _feed(h, v)
+    else:
+        h.update(f"V{type(value).__name__}:{value!r}".encode())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -138,6 +170,10 @@ def _sniff(path: Path) -> None:
             f"{path} looks like an HTML page, not a checkpoint: the download probably failed (a login, error "
             "or 'file too large to scan' page was saved instead). Delete it and download the file again, "
             "using the direct download link")
+    if low.startswith((b"{", b"[")) and path.suffix.lower() == ".json" or low.startswith(b'{\n  "format"'):
+        raise CheckpointError(
+            f"{path} is a JSON file (a manifest?), not a checkpoint: pass one of the .pt files it lists, "
+            "e.g. data/checkpoints/<file>.pt")
     if low.startswith(b"version https://git-lfs"):
         raise CheckpointError(
             f"{path} is a Git LFS pointer ({size} bytes), not the checkpoint: run `git lfs pull` or download "
@@ -163,27 +199,51 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     _sniff(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():   # random bytes can look like any pickle protocol: one error, no noise
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower() or "weights_only" in str(e):
             raise CheckpointError(
                 f"{path} holds Python objects other than tensors and plain data, so it was not loaded "
-                f"(weights_only=True protects against code in pickles). Only if you trust its source, load it "
-                f"yourself with weights_only=False. Detail: {str(e).splitlines()[0][:300]}") from e
-        raise CheckpointError(f"{path} is corrupt or not a PyTorch checkpoint ({path.stat().st_size} bytes): "
-                              f"{e}") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(
-            f"{path} is corrupt or truncated ({path.stat().st_size} bytes; {type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}). Delete it and save or download it "
-            "again") from e
+                f"(weights_only=True protects against code in pickles); use a checkpoint written by clead_lite "
+                f"(save_checkpoint, python -m clead_lite train). Detail: {_first_line(e, 200)}") from None
+        raise _corrupt(path, e) from None
+    except MemoryError as e:
+        raise _corrupt(path, e) from None
+    except Exception as e:  # noqa: BLE001 - random bytes reach many parsers: all mean "not a checkpoint"
+        raise _corrupt(path, e) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
+    stored = state.pop(DIGEST_KEY, None)
+    if stored is not None:
+        try:
+            actual = state_digest(state)
+        except Exception as e:  # noqa: BLE001 - odd content (e.g. a tensor of an unknown layout)
+            raise _corrupt(path, e) from None
+        if actual != stored:
+            raise ChecksumError(
+                f"{path} was changed after it was written: its content has sha256 {actual[:16]}..., the digest "
+                f"stored at save time is {str(stored)[:16]}...; the file is corrupt or was edited. Delete it and "
+                "train or download it again")
     missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(f"{path} lacks the key(s) {', '.join(map(repr, missing))}; it has "
                               f"{', '.join(map(repr, sorted(map(str, state))))}")
     return state
+
+
+def _first_line(e: BaseException, n: int) -> str:
+    return " ".join(str(e).split())[:n] or "no detail"    # one line, even when the text spans several
+
+
+def _corrupt(path: Path, e: BaseException) -> CheckpointError:
+    try:
+        size = f"{path.stat().st_size} bytes; "
+    except OSError:
+        size = ""
+    return CheckpointError(f"{path} is corrupt or truncated, or not a PyTorch checkpoint ({size}{type(e).__name__}: "
+                           f"{_first_line(e, 200)}). Delete it and save or download it again")
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -271,11 +331,17 @@ def read_manifest(manifest: str | os.PathLike | None = None) -> dict:
     if not path.exists():
         return {"format": 1, "checkpoints": []}
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); restore it from git") from e
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, OSError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path} is not a readable JSON manifest ({type(e).__name__}: "
+                              f"{_first_line(e, 150)}); restore it from git") from None
     if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), list):
         raise CheckpointError(f"{path} is not a checkpoint manifest (expected an object with a 'checkpoints' list)")
+    bad = next((i for i, e in enumerate(data["checkpoints"])
+                if not isinstance(e, dict) or not isinstance(e.get("file"), str)), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: entry {bad} of 'checkpoints' is not an object with a 'file' name; "
+                              "restore the manifest from git")
     return data
 
 
@@ -302,12 +368,16 @@ def write_manifest_entry(checkpoint: str | os.PathLike, *, dataset: str, method:
     data["checkpoints"] = [e for e in data["checkpoints"] if e.get("file") != rel] + [entry]
     data["checkpoints"].sort(key=lambda e: e["file"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.chmod(tmp, _default_mode())
-    os.replace(tmp, path)
+    clean_stale_temps(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "x") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e) from e
     return entry
 
 

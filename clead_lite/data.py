@@ -5,12 +5,19 @@
   split deterministically into 4,000 train / 1,000 test images. Works on any machine, no download.
 - ``mnist``, ``fashion-mnist``, ``cifar10`` — the full datasets, read from the data root in torchvision's
   layout (downloaded there when online). Root: the argument, else `$CLEAD_DATA_ROOT`, else `data/`.
+
+Dataset files are read without executing anything: MNIST's IDX files by a small parser that checks their
+header and size, CIFAR-10's pickled batches by an unpickler that allows only numpy arrays (a crafted
+pickle is refused, never run). A truncated or foreign file gets a DatasetFileError naming it.
+`cache_dir()` is where computed results are cached (precomputed views, UMAP maps): data/cache.
 """
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +32,21 @@ _REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset is not on disk and could not be downloaded."""
+
+
+class DatasetFileError(ValueError):
+    """A dataset file that is on disk but unusable: unreadable, truncated, or not what its name says."""
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where computed results are cached (views, UMAP maps): `path`, else `$CLEAD_CACHE_DIR`, else the
+    repository's data/cache (else ./data/cache)."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("CLEAD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return _REPO_DATA / "cache" if _REPO_DATA.parent.joinpath("clead_lite").is_dir() else Path("data") / "cache"
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -111,22 +133,68 @@ def _download_allowed() -> bool:
     return os.environ.get("CLEAD_OFFLINE", "0") not in ("1", "true", "yes")
 
 
+_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
 def _torchvision_mnist(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision import datasets
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    train = split == "train"
-    try:
-        ds = cls(str(root), train=train, download=False)
-    except RuntimeError:
+    """MNIST / FashionMNIST from torchvision's layout (<root>/<MNIST|FashionMNIST>/raw/*-ubyte[.gz]),
+    read by `_read_idx`; downloaded through torchvision when absent and online."""
+    folder = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+    files = _MNIST_FILES[split]
+    found = [_idx_file(folder / f) for f in files]
+    if not all(found):
         error = None
         if _download_allowed():
             try:
-                ds = cls(str(root), train=train, download=True)
-                return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+                from torchvision import datasets
+                cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+                cls(str(root), train=split == "train", download=True)
             except Exception as e:  # noqa: BLE001 - any download failure means "absent"
                 error = e
-        raise _not_found(name, root, f"{cls.__name__}/raw/*-ubyte", error) from error
-    return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+        found = [_idx_file(folder / f) for f in files]
+        if error is not None or not all(found):
+            raise _not_found(name, root, f"{folder.relative_to(root)}/{files[0]}", error) from error
+    images, labels = _read_idx(found[0], 3), _read_idx(found[1], 1)
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise DatasetFileError(f"{found[0]} and {found[1]} do not form a {name} split: images {images.shape}, "
+                               f"labels {labels.shape} (expected (N, 28, 28) and (N,))")
+    if labels.size and labels.max() > 9:
+        raise DatasetFileError(f"{found[1]} holds labels up to {labels.max()}; {name} has classes 0..9")
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def _idx_file(path: Path) -> Path | None:
+    """The file itself, else its .gz, else None."""
+    for p in (path, path.with_name(path.name + ".gz")):
+        if p.exists():
+            return p
+    return None
+
+
+def _line(e: BaseException) -> str:
+    """An exception's text on one line (some span several), shortened."""
+    return " ".join(str(e).split())[:150] or "no detail"
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file of unsigned bytes with `ndim` dimensions (magic 0x0000 08 ndim, big-endian sizes)."""
+    fix = "replace it with the original download (or delete it: it is downloaded again when online)"
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DatasetFileError(f"cannot read the dataset file {path} ({type(e).__name__}: "
+                               f"{_line(e)}); {fix}") from None
+    head = 4 + 4 * ndim
+    if len(raw) < head or raw[:3] != b"\x00\x00\x08" or raw[3] != ndim:
+        raise DatasetFileError(f"{path} is not an IDX file of {ndim}-d unsigned bytes (its first bytes are "
+                               f"{raw[:4].hex() or 'missing'}, expected 000008{ndim:02x}); {fix}")
+    dims = struct.unpack(f">{ndim}I", raw[4:head])
+    expected = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - head != expected:
+        raise DatasetFileError(f"{path} is truncated or padded: {len(raw) - head} bytes of data, its header "
+                               f"{dims} needs {expected}; {fix}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(dims)
 
 
 CIFAR_DIR = "cifar-10-batches-py"
@@ -148,11 +216,55 @@ def _cifar10(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Ten
             raise _not_found(name, root, f"{CIFAR_DIR}/{files[0]}", error) from error
     xs, ys = [], []
     for f in files:
-        with open(folder / f, "rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")
-        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        x, y = _read_cifar_batch(folder / f)
+        xs.append(x)
+        ys.append(y)
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers only: any other global (os.system, eval, a class) is
+    refused before it can run. CIFAR-10's batches need nothing more."""
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks for the Python object {module}.{name}")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(x (n, 3, 32, 32) uint8, y (n,) int64) from one CIFAR-10 python batch, without running any code."""
+    fix = "replace it with the original download (cifar-10-python.tar.gz)"
+    try:
+        with open(path, "rb") as fh:
+            batch = _ArraysOnly(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        if "asks for the Python object" in str(e):
+            raise DatasetFileError(f"refused to load {path}: {e}, which a CIFAR-10 batch never holds (a pickle "
+                                   f"that could run code); nothing was executed; {fix}") from None
+        raise DatasetFileError(f"{path} is not a CIFAR-10 batch (UnpicklingError: {_line(e)}); {fix}") from None
+    except Exception as e:  # noqa: BLE001 - truncated or random bytes reach many parsers
+        raise DatasetFileError(f"{path} is truncated or not a CIFAR-10 batch ({type(e).__name__}: "
+                               f"{_line(e)}); {fix}") from None
+    if isinstance(batch, dict):
+        batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
+    data = batch.get("data") if isinstance(batch, dict) else None
+    labels = batch.get("labels") if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DatasetFileError(f"{path} is not a CIFAR-10 batch: expected a dict with 'data', a (n, 3072) uint8 "
+                               f"array, got {type(batch).__name__} with data "
+                               f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}; {fix}")
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        y = np.zeros(0, dtype=np.int64) - 1
+    if y.shape != (len(data),) or (y.size and (y.min() < 0 or y.max() > 9)):
+        raise DatasetFileError(f"{path} is not a CIFAR-10 batch: 'labels' must be {len(data)} classes in 0..9; {fix}")
+    return data.reshape(-1, 3, 32, 32), y
 
 
 def write_synthetic_cifar10(root: str | os.PathLike, n_train: int = 50, n_test: int = 20, seed: int = 0) -> Path:

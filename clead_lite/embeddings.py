@@ -9,13 +9,12 @@
 - `umap_projection(z_clean, z_adv)` -> one UMAP fitted on both sets together, cached on disk;
   `warm_up_umap()` pays numba's one-off compilation early.
 
-Floor 1: imports `validate`, `models`, `data` (for the data root).
+Floor 1: imports `validate`, `models`, `data` (for the cache folder), `safe_io`, `checkpoints` (errors).
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import data_root
+from .data import cache_dir as _cache_root
 from .models import _unwrap, model_input_check
 from .validate import check_choice, check_int, check_labels, check_nonnegative
 
@@ -234,16 +233,39 @@ def _cache_key(z_clean: np.ndarray, z_adv: np.ndarray, params: dict) -> str:
     return h.hexdigest()[:32]
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+def _save_atomic(path: Path, array: np.ndarray) -> bool:
+    """Write the cache file (usual file mode, atomic rename); a folder that cannot be written (read-only,
+    full) costs only the cache: a warning, and the computed map is still returned. True when written."""
+    from .safe_io import clean_stale_temps, temp_path
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(path)
+        tmp = temp_path(path)
+        with open(tmp, "xb") as f:
             np.save(f, array, allow_pickle=False)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return True
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        warnings.warn(f"the UMAP map was not cached: cannot write {path} ({e.strerror or e}); set "
+                      "CLEAD_CACHE_DIR to a writable folder to cache it", RuntimeWarning, stacklevel=3)
+        return False
+
+
+def _read_cache(path: Path, n: int) -> np.ndarray:
+    """A cached (n, 2) float32 map; CheckpointError (one line) for a file that is not one."""
+    from .checkpoints import CheckpointError
+    try:
+        cached = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - random bytes reach several parsers
+        raise CheckpointError(f"the UMAP cache file {path} is corrupt or truncated ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:150] or 'no detail'})") from None
+    if not isinstance(cached, np.ndarray) or cached.shape != (n, 2) or cached.dtype != np.float32:
+        raise CheckpointError(f"the UMAP cache file {path} holds {getattr(cached, 'dtype', '?')} "
+                              f"{getattr(cached, 'shape', '?')}, not a ({n}, 2) float32 map")
+    return cached
 
 
 def _fit_umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, metric: str) -> np.ndarray:
@@ -256,8 +278,9 @@ def _fit_umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, metri
 
 
 def umap_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where UMAP results are cached: `cache_dir`, else <data root>/cache/umap."""
-    return Path(cache_dir) if cache_dir is not None else data_root() / "cache" / "umap"
+    """Where UMAP results are cached: `cache_dir`, else <cache dir>/umap: data/cache/umap, or
+    $CLEAD_CACHE_DIR/umap (the cache of the precomputed views too)."""
+    return Path(cache_dir) if cache_dir is not None else _cache_root() / "umap"
 
 
 def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
@@ -268,7 +291,7 @@ def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1
     clean points, the rest the adversarial ones, in input order. A single UMAP is fitted on the union so
     that both sets live in the same map (fitting them separately would make their positions
     incomparable). Seeded (deterministic, single-threaded). The result is cached on disk under
-    `umap_cache_dir(cache_dir)` (default <data root>/cache/umap), keyed by a hash of the inputs and the
+    `umap_cache_dir(cache_dir)` (default data/cache/umap), keyed by a hash of the inputs and the
     settings, so calling again with the same inputs returns at once without importing UMAP.
     Below 4,096 points UMAP uses exact neighbours; above, pynndescent, whose first use compiles for a minute.
     """
@@ -288,12 +311,11 @@ def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1
     params = {"n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "metric": metric}
     path = umap_cache_dir(cache_dir) / f"umap-{_cache_key(zc, za, params)}.npy"
     if path.is_file():
+        from .checkpoints import CheckpointError
         try:
-            cached = np.load(path, allow_pickle=False)
-            if cached.shape == (n, 2):
-                return cached
-        except (OSError, ValueError):
-            pass                                       # a broken cache file: recompute and overwrite it
+            return _read_cache(path, n)
+        except CheckpointError as e:                   # a broken cache file: recompute and overwrite it
+            warnings.warn(f"{e}; computing the map again", RuntimeWarning, stacklevel=2)
     result = _fit_umap(np.concatenate([zc, za]), n_neighbors, min_dist, seed, metric)
     _save_atomic(path, result)
     return result

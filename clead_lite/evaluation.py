@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from .attacks import make_attack
 from .models import _unwrap, model_input_check
-from .validate import check_choice, check_eps, check_int, check_labels, check_nonnegative, check_positive
+from .validate import check_choice, check_eps, check_int, check_labels, check_logits, check_nonnegative, check_positive
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 AttackFactory = Callable[[float, int, int], AttackFn]   # (eps, steps, restarts) -> attack(model, x, y)
@@ -213,7 +213,7 @@ def _run_attack(attack: AttackFn, source: nn.Module, target: nn.Module, x: torch
         lo, hi = min(lo, float(x_adv.min())), max(hi, float(x_adv.max()))
         dist.append(_distance(x_adv, xb, norm).cpu())
         with torch.no_grad(), _eval_mode(target):
-            pred = target(x_adv.to(tgt_device)).argmax(1)
+            pred = check_logits(target(x_adv.to(tgt_device)), x_adv.shape[0]).argmax(1)
         correct.append((pred == yb.to(tgt_device)).cpu())
     d = torch.cat(dist)
     max_d = float(d.nan_to_num(nan=math.inf).max())
@@ -232,7 +232,8 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     preds = []
     with torch.no_grad(), _eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
-            preds.append(model(x[start:start + batch_size].to(device)).argmax(1).to(x.device))
+            xb = x[start:start + batch_size].to(device)
+            preds.append(check_logits(model(xb), xb.shape[0]).argmax(1).to(x.device))
     return torch.cat(preds)
 
 
@@ -288,6 +289,9 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Se
     eps_values = list(eps_values)
     if not eps_values:
         raise ValueError("eps_values is empty; pass at least one budget, e.g. [0, 0.1, 0.2, 0.3]")
+    if attack in ("pgd", "fgsm") and str(attack_kwargs.get("norm", "linf")).lower() == "l2":
+        raise ValueError(f"attack={attack!r} with norm='l2': {attack!r} is the L-inf attack here; for L2 use "
+                         "attack='pgd_l2' (without norm), e.g. eps_sweep(model, x, y, [0.5, 1.0, 2.0], attack='pgd_l2')")
     norm = "l2" if attack == "pgd_l2" or (attack == "noise" and attack_kwargs.get("norm") == "l2") else "linf"
     eps_values = [_check_budget(e, norm, f"eps_values[{i}]") for i, e in enumerate(eps_values)]
     rows = []
@@ -406,6 +410,8 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 
     device = _device(model)
     xs, ys = x[indices].to(device), y[indices].to(device)
+    with torch.no_grad(), _eval_mode(model):   # AutoAttack assumes (B, C) logits: say so before it starts
+        check_logits(model(xs[:2]), min(2, xs.shape[0]))
     rng_devices = [device] if device.type == "cuda" else []  # device-ok
     start = time.perf_counter()
     with _eval_mode(model), torch.random.fork_rng(devices=rng_devices), _capture_autoattack_log(verbose) as log:

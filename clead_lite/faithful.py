@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import attacks as _attacks
-from .checkpoints import load_checkpoint, model_metadata, save_checkpoint
+from .checkpoints import CheckpointError, load_checkpoint, model_metadata, save_checkpoint
+from .data import cache_dir as _cache_root
+from .safe_io import OutputError, check_writable
 from .models import _unwrap, build_model
 from .profiles import DATASETS, dataset_info, get_device
 from .training import VIEW_KINDS, History, TrainConfig, TrainResult, _split_validation, train
@@ -39,13 +42,7 @@ __all__ = [
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
     """Where precomputed views are cached: `path`, else `$CLEAD_CACHE_DIR`, else the repository's data/cache."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("CLEAD_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[1]
-    return repo / "data" / "cache" if (repo / "clead_lite").is_dir() else Path("data") / "cache"
+    return _cache_root(path)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -196,12 +193,23 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     key = h.hexdigest()
     path = cache_dir(cache) / f"views-{key[:24]}.pt"
     if use_cache and path.exists():
-        state = load_checkpoint(path, required=("views",))
-        views = state["views"]
-        if all(k in views and views[k].shape == x.shape for k in kinds):
+        try:
+            views = load_checkpoint(path, required=("views",))["views"]
+        except CheckpointError as e:   # a broken cache file costs a recomputation, not the run
+            warnings.warn(f"{e}; computing the views again", RuntimeWarning, stacklevel=2)
+            views = {}
+        if isinstance(views, dict) and all(
+                isinstance(views.get(k), torch.Tensor) and views[k].shape == x.shape and views[k].dtype == torch.uint8
+                for k in kinds):
             if progress:
                 print(f"adversarial views loaded from the cache {path}", flush=True)
             return {k: views[k] for k in kinds}
+    if use_cache:   # say before the work, not after it, that the result cannot be kept
+        try:
+            check_writable(path, "views cache", hint="set CLEAD_CACHE_DIR to a writable folder")
+        except OutputError as e:
+            warnings.warn(f"the views will not be cached: {e}", RuntimeWarning, stacklevel=2)
+            use_cache = False
 
     device = get_device(device) if device is not None else next(inner.parameters()).device
     was_training = surrogate.training
@@ -229,9 +237,12 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
             out[k][start:start + batch_size] = to_uint8(adv.detach()).cpu()
     surrogate.train(was_training)
     if use_cache:
-        save_checkpoint(path, {"format": 1, "kind": "views", "params": params, "key": key, "views": out})
-        if progress:
-            print(f"adversarial views cached in {path}", flush=True)
+        try:
+            save_checkpoint(path, {"format": 1, "kind": "views", "params": params, "key": key, "views": out})
+            if progress:
+                print(f"adversarial views cached in {path}", flush=True)
+        except OSError as e:      # e.g. a full disk: the computed views are still returned
+            warnings.warn(f"the views were not cached: {e}", RuntimeWarning, stacklevel=2)
     return out
 
 

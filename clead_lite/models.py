@@ -69,6 +69,9 @@ class CourseModel(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) in [0, 1] -> (B, feature_dim) penultimate embedding."""
         self._check(x)
+        w = self.classifier.weight
+        if x.dtype != w.dtype and x.is_floating_point() and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(w.dtype)    # float64 (or half) images into a float32 model: convert, gradients flow back
         return self.body(self.normalize(x))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:

@@ -165,10 +165,37 @@ def get_profile(name: str | None = None, dataset: str | None = None) -> Profile:
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
     """The device, chosen once: the argument, else `$CLEAD_DEVICE`, else CUDA when available, else CPU."""
-    device = device or os.environ.get("CLEAD_DEVICE")
+    source = "the device argument"
+    if device is None and os.environ.get("CLEAD_DEVICE"):
+        device, source = os.environ["CLEAD_DEVICE"].strip(), "CLEAD_DEVICE"
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"  # device-ok
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        return _check_available(device, source)
+    try:
+        parsed = torch.device(str(device).strip().lower())
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown device {device!r} (from {source}); allowed: 'cpu', 'cuda', 'cuda:N', 'mps'")
+    return _check_available(parsed, source)
+
+
+def _check_available(device: torch.device, source: str) -> torch.device:
+    """A clear error for a device this machine does not have (instead of a traceback at the first tensor)."""
+    if device.type == "cuda":  # device-ok
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {str(device)!r} (from {source}) is not available: no CUDA GPU here "
+                             f"(torch {torch.__version__}); use 'cpu'")
+        if device.index is not None and device.index >= n:
+            raise ValueError(f"device {str(device)!r} (from {source}) is not available: this machine has {n} "
+                             f"CUDA device(s), cuda:0..cuda:{n - 1}")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device 'mps' (from {source}) is not available here; use 'cpu'")
+    elif device.type != "cpu":
+        raise ValueError(f"device {str(device)!r} (from {source}) is not supported; allowed: 'cpu', 'cuda', "
+                         "'cuda:N', 'mps'")
+    return device
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -24,7 +24,9 @@ the first steps (`eps_warmup`: short PGD-AT runs on MNIST at eps 0.3 stall at ch
 synchronisation inside the step (loss and accuracy are summed on the device and read every `log_every`
 steps); a tqdm bar with live loss/accuracy; a history (list of dicts, `.frame()` -> DataFrame); a
 held-out PGD accuracy each epoch with early stopping that keeps the best weights (robust overfitting);
-an atomic checkpoint each epoch that `resume=True` continues bit-for-bit on the CPU; and
+an atomic checkpoint each epoch that `resume=True` continues bit-for-bit on the CPU (refused when the
+training data's fingerprint differs); one run per checkpoint file (a lock); a loss or weights that become
+non-finite stop the run with TrainingDivergedError before that epoch is saved; and
 DistributedDataParallel when launched by `torchrun` (WORLD_SIZE > 1).
 Floor 2: imports attacks, losses, data, evaluation, checkpoints, models, profiles, validate.
 """
@@ -32,6 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import math
 import os
 import random
 import time
@@ -51,12 +55,13 @@ from .evaluation import accuracy, robust_accuracy
 from .losses import info_nce, supcon, trades_kl
 from .models import _unwrap
 from .profiles import Profile, dataset_info, get_device
+from .safe_io import check_writable, output_lock
 from .validate import (NORMS, check_choice, check_eps, check_images, check_int, check_labels,
                        check_nonnegative, check_positive)
 
 __all__ = [
     "METHODS", "SCHEDULES", "VIEW_KINDS", "TrainConfig", "TrainResult", "History", "TrainStep", "train",
-    "lr_factor", "contrastive_attack_loss", "FAITHFUL_RECIPES", "head_uses_fgsm",
+    "lr_factor", "contrastive_attack_loss", "FAITHFUL_RECIPES", "head_uses_fgsm", "TrainingDivergedError",
 ]
 
 METHODS = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
@@ -86,6 +91,10 @@ ENCODER_INITS = ("surrogate", "scratch")
 TRAIN_STEP_VERSION = 1
 # Fields that may differ between a checkpoint and the run that resumes it.
 _RESUME_FREE = ("resume", "checkpoint_path", "log_every", "compile", "early_stop_patience")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became non-finite (NaN / inf): training stopped, the last good checkpoint kept."""
 
 
 # ============================================================================================== config
@@ -759,8 +768,9 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
     rank, world = (ddp["rank"], ddp["world_size"]) if ddp else (0, 1)
     main = rank == 0
     try:
-        return _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, progress and main, callback,
-                      ddp, rank, world)
+        with output_lock(cfg.checkpoint_path if main else None):   # one run per checkpoint file
+            return _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, progress and main,
+                          callback, ddp, rank, world)
     finally:
         if ddp and ddp["created"]:
             import torch.distributed as dist
@@ -772,6 +782,13 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
     t_start = time.perf_counter()
     main = rank == 0
     _check_training_data(model, x_train, y_train, cfg)
+    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    if ckpt is not None and main:   # before the work: a folder, a read-only or a full place fails now
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        copies = 2 + (cfg.n_val > 0 or x_val is not None)   # weights, momentum, the best weights
+        check_writable(ckpt, "checkpoint", hint="pass a checkpoint path (--out) in a writable folder",
+                       need_bytes=copies * weights)
+    fingerprint = _data_fingerprint(x_train, y_train, dataset) if ckpt is not None else None
     if x_val is None and cfg.n_val > 0:
         x_train, y_train, x_val, y_val = _split_validation(x_train, y_train, cfg.n_val, cfg.seed)
     elif x_val is not None:
@@ -796,7 +813,6 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
     stepper = TrainStep(model, cfg, device, total_steps=cfg.epochs * len(loader), ddp=ddp)
     history = History()
     start_epoch, best = 0, {"epoch": None, "val_acc": None, "bad_epochs": 0, "model": None}
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
     finished = False
     state: dict = {}
 
@@ -806,6 +822,7 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
         if diff:
             raise CheckpointError(f"cannot resume from {ckpt}: its run used other settings ({'; '.join(diff)}); "
                                   "use the same settings, or another checkpoint_path to start afresh")
+        _check_same_data(ckpt, state, fingerprint)
         load_model_state(model, state)
         history = History(state.get("history", []))
         start_epoch = int(state["epoch"])
@@ -822,7 +839,8 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
         stopped_early = True   # killed after the epoch that triggered early stopping: do not train on
     try:
         stopped_early = _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, device, show,
-                                callback, ddp, ckpt, main, start_epoch, finished or stopped_early, stopped_early)
+                                callback, ddp, ckpt, main, start_epoch, finished or stopped_early, stopped_early,
+                                fingerprint)
     finally:
         if cfg.method == "faithful_head":   # unfreeze the encoder for whoever uses the model next
             for p in _unwrap(model).parameters():
@@ -833,7 +851,7 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
             load_model_state(model, best["model"])
         if ckpt is not None and main:
             _save_train_checkpoint(ckpt, model, stepper, cfg, len(history.epochs()), history, best, dataset,
-                                   finished=True, stopped_early=stopped_early)
+                                   finished=True, stopped_early=stopped_early, fingerprint=fingerprint)
     model.eval()
     return TrainResult(model=model, history=history, config=cfg, best_epoch=best["epoch"],
                        best_val_acc=best["val_acc"], epochs_run=len(history.epochs()), stopped_early=stopped_early,
@@ -841,10 +859,11 @@ def _train(model, x_train, y_train, cfg, x_val, y_val, dataset, device, show, ca
 
 
 def _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, device, show, callback, ddp, ckpt,
-            main, start_epoch, skip, stopped_early) -> bool:
+            main, start_epoch, skip, stopped_early, fingerprint=None) -> bool:
     """The epochs from start_epoch on (none when `skip`); returns whether training stopped early."""
     for epoch in range(start_epoch, start_epoch if skip else cfg.epochs):
         record = _run_epoch(stepper, loader, epoch, cfg, history, show, callback, ddp)
+        _check_finite(record, model, stepper, cfg, epoch, ckpt)
         if x_val is not None:
             record.update(_validate(_unwrap(model), x_val, y_val, cfg, epoch, device))
             value = record[_selection_metric(cfg)]
@@ -872,7 +891,8 @@ def _epochs(model, stepper, loader, cfg, history, best, x_val, y_val, dataset, d
                            f"{record['val_pgd_acc']:.3f} (FGSM {record.get('val_fgsm_acc', float('nan')):.3f}); "
                            f"stopped, keeping epoch {best['epoch']}")
         if ckpt is not None and main:
-            _save_train_checkpoint(ckpt, model, stepper, cfg, epoch + 1, history, best, dataset, finished=False)
+            _save_train_checkpoint(ckpt, model, stepper, cfg, epoch + 1, history, best, dataset, finished=False,
+                                   fingerprint=fingerprint)
         if callback is not None and callback(record, model) is True:
             stop = True
         if stop:
@@ -953,12 +973,57 @@ def _print_epoch(record: dict, cfg: TrainConfig) -> None:
     tqdm.write("  ".join(parts))
 
 
+def _data_fingerprint(x: torch.Tensor, y: torch.Tensor, dataset: str | None) -> dict:
+    """What a resumed run must train on: the dataset name, the number of images and a sha256 of x and y."""
+    h = hashlib.sha256()
+    for t in (x, y):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return {"dataset": dataset, "n": int(len(y)), "sha256": h.hexdigest()}
+
+
+def _check_same_data(ckpt: Path, state: dict, fingerprint: dict | None) -> None:
+    saved = state.get("data_fingerprint")
+    if fingerprint is None or (not saved and state.get("dataset") in (None, fingerprint["dataset"])):
+        return
+    saved = saved or {"dataset": state.get("dataset"), "n": "?", "sha256": "?"}
+    if saved.get("dataset") != fingerprint["dataset"] or saved.get("n") != fingerprint["n"] or \
+            saved.get("sha256") != fingerprint["sha256"]:
+        raise CheckpointError(
+            f"cannot resume from {ckpt}: it was trained on {saved.get('n')} {saved.get('dataset')} images (data "
+            f"sha256 {str(saved.get('sha256'))[:12]}), this run has {fingerprint['n']} {fingerprint['dataset']} "
+            f"images (sha256 {fingerprint['sha256'][:12]}); resume with the same data (dataset, n_train, seed), or "
+            "use another checkpoint path to start afresh")
+
+
+def _check_finite(record: dict, model: nn.Module, stepper: TrainStep, cfg: TrainConfig, epoch: int,
+                  ckpt: Path | None) -> None:
+    """Stop a diverged run before its epoch is saved: the last good checkpoint stays (one sync per epoch).
+    With fp16 loss scaling an inf loss is a skipped step, not divergence: only the weights count then."""
+    params = [p.detach() for p in _unwrap(model).parameters()]
+    weights_ok = bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) if params else True
+    loss_ok = math.isfinite(record["loss"]) or stepper.scaler.is_enabled()
+    if weights_ok and loss_ok:
+        return
+    what = "the loss" if not loss_ok else "the weights"
+    if ckpt is not None and epoch > 0 and ckpt.exists():
+        kept = f"the last good checkpoint {ckpt} (after epoch {epoch}) is kept, unfinished"
+    else:
+        kept = "no checkpoint of this run was written"
+    raise TrainingDivergedError(
+        f"training diverged: {what} became non-finite (loss {record['loss']}) in epoch {epoch + 1}/{cfg.epochs} of "
+        f"{cfg.method} at peak lr {cfg.lr:g}; {kept}. Lower the learning rate (--lr / lr=...) and train again")
+
+
 def _save_train_checkpoint(path, model, stepper, cfg, epoch, history, best, dataset, finished,
-                           stopped_early=False) -> None:
+                           stopped_early=False, fingerprint=None) -> None:
     state = {"format": 1, "kind": "train", **model_metadata(model), "model": _unwrap(model).state_dict(),
              "epoch": epoch, "history": list(history), "config": cfg.to_dict(), "method": cfg.method,
              "dataset": dataset, "finished": finished, "stopped_early": stopped_early,
              "best": {k: v for k, v in best.items() if k != "model" or not finished}}
+    if fingerprint is not None:
+        state["data_fingerprint"] = fingerprint
     if not finished:  # what a resume needs; a finished checkpoint is slim
         state["train_state"] = stepper.state_dict()
         state["rng"] = _rng_state(stepper.generator)

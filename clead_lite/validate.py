@@ -84,3 +84,31 @@ def check_labels(y: torch.Tensor, batch: int, num_classes: int | None = None, na
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"{name} must be in [0, {num_classes - 1}], got values in [{lo}, {hi}]")
     return y
+
+
+def check_logits(logits, batch: int, name: str = "the model's output") -> torch.Tensor:
+    """logits: (B, num_classes) for a batch of B images (a shape check only: no host-device sync)."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of logits (B, num_classes), got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[0] != batch:
+        raise ValueError(f"{name} has shape {tuple(logits.shape)}; a classifier must return logits of shape "
+                         f"(B, num_classes) = ({batch}, C) for a batch of {batch} images (e.g. not (B,): keep the "
+                         "class axis, one score per class)")
+    return logits
+
+
+def parse_fraction(text: str) -> float:
+    """A number from the command line: '0.3', '8/255' or '2e-3' -> float (argparse `type=`)."""
+    import argparse
+    s = str(text).strip()
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(s)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: write a decimal (0.031) or a fraction (8/255)")
+    if math.isnan(value) or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: must be finite")
+    return value

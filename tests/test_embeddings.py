@@ -1,6 +1,7 @@
 """Tests for clead_lite.embeddings: embeddings of clean/adversarial images, separation metrics on
 constructed cases (some by hand), and the cached shared UMAP map."""
 import math
+import os
 import sys
 
 import numpy as np
@@ -267,14 +268,22 @@ def test_umap_projection_shape_cache_and_separation(tmp_path, monkeypatch):
 
 
 def test_umap_default_cache_dir_and_broken_cache_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLEAD_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("CLEAD_CACHE_DIR", str(tmp_path / "cache"))   # the views' cache folder: data/cache
     z, _ = clusters(n_per_class=10, d=8, seed=4)
     first = umap_projection(z, z + 0.01, n_neighbors=5)
     (path,) = (tmp_path / "cache" / "umap").glob("umap-*.npy")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the usual file mode, not mkstemp's 0600
     path.write_bytes(b"<html>not an array</html>")          # a broken cache file is recomputed
-    again = umap_projection(z, z + 0.01, n_neighbors=5)
+    with pytest.warns(RuntimeWarning, match="UMAP cache file .* is corrupt"):
+        again = umap_projection(z, z + 0.01, n_neighbors=5)
     np.testing.assert_array_equal(again, first)            # seeded: the same map
     np.testing.assert_array_equal(np.load(path), first)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_umap_missing_package_gives_clear_error(tmp_path, monkeypatch):
