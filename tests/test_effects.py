@@ -214,3 +214,17 @@ def test_fp16_clead_online_step_is_finite(init, batch, monkeypatch):
     loss, _, terms = step.step(x, y)
     assert math.isfinite(float(loss)) and math.isfinite(float(terms["contrastive"]))
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- eps warm-up
+def test_eps_warmup_grows_the_training_perturbation(init, batch):
+    """eps_warmup=0.5 over 10 steps: step k attacks with eps * (k + 1) / 5, the full eps from step 5 on."""
+    x, y = batch
+    step = tr.TrainStep(copy.deepcopy(init), TrainConfig(**{**ONE_STEP, "eps": 0.2, "eps_warmup": 0.5}).resolved(),
+                        torch.device("cpu"), total_steps=10)
+    sizes = []
+    for k in (0, 2, 6):
+        step.step_index = k
+        sizes.append((step._attack(x, y) - x).abs().max().item())
+    assert sizes[0] <= 0.2 / 5 + 1e-6 and sizes[1] <= 0.2 * 3 / 5 + 1e-6 and sizes[1] > 0.2 / 5 + 1e-3
+    assert sizes[2] == pytest.approx(0.2, abs=1e-6)
