@@ -102,7 +102,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("loss-fn-ignored", ATT, "    if loss_fn is None:\n        if targeted:", "    if True:\n        if targeted:",
            (T_ATT + "test_loss_fn_hook_is_used",)),
     Mutant("attack-mode-not-restored", ATT, "            m.training = training\n\n\n# ---", "            pass\n\n\n# ---",
-           (T_ATT + "test_model_modes_restored_exactly",)),
+           (T_ATT + "test_model_modes_restored_exactly",), fast=True),
     Mutant("cw-keeps-unsuccessful", ATT, "improved = (logits.argmax(1) != y) & (l2 < best_l2)",
            "improved = l2 < best_l2", (T_ATT + "test_cw_returns_x_or_a_misclassified_example",)),
     # --- losses
@@ -150,7 +150,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "return 1.0", (T_TR + "test_learning_rate_schedules",)),
     Mutant("gradscaler-step-bypassed", TRAIN, "        self.scaler.step(self.optimizer)\n",
            "        self.optimizer.step()\n",
-           (T_EFF + "test_fp16_gradscaler_scales_unscales_and_skips_non_finite_steps",)),
+           (T_EFF + "test_fp16_gradscaler_scales_unscales_and_skips_non_finite_steps",), fast=True),
     Mutant("loss-not-scaled", TRAIN, "self.scaler.scale(loss).backward()", "loss.backward()",
            (T_EFF + "test_fp16_gradscaler_scales_unscales_and_skips_non_finite_steps",)),
     Mutant("ddp-batchnorm-buffers-not-synced", TRAIN, "        _broadcast_buffers(stepper.model)",

@@ -211,9 +211,10 @@ def test_load_or_train_uses_a_shipped_checkpoint(tmp_path, monkeypatch, capsys):
     history = [{"kind": "epoch", "epoch": 1, "loss": 1.5}]
     path = save_checkpoint(folder / "mnist5k_pgd_at_quick.pt", {"model": shipped.state_dict(), **model_metadata(shipped),
                                                                 "history": history})
-    write_manifest_entry(path, dataset="mnist5k", method="pgd_at", profile="quick", model="smallcnn", seed=0,
-                         metrics={"n": 100, "clean": 0.9, "pgd": 0.5, "steps": 20}, command="python -m clead_lite train")
     monkeypatch.setenv("CLEAD_CHECKPOINT_DIR", str(folder))
+    write_manifest_entry(path, dataset="mnist5k", method="pgd_at", profile="quick", model="smallcnn", seed=0,
+                         metrics={"n": 100, "clean": 0.9, "pgd": 0.5, "steps": 20}, command="python -m clead_lite train",
+                         manifest=folder / "manifest.json")
     trained = []
     monkeypatch.setattr(tr, "train", lambda *a, **k: trained.append(k) or
                         TrainResult(model=SmallCNN().eval(), history=History(), config=TrainConfig()))
