@@ -1,0 +1,25 @@
+"""DeviceLoader: each epoch its own order and augmentation (a function of seed and epoch), the same again
+for the same epoch (what resume relies on)."""
+from __future__ import annotations
+
+import torch
+
+from clead_lite.data import DeviceLoader
+
+
+def test_each_epoch_has_its_own_order_and_augmentation():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(32, 1, 8, 8, generator=g), torch.arange(32)
+    loader = DeviceLoader(x, y, batch_size=8, seed=1, crop_pad=2, flip=True)
+
+    def epoch(e):
+        loader.set_epoch(e)
+        xs, ys = zip(*loader)
+        return torch.cat(xs), torch.cat(ys)
+
+    (x0, y0), (x1, y1), (x0_again, y0_again) = epoch(0), epoch(1), epoch(0)
+    assert not torch.equal(y0, y1) and sorted(y1.tolist()) == list(range(32))
+    assert torch.equal(y0, y0_again) and torch.equal(x0, x0_again)
+    # the same image gets another crop / flip in another epoch
+    a, b = x0[torch.argsort(y0)], x1[torch.argsort(y1)]
+    assert (a - b).flatten(1).abs().amax(1).gt(0).float().mean() > 0.5
