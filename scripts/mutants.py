@@ -113,7 +113,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("info-nce-self-not-masked", LOSS, 'logits = logits.masked_fill(self_mask, float("-inf"))\n        targets',
            "logits = logits\n        targets", (T_LOSS + "test_info_nce_two_by_two_by_hand",)),
     Mutant("supcon-not-averaged-per-positive", LOSS, "per_anchor = -pos_sum[has_pos] / n_pos[has_pos]",
-           "per_anchor = -pos_sum[has_pos]", (T_LOSS + "test_supcon_by_hand",)),
+           "per_anchor = -pos_sum[has_pos]", (T_LOSS + "test_supcon_by_hand", T_LOSS + "test_supcon_matches_naive_loop")),
     Mutant("trades-kl-reversed", LOSS, 'F.kl_div(log_p_adv, log_p_clean, reduction="batchmean", log_target=True)',
            'F.kl_div(log_p_clean, log_p_adv, reduction="batchmean", log_target=True)',
            (T_LOSS + "test_trades_kl_by_hand",)),
