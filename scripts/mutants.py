@@ -180,7 +180,8 @@ MUTANTS: tuple[Mutant, ...] = (
            (T_DATA + "test_device_loader_covers_every_sample_and_is_deterministic_per_epoch",
             "tests/test_loader_epochs.py::test_each_epoch_has_its_own_order_and_augmentation")),
     Mutant("flip-ignored", "clead_lite/data.py", "x = torch.where(mask, x.flip(3), x)", "x = x",
-           (T_DATA + "test_augmentation_crops_and_flips_within_the_padded_image",)),
+           (T_DATA + "test_augmentation_crops_and_flips_within_the_padded_image",
+            "tests/test_loader_epochs.py::test_flip_alone_mirrors_about_half_the_images_exactly")),
     Mutant("normalisation-dropped", "clead_lite/models.py", "return (x - self.mean) / self.std", "return x",
            (T_DATA + "test_models_shapes_and_in_model_normalisation",)),
     # --- exercise checks, command line, notebook setup

@@ -1,5 +1,5 @@
-"""DeviceLoader: each epoch its own order and augmentation (a function of seed and epoch), the same again
-for the same epoch (what resume relies on)."""
+"""DeviceLoader and augment_batch: each epoch its own order and augmentation (a function of seed and epoch),
+the same again for the same epoch (what resume relies on); a flip alone mirrors about half the images exactly."""
 from __future__ import annotations
 
 import torch
@@ -23,3 +23,13 @@ def test_each_epoch_has_its_own_order_and_augmentation():
     # the same image gets another crop / flip in another epoch
     a, b = x0[torch.argsort(y0)], x1[torch.argsort(y1)]
     assert (a - b).flatten(1).abs().amax(1).gt(0).float().mean() > 0.5
+
+
+def test_flip_alone_mirrors_about_half_the_images_exactly():
+    from clead_lite.data import augment_batch
+    x = torch.rand(200, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    out = augment_batch(x, crop_pad=0, flip=True, generator=torch.Generator().manual_seed(2))
+    flipped = (out == x.flip(3)).flatten(1).all(1)
+    kept = (out == x).flatten(1).all(1)
+    assert bool((flipped | kept).all()) and not bool((flipped & kept).any())
+    assert 60 < int(flipped.sum()) < 140          # p = 0.5 per image
