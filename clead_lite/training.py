@@ -556,7 +556,10 @@ class TrainStep:
             loss_fn = lambda m, xa, ya: contrastive_attack_loss(z_fixed, _unwrap(m).project(xa), cfg.temperature)
         x_adv = self._attack(x, y, loss_fn)
         if lam == 0 and not cfg.clean_ce:
-            return self._ce_on(x_adv, y)        # exactly the pgd_at step
+            # no term uses the clean images: forward x_adv alone, exactly the pgd_at step. Not a mere saving: with
+            # BatchNorm, clean images in the batch would change the statistics that normalise x_adv, and lambda = 0
+            # would no longer be PGD-AT (measured in tests/test_batchnorm.py).
+            return self._ce_on(x_adv, y)
         b = x.shape[0]
         with self.autocast():
             if lam == 0:
@@ -676,6 +679,13 @@ def _ddp_setup(device: torch.device | None) -> dict | None:
         created = True
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "device": device,
             "device_ids": [device.index] if device.type == "cuda" else None, "created": created}  # device-ok
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Every buffer (BatchNorm running statistics) of every rank set to rank 0's."""
+    import torch.distributed as dist
+    for buffer in _unwrap(model).buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def _all_reduce_sum(values: torch.Tensor, ddp: dict | None) -> torch.Tensor:
@@ -941,6 +951,8 @@ def _run_epoch(stepper: TrainStep, loader: DeviceLoader, epoch: int, cfg: TrainC
             window = {k: zero() for k in window}
             seen_window = 0
     bar.close()
+    if ddp:  # DDP sends rank 0's buffers at the START of a forward: after the last one each rank holds its own
+        _broadcast_buffers(stepper.model)  # BatchNorm statistics; make them rank 0's (tests/test_batchnorm.py)
     keys = sorted(totals)
     sums = _all_reduce_sum(torch.stack([totals[k] for k in keys] + [torch.tensor(float(seen), device=stepper.device)]), ddp)
     count = float(sums[-1])

@@ -1,0 +1,149 @@
+"""BatchNorm paths: lambda = 0 is PGD-AT on a model with BatchNorm, lambda > 0 goes through the general
+clean + adversarial branch (checked against PGD-AT at lambda = 1e-12 on a model without BatchNorm), the
+linear-head stage freezes the encoder's BatchNorm, BatchNorm buffers survive a resume bit for bit, and
+DDP (2 gloo processes) ends with the same buffers on both ranks.
+
+Finding (measured here): `_clead_online` forwards clean and adversarial images as ONE batch (one forward
+pass, as DistributedDataParallel needs). With BatchNorm, the clean half then changes the batch statistics
+that normalise the adversarial half and enters the running statistics, so the general branch at a tiny
+lambda is NOT PGD-AT on a BatchNorm model (test_general_branch_mixes_clean_images_into_batchnorm). That is
+why lambda = 0 without clean CE forwards x_adv alone: the contrastive term is off and no term uses the
+clean images, and then the step is PGD-AT's exactly, BatchNorm included."""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from clead_lite import faithful as fa
+from clead_lite.checkpoints import load_checkpoint
+from clead_lite.models import SmallCNN
+from clead_lite.training import TrainConfig, train
+from ddp_bn_worker import BNNet, bn_buffers
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = dict(batch_size=32, lr=0.05, schedule="constant", eps=0.1, attack_steps=2, log_every=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist5k_split):
+    return mnist5k_split.x_train[:256], mnist5k_split.y_train[:256]
+
+
+def bn_model(seed: int = 0) -> BNNet:
+    torch.manual_seed(seed)
+    return BNNet()
+
+
+def fit(model, x, y, **changes):
+    return train(model, x, y, TrainConfig(epochs=1, **{**BASE, **changes}), dataset="mnist5k", progress=False).model
+
+
+def max_state_diff(a, b) -> float:
+    sa, sb = a.state_dict(), b.state_dict()
+    return max((sa[k].double() - sb[k].double()).abs().max().item() for k in sa)
+
+
+def test_lambda_zero_is_pgd_at_bit_for_bit_with_batchnorm(digits):
+    x, y = digits[0][:160], digits[1][:160]
+    a = fit(bn_model(), x, y, method="pgd_at")
+    b = fit(bn_model(), x, y, method="clead_online", contrastive_weight=0.0)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and any("running_mean" in k for k in sa)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa), [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert int(sa["conv.1.num_batches_tracked"]) == 5   # 160 / 32 steps, one forward pass each: no clean pass
+
+
+def test_general_branch_at_tiny_lambda_is_pgd_at_without_batchnorm(digits):
+    """lambda = 1e-12 takes the full clean + adversarial branch; without BatchNorm the adversarial half's
+    cross-entropy is PGD-AT's, so the weights agree up to float rounding (the contrastive term is 1e-12)."""
+    x, y = digits[0][:96], digits[1][:96]
+    torch.manual_seed(0)
+    init = SmallCNN(width=8, feature_dim=32, proj_dim=16)
+    a = fit(copy.deepcopy(init), x, y, method="pgd_at")
+    b = fit(copy.deepcopy(init), x, y, method="clead_online", contrastive_weight=1e-12)
+    c = fit(copy.deepcopy(init), x, y, method="clead_online", contrastive_weight=0.5)
+    assert max_state_diff(a, b) < 1e-4, max_state_diff(a, b)
+    assert max_state_diff(a, c) > 100 * max(max_state_diff(a, b), 1e-6)   # the comparison can fail
+
+
+def test_general_branch_mixes_clean_images_into_batchnorm(digits):
+    """The finding above, measured: at lambda = 1e-12 the BatchNorm running statistics also average the
+    clean half of each batch (and its batch statistics normalise the adversarial half)."""
+    x, y = digits[0][:96], digits[1][:96]
+    a = fit(bn_model(), x, y, method="pgd_at")
+    b = fit(bn_model(), x, y, method="clead_online", contrastive_weight=1e-12)
+    diff = max((bn_buffers(a)[k] - bn_buffers(b)[k]).abs().max().item()
+               for k in bn_buffers(a) if "running_" in k)
+    assert diff > 1e-3, diff
+
+
+def test_linear_head_stage_freezes_the_encoder_batchnorm(digits):
+    x, y = digits[0][:128], digits[1][:128]
+    model = fit(bn_model(), x, y, method="standard")      # running statistics away from their initial values
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head_before = model.classifier.weight.detach().clone()
+    model.train()
+    fa.train_linear_head(model, x, y, TrainConfig(epochs=1, **BASE), progress=False)
+    after = model.state_dict()
+    frozen = [k for k in before if not k.startswith("classifier.")]
+    changed = [k for k in frozen if not torch.equal(before[k], after[k])]
+    assert not changed, changed                          # weights AND running statistics, counters included
+    assert not torch.equal(head_before, model.classifier.weight)
+    assert all(p.requires_grad for p in model.parameters())     # unfrozen for whoever trains it next
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_batchnorm_buffers_resume_bit_for_bit(digits, tmp_path):
+    x, y = digits[0][:96], digits[1][:96]
+    cfg = TrainConfig(method="pgd_at", epochs=2, **BASE)
+    straight = train(bn_model(), x, y, cfg.replace(checkpoint_path=str(tmp_path / "a.pt")), dataset="mnist5k",
+                     progress=False).model
+
+    def kill(record, model):
+        if record["kind"] == "epoch" and record["epoch"] == 1:
+            raise Killed()
+
+    path = str(tmp_path / "b.pt")
+    with pytest.raises(Killed):
+        train(bn_model(), x, y, cfg.replace(checkpoint_path=path), dataset="mnist5k", progress=False, callback=kill)
+    assert int(load_checkpoint(path)["model"]["conv.1.num_batches_tracked"]) == 3
+    resumed = train(bn_model(seed=7), x, y, cfg.replace(checkpoint_path=path, resume=True), dataset="mnist5k",
+                    progress=False).model
+    s1, s2 = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1), [k for k in s1 if not torch.equal(s1[k], s2[k])]
+    assert int(s1["conv.1.num_batches_tracked"]) == 6
+
+
+def test_ddp_two_processes_agree_on_batchnorm_buffers(tmp_path, digits):
+    torch.save({"x": digits[0][:160].clone(), "y": digits[1][:160].clone()}, tmp_path / "data.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "ddp_bn_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"bn_rank{r}.pt", weights_only=True) for r in (0, 1))
+    s0, s1 = r0["state"], r1["state"]
+    differ = [k for k in s0 if not torch.equal(s0[k], s1[k])]
+    assert not differ, differ                     # parameters and BatchNorm buffers alike
+    assert s0["conv.1.running_mean"].abs().sum() > 0     # the statistics were actually updated
+    assert [e["val_pgd_acc"] for e in r0["epochs"]] == [e["val_pgd_acc"] for e in r1["epochs"]]
+    saved = load_checkpoint(tmp_path / "bn_ddp.pt")["model"]
+    assert all(torch.equal(saved[k], s0[k]) for k in s0)
