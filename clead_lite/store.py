@@ -36,17 +36,17 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .checkpoints import (CheckpointError, _default_mode, checkpoint_dir, load_checkpoint,
+from .checkpoints import (CheckpointError, checkpoint_dir, load_checkpoint,
                           load_model_state, model_metadata, read_manifest, save_checkpoint, sha256_file,
                           verify_checkpoint)
 from .models import MODELS, _unwrap, build_model
+from .safe_io import temp_path
 from .training import TRAIN_STEP_VERSION, TrainConfig
 
 __all__ = ["STORE_ENV", "KEY_FORMAT", "StoreHit", "store_dir", "data_fingerprint", "key_config", "model_key",
@@ -207,14 +207,13 @@ def load_model(hit: StoreHit, device: str | torch.device | None = "cpu") -> tupl
 
 # ============================================================================================== save
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_path(path)       # unique per writer; open() gives the usual mode (umask), unlike mkstemp's 0600
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "x") as fh:
             json.dump(data, fh, indent=2)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

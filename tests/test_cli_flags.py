@@ -113,12 +113,9 @@ def test_every_train_flag_has_a_case():
     assert flags == set(CASES)
 
 
-# issue 11 (another branch): `train --resume` fails with "resume=True needs checkpoint_path" because the config is
-# built before --out is known. strict: once that fix is merged this case passes and the marker must go.
-RESUME_BROKEN = pytest.mark.xfail(strict=True, reason="issue 11: train --resume is broken on this branch")
 
 
-@pytest.mark.parametrize("flag", [pytest.param(f, marks=RESUME_BROKEN) if f == "--resume" else f for f in CASES])
+@pytest.mark.parametrize("flag", CASES)
 def test_train_flag_changes_what_it_names(flag, recorder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     extra, get, expected = CASES[flag]
