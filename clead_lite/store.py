@@ -296,12 +296,15 @@ def describe_config(config: dict | TrainConfig) -> str:
     c = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     method = c.get("method")
     parts = [f"{c.get('epochs')} epoch(s)", f"batch {c.get('batch_size')}", f"lr {c.get('lr')} ({c.get('schedule')})"]
-    if method in ("pgd_at", "clead_online"):
-        alpha = c.get("alpha")
-        parts.append(f"PGD-{c.get('attack_steps')} training examples (eps {c.get('eps'):.4g}"
+    if method in ("pgd_at", "clead_online", "trades"):
+        eps, alpha = c.get("eps"), c.get("alpha")
+        attack = "FGSM-RS" if c.get("attack") == "fgsm_rs" else f"PGD-{c.get('attack_steps')}"
+        parts.append(f"{attack} training examples (eps {'of the dataset' if eps is None else f'{eps:.4g}'}"
                      + (f", alpha {alpha:.4g}" if alpha is not None else "")
                      + (f", eps warm-up over the first {c['eps_warmup']:.0%} of the steps" if c.get("eps_warmup") else "")
                      + ")")
+    if method == "trades":
+        parts.append(f"beta {c.get('trades_beta')}")
     if method == "clead_online":
         parts.append(f"lambda {c.get('contrastive_weight')}, tau {c.get('temperature')}")
     if method == "clead_faithful":

@@ -40,6 +40,13 @@ STANDARD = dict(epochs=2, batch_size=64, lr=0.05, seed=0)
 ROBUST = dict(epochs=3, batch_size=64, lr=0.05, seed=1, eps=0.3, alpha=0.05, steps=5, ramp=0.2)
 
 
+@pytest.fixture(autouse=True)
+def _private_model_store(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty model store (CLEAD_STORE): no test reads or fills the repository's
+    data/store, and no model stored by one test is found by another. Tests of the default location unset it."""
+    monkeypatch.setenv("CLEAD_STORE", str(tmp_path_factory.mktemp("store")))
+
+
 class Split(NamedTuple):
     """mnist5k: x (N, 1, 28, 28) float32 in [0, 1], y (N,) int64; 4,000 train and 1,000 test images."""
     x_train: torch.Tensor

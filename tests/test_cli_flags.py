@@ -16,12 +16,14 @@ import torch
 import clead_lite.data as data_module
 import clead_lite.evaluation as evaluation_module
 import clead_lite.faithful as fa
+import clead_lite.profiles as profiles_module
 import clead_lite.training as tr
 from clead_lite.__main__ import build_parser, main
 from clead_lite.checkpoints import ChecksumError, load_checkpoint, model_metadata, save_checkpoint, write_manifest_entry
 from clead_lite.models import SmallCNN
 from clead_lite.notebook_setup import load_or_train
 from clead_lite.profiles import get_profile
+from clead_lite.store import model_key
 from clead_lite.training import History, TrainConfig, TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +62,17 @@ def recorder(monkeypatch, tmp_path):
         return {"clean": 0.5, "fgsm": 0.4, "pgd": 0.3, "transfer": None, "n": len(y), "eps": kw["eps"],
                 "steps": kw["steps"], "restarts": kw["restarts"]}
 
+    def train_faithful(x, y, config, *, dataset=None, device=None, progress=True, **kw):
+        calls.update(config=config, dataset=dataset, device=str(device), progress=progress, n_train=len(y))
+        model = SmallCNN().eval()
+        save_checkpoint(config.checkpoint_path, {"model": model.state_dict(), **model_metadata(model)})
+        return fa.FaithfulResult(model=model, surrogate=SmallCNN().eval(), histories={}, config=config)
+
     monkeypatch.setattr(data_module, "load_dataset", load_dataset)
     monkeypatch.setattr(tr, "train", train)
+    monkeypatch.setattr(fa, "train_faithful", train_faithful)
+    # the device is passed on as asked (the real get_device refuses a missing GPU: tests/test_faults_*.py)
+    monkeypatch.setattr(profiles_module, "get_device", lambda d=None: torch.device(d or "cpu"))
     monkeypatch.setattr(evaluation_module, "evaluate", evaluate)
     monkeypatch.setattr(evaluation_module, "format_table", lambda rows: "<table>")
     return calls
@@ -103,14 +114,19 @@ CASES = {
     "--no-eval": (["--no-eval"], lambda c: c.get("evaluated", False), False),
     "--no-progress": (["--no-progress"], lambda c: c["progress"], False),
     "--json": (["--json", "OUT/run.json"], lambda c: Path("OUT/run.json").is_file(), True),
+    "--beta": (["--method", "trades", "--beta", "3"], cfg("trades_beta"), 3.0),
+    "--faithful-recipe": (["--method", "clead_faithful", "--faithful-recipe", "course-v1"], cfg("faithful_recipe"),
+                          "course-v1"),
 }
+# flags whose effect needs a filled model store: tested where the store is
+TESTED_ELSEWHERE = {"--retrain": "tests/test_store.py::test_cli_train_saves_into_the_store_and_the_second_run_loads"}
 
 
 def test_every_train_flag_has_a_case():
     parser = build_parser()
     train_parser = next(a for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict)).choices["train"]
     flags = {s for a in train_parser._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
-    assert flags == set(CASES)
+    assert flags == set(CASES) | set(TESTED_ELSEWHERE)
 
 
 
@@ -209,20 +225,23 @@ def test_load_or_train_uses_a_shipped_checkpoint(tmp_path, monkeypatch, capsys):
     path = save_checkpoint(folder / "mnist5k_pgd_at_quick.pt", {"model": shipped.state_dict(), **model_metadata(shipped),
                                                                 "history": history})
     monkeypatch.setenv("CLEAD_CHECKPOINT_DIR", str(folder))
+    profile = get_profile("quick")
+    x, y = torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.int64)
+    # a shipped checkpoint is found by its store key: everything that determines the model, data included
+    key = model_key("pgd_at", "mnist5k", "smallcnn", "quick", TrainConfig.from_profile(profile, "pgd_at"), x, y)
     write_manifest_entry(path, dataset="mnist5k", method="pgd_at", profile="quick", model="smallcnn", seed=0,
-                         metrics={"n": 100, "clean": 0.9, "pgd": 0.5, "steps": 20}, command="python -m clead_lite train",
-                         manifest=folder / "manifest.json")
+                         metrics={"n": 100, "clean": 0.9, "pgd": 0.5, "steps": 20, "restarts": 1, "eps": 0.3},
+                         command="python -m clead_lite train", manifest=folder / "manifest.json", key=key)
     trained = []
     monkeypatch.setattr(tr, "train", lambda *a, **k: trained.append(k) or
                         TrainResult(model=SmallCNN().eval(), history=History(), config=TrainConfig()))
-    profile = get_profile("quick")
-    x, y = torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.int64)
     model, hist = load_or_train("pgd_at", profile, x, y, torch.device("cpu"), live=False)
     assert not trained and not model.training
     assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), shipped.state_dict().values()))
     assert list(hist) == history
     out = capsys.readouterr().out
-    assert "loaded the shipped pgd_at checkpoint mnist5k_pgd_at_quick.pt (sha256 verified" in out and "PGD-20 50.0%" in out
+    assert "loaded the shipped pgd_at checkpoint mnist5k_pgd_at_quick.pt (sha256 verified" in out
+    assert "PGD-20 x 1 restart(s) 50.0%" in out
     # a change, or a profile without checkpoints, trains instead; a damaged file is refused
     load_or_train("pgd_at", profile, x, y, torch.device("cpu"), live=False, epochs=1)
     load_or_train("pgd_at", get_profile("smoke"), x, y, torch.device("cpu"), live=False)

@@ -202,5 +202,8 @@ def test_cli_train_saves_into_the_store_and_the_second_run_loads(folder, tmp_pat
     monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(1))
     assert main(args + ["--out", str(tmp_path / "b.pt")]) == 0
     assert "found this model in the store" in capsys.readouterr().out and not calls
+    with pytest.raises(AttributeError):  # --retrain trains although the store has the model (the stub returns None)
+        main(args + ["--out", str(tmp_path / "c.pt"), "--retrain"])
+    assert calls == [1]
     a, b = ck.load_checkpoint(tmp_path / "a.pt"), ck.load_checkpoint(tmp_path / "b.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
