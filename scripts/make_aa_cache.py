@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--out", default=None, help="the cache file (default: data/checkpoints/autoattack_cache.json)")
     args = parser.parse_args(argv)
 
     import torch
@@ -47,13 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         result = autoattack_accuracy(model, x_eval, y_eval, profile.eps, n=n, seed=0, return_details=True)
         record_result(result, model, x_eval, y_eval, label=f"{profile.dataset}/{method}/{profile.name}",
-                      checkpoint=path.name, checkpoint_sha256=entry["sha256"], command=command,
+                      checkpoint=path.name, checkpoint_sha256=entry["sha256"], command=command, path=args.out,
                       images=f"{profile.dataset} test split (load_data), first {profile.n_eval}; "
                              f"seeded subset of {n} (seed 0)")
         print(f"{method}: AutoAttack {result.accuracy:.1%} on {n} images (clean {result.clean_accuracy:.1%}), "
               f"attacks run: {', '.join(result.attacks_run) or '-'}; {time.perf_counter() - start:.0f} s with "
               f"{torch.get_num_threads()} thread(s)", flush=True)
-    print(f"wrote {cache_path()}")
+    print(f"wrote {args.out or cache_path()}")
     return 0
 
 
