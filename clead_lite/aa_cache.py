@@ -157,8 +157,9 @@ class CachedAutoAttack:
         text = (f"AutoAttack (standard) {self.accuracy:.1%} +- {self.stderr:.1%} (1 s.e.) on {self.n} images")
         if self.source == "cache":
             e = self.entry or {}
-            text += (f", from the cache (run {e.get('created', '?')[:10]} in {e.get('seconds', '?')} s, "
-                     f"pyautoattack {e.get('pyautoattack', '?')}); re-checked live on {self.n_checked}: "
+            text += (f", from the cache (run {e.get('created', '?')[:10]} on {e.get('device', '?')} with "
+                     f"{e.get('threads', '?')} thread(s), pyautoattack {e.get('pyautoattack', '?')}); "
+                     f"re-checked live on {self.n_checked}: "
                      f"{self.agree}/{self.n_checked} outcomes agree ({self.live_seconds:.0f} s)")
         else:
             text += f", run live ({self.seconds:.0f} s; no cached result for this model and these images)"

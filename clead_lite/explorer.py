@@ -296,7 +296,7 @@ def draw_map(ax, data: ExplorerData, model: str, attack: str, eps: float, mode: 
         ax.scatter([u0], [v0], s=180, facecolors="none", edgecolors="black", linewidths=2.5, marker="o")
         ax.scatter([u1], [v1], s=220, facecolors="none", edgecolors="black", linewidths=2.5, marker="^")
     ax.set_title(f"{model}: {attack} eps = {eps:.3g} ({data.space})\n"
-                 "o clean, ^ adversarial (one UMAP on both)", fontsize=13)
+                 "o clean, ^ adversarial (one UMAP on both)", fontsize=12)
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.grid(False)
@@ -405,7 +405,7 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         # Fixed layouts (no tight_layout per redraw) and Agg canvases: the map's scatter is drawn once per
         # (model, attack, eps, colour) and kept as a background; selecting a point only blits the marker.
         self._map_fig = Figure(figsize=(6.6, 5.4), dpi=_DPI)
-        self._map_fig.subplots_adjust(left=0.11, right=0.66, bottom=0.11, top=0.86)
+        self._map_fig.subplots_adjust(left=0.15, right=0.67, bottom=0.11, top=0.86)
         self._map_ax = self._map_fig.add_subplot(1, 1, 1)
         self._map_canvas = FigureCanvasAgg(self._map_fig)
         self._maps: dict = {}                                # (model, attack, eps, colour) -> cached map pixels
