@@ -278,8 +278,9 @@ def _point_colors(data: ExplorerData, e: dict, mode: str) -> tuple[np.ndarray, n
 
 
 def draw_map(ax, data: ExplorerData, model: str, attack: str, eps: float, mode: str = "class",
-             index: int | None = None) -> None:
-    """Scatter the shared UMAP map (clean: circles, adversarial: triangles) into `ax`; mark point `index`."""
+             index: int | None = None, legend: bool = True) -> None:
+    """Scatter the shared UMAP map (clean: circles, adversarial: triangles) into `ax`; mark point `index`;
+    legend: draw the colour legend right of the axes (False: leave it to a neighbouring panel)."""
     e = data.entry(model, attack, eps)
     n = len(data.y)
     xy = e["coords"]
@@ -295,12 +296,14 @@ def draw_map(ax, data: ExplorerData, model: str, attack: str, eps: float, mode: 
         ax.scatter([u0], [v0], s=180, facecolors="none", edgecolors="black", linewidths=2.5, marker="o")
         ax.scatter([u1], [v1], s=220, facecolors="none", edgecolors="black", linewidths=2.5, marker="^")
     ax.set_title(f"{model}: {attack} eps = {eps:.3g} ({data.space})\n"
-                 "o clean, ^ adversarial (one UMAP on both)", fontsize=13)
+                 "o clean, ^ adversarial (one UMAP on both)", fontsize=12)
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.grid(False)
     legend_title = {"class": "true class", "clean / adversarial": None, "fooled": None}[mode]
-    ax.legend(handles=handles, title=legend_title, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5),
+    if not legend:
+        return
+    ax.legend(handles=handles, title=legend_title, fontsize=12, loc="center left", bbox_to_anchor=(1.01, 0.5),
               frameon=False, markerscale=1.2)
 
 
@@ -367,7 +370,7 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         n = len(data.y)
         if not 0 <= index < n:
             raise ValueError(f"index must be in [0, {n - 1}], got {index}")
-        wide = widgets.Layout(width="330px")
+        wide = widgets.Layout(width="320px")       # three in a row: 960 px of the 1,024 a projector shows
         self.model_dropdown = widgets.Dropdown(options=list(data.models), value=model, description="model",
                                                layout=wide)
         self.attack_dropdown = widgets.Dropdown(options=list(data.attacks), value=attack, description="attack",
@@ -383,8 +386,9 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         self.find_v = widgets.FloatText(value=0.0, description="v", layout=widgets.Layout(width="150px"))
         self.find_button = widgets.Button(description="select nearest point", icon="crosshairs",
                                           layout=widgets.Layout(width="auto"))
-        self.plot = widgets.Image(format="png", layout=widgets.Layout(width="600px"))
-        self.images = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
+        # map 528 px + images 460 px (in a 470 px column): 998 px, within a 1,024-pixel projector
+        self.plot = widgets.Image(format="png", layout=widgets.Layout(width="528px"))
+        self.images = widgets.Image(format="png", layout=widgets.Layout(width="460px"))
         self.caption = widgets.HTML()
         self.metrics = widgets.HTML()
         self.status = widgets.HTML()
@@ -400,13 +404,13 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
         self.render_count = 0
         # Fixed layouts (no tight_layout per redraw) and Agg canvases: the map's scatter is drawn once per
         # (model, attack, eps, colour) and kept as a background; selecting a point only blits the marker.
-        self._map_fig = Figure(figsize=(7.5, 5.6), dpi=_DPI)
-        self._map_fig.subplots_adjust(left=0.1, right=0.7, bottom=0.1, top=0.88)
+        self._map_fig = Figure(figsize=(6.6, 5.4), dpi=_DPI)
+        self._map_fig.subplots_adjust(left=0.15, right=0.67, bottom=0.11, top=0.86)
         self._map_ax = self._map_fig.add_subplot(1, 1, 1)
         self._map_canvas = FigureCanvasAgg(self._map_fig)
         self._maps: dict = {}                                # (model, attack, eps, colour) -> cached map pixels
         self._marks: list = []
-        self._img_fig = Figure(figsize=(6.0, 2.7), dpi=_DPI)
+        self._img_fig = Figure(figsize=(5.75, 2.7), dpi=_DPI)
         self._img_fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.78, wspace=0.1)
         self._img_axes = self._img_fig.subplots(1, 3)
         self._img_canvas = FigureCanvasAgg(self._img_fig)
@@ -415,7 +419,7 @@ class EmbeddingExplorer(_widget_base()):  # type: ignore[misc]
                                  self.color_buttons,
                                  widgets.HBox([self.point_slider, self.next_fooled_button]),
                                  widgets.HBox([self.find_u, self.find_v, self.find_button, self.status])])
-        right = widgets.VBox([self.images, self.caption, self.metrics], layout=widgets.Layout(width="490px"))
+        right = widgets.VBox([self.images, self.caption, self.metrics], layout=widgets.Layout(width="470px"))
         body = widgets.HBox([self.plot, right], layout=widgets.Layout(flex_flow="row wrap"))  # wraps when narrow
         super().__init__([controls, body])
         for w in (self.model_dropdown, self.attack_dropdown, self.eps_slider, self.color_buttons, self.point_slider):

@@ -24,6 +24,9 @@ from .validate import check_choice, check_eps, check_images, check_int
 
 CLEAN_COLOR = "#1f77b4"
 ADV_COLOR = "#d62728"
+MAX_FIG_WIDTH = 10.0      # inches: wider figures are shrunk to the page and unreadable on a projector
+MIN_FONT_SIZE = 12        # points: the smallest text any figure here uses (with notebook_setup.PROJECTOR_RC)
+MAX_WIDGET_PX = 1024      # pixels: the widest a widget may be (a 1,024 x 768 projector)
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -57,6 +60,7 @@ def show_images(x: torch.Tensor, labels: torch.Tensor | None = None, preds: torc
     n = x.shape[0]
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
+    size = min(size, MAX_FIG_WIDTH / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, 1.25 * size * nrows + (0.6 if title else 0.2)),
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -98,6 +102,13 @@ def _perturbation_titles(x, x_adv, probs_clean, probs_adv, classes, label):
             ADV_COLOR if k_adv != k_clean else "black", img)
 
 
+def _perturbation_axes(fig) -> list:
+    """Four axes on a 2 x 2 grid: [clean (top left), perturbation (bottom left), adversarial (top right),
+    probability bars (bottom right)] (wrapped rather than one 15-inch row: readable on a projector)."""
+    grid = fig.subplots(2, 2, gridspec_kw={"width_ratios": [1, 1.25]})
+    return [grid[0, 0], grid[1, 0], grid[0, 1], grid[1, 1]]
+
+
 def _draw_perturbation(axes, x, x_adv, probs_clean, probs_adv, classes, label=None) -> None:
     """Draw image / perturbation / adversarial image / probability bars into 4 axes."""
     for ax in axes:
@@ -122,7 +133,7 @@ def _draw_perturbation(axes, x, x_adv, probs_clean, probs_adv, classes, label=No
     axes[3].invert_yaxis()
     axes[3].set_xlim(0, 1)
     axes[3].set_xlabel("predicted probability")
-    axes[3].legend(loc="lower right", fontsize=11)
+    axes[3].legend(loc="lower right", fontsize=MIN_FONT_SIZE)
 
 
 def _refresh_perturbation(axes, x, x_adv, probs_clean, probs_adv, classes, label=None) -> None:
@@ -148,7 +159,8 @@ def plot_perturbation(x: torch.Tensor, x_adv: torch.Tensor, probs_clean: torch.T
     """
     x, x_adv = _single(x, "x"), _single(x_adv, "x_adv")
     probs_clean, probs_adv = probs_clean.reshape(-1), probs_adv.reshape(-1)
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 1, 1.5]})
+    fig = plt.figure(figsize=(9, 7.5))
+    axes = _perturbation_axes(fig)
     _draw_perturbation(axes, x, x_adv, probs_clean, probs_adv, classes, label)
     fig.tight_layout()
     return fig
@@ -248,8 +260,13 @@ def plot_history(histories, panels: Mapping[str, str] | None = None, title: str 
     if not shown:
         cols = sorted({c for df in runs.values() for c in df.columns})
         raise ValueError(f"no panel column {sorted(panels.values())} in the history; its columns: {cols}")
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
-    for ax, (panel, col) in zip(axes[0], shown):
+    ncols = min(2, len(shown))              # wrapped: 4 panels as 2 x 2, not one 18-inch row
+    nrows = -(-len(shown) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.8 * nrows + (0.5 if title else 0)),
+                             squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    for ax, (panel, col) in zip(axes.flat, shown):
         for name, df in runs.items():
             if col not in df.columns:
                 continue
@@ -261,7 +278,7 @@ def plot_history(histories, panels: Mapping[str, str] | None = None, title: str 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("%" if "acc" in col else "")
         if len(runs) > 1:
-            ax.legend(fontsize=10)
+            ax.legend(fontsize=MIN_FONT_SIZE)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -293,7 +310,7 @@ def plot_similarity_matrix(views: Sequence[torch.Tensor], names: Sequence[str] |
     n = sim.shape[0]
     ticks = [f"{nm[:5]}{'' if labels is None else ':' + str(int(labels[j]))}" for nm in names for j in range(b)]
     annotate = n <= 12 if annotate is None else annotate
-    side = min(12.0, 3.0 + 0.35 * n)
+    side = min(MAX_FIG_WIDTH - 1.5, 3.0 + 0.35 * n)
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     sns.heatmap(sim, ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", square=True, annot=annotate, fmt=".2f",
                 xticklabels=ticks if n <= 40 else False, yticklabels=ticks if n <= 40 else False,
@@ -423,20 +440,21 @@ class AttackExplorer(_explorer_base()):  # type: ignore[misc]
         step = max(eps_max / 100, 1e-4)
         self.eps_slider = widgets.FloatSlider(value=eps, min=0.0, max=eps_max, step=step, description="eps",
                                               readout_format=".3f", continuous_update=False,
-                                              layout=widgets.Layout(width="420px"))
+                                              layout=widgets.Layout(width="380px"))
         self.attack_dropdown = widgets.Dropdown(options=list(attacks), value=attacks[0], description="attack",
-                                                layout=widgets.Layout(width="220px"))
+                                                layout=widgets.Layout(width="200px"))
         self.index_slider = widgets.IntSlider(value=0, min=0, max=len(x) - 1, description="image",
-                                              continuous_update=False, layout=widgets.Layout(width="420px"))
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="960px"))
+                                              continuous_update=False, layout=widgets.Layout(width="380px"))
+        # 9 x 6.6 inches at 80 dpi: a 720 x 528 pixel picture (controls: 960 px; all within 1,024 px)
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="720px"))
         self.text = widgets.HTML()
         for w, css in ((self, "clead-attack-explorer"), (self.eps_slider, "clead-eps-slider"),
                        (self.attack_dropdown, "clead-attack-dropdown"), (self.index_slider, "clead-index-slider"),
                        (self.image, "clead-explorer-image"), (self.text, "clead-explorer-text")):
             w.add_class(css)
-        self._fig = Figure(figsize=(12, 3.8), dpi=80)
+        self._fig = Figure(figsize=(9, 6.6), dpi=80)
         FigureCanvasAgg(self._fig)  # attaches itself as fig.canvas: tight_layout and drawing use Agg
-        self._axes = self._fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1, 1.5]})
+        self._axes = _perturbation_axes(self._fig)
         self._drawn = False
         self.render_count = 0
         controls = widgets.HBox([self.attack_dropdown, self.eps_slider, self.index_slider])
@@ -471,7 +489,7 @@ class AttackExplorer(_explorer_base()):  # type: ignore[misc]
         else:
             _draw_perturbation(self._axes, r["x"], r["x_adv"], r["probs_clean"], r["probs_adv"], self.classes,
                                r["label"])
-            self._fig.subplots_adjust(left=0.01, right=0.985, top=0.78, bottom=0.15, wspace=0.22)
+            self._fig.tight_layout()   # once: later refreshes keep this layout (titles keep their length)
             self._drawn = True
         self.image.value = _fig_png(self._fig)
         self.render_count += 1

@@ -1,0 +1,201 @@
+"""AutoAttack results cached for shipped models, re-checked live on a small subset.
+
+The standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) on 200 MNIST images of a robust SmallCNN costs about
+5 minutes of one CPU thread per model: too slow for a class. `scripts/make_aa_cache.py` runs it once per
+shipped checkpoint and writes the per-image outcomes to `data/checkpoints/autoattack_cache.json`, keyed by
+
+- the sha256 of the model's weights (so it applies however the model was loaded: checkpoint, store, copy),
+- the sha256 of the evaluated images and labels, and the threat model (norm, eps), version, n and seed.
+
+`autoattack_with_cache` returns the cached outcome when one matches and runs the same standard AutoAttack live
+on `n_check` of the cached images, reporting how many per-image outcomes agree; with no match it runs
+AutoAttack live on all n images (and says so). Floor 2: imports `checkpoints`, `evaluation`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .checkpoints import _strip_prefixes, checkpoint_dir
+from .evaluation import AutoAttackResult, _subset, autoattack_accuracy
+from .validate import check_int
+
+CACHE_NAME = "autoattack_cache.json"
+
+__all__ = ["CACHE_NAME", "CachedAutoAttack", "autoattack_with_cache", "cache_path", "find_entry",
+           "images_sha256", "read_cache", "record_result", "weights_sha256"]
+
+
+def cache_path() -> Path:
+    """The cache file: `autoattack_cache.json` beside the checkpoint manifest."""
+    return checkpoint_dir() / CACHE_NAME
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """Hex sha256 of the model's state dict (names, dtypes, shapes, values; DDP/compile prefixes removed).
+    Independent of device and memory layout (channels_last), so a model identifies itself however loaded."""
+    h = hashlib.sha256()
+    for name, value in sorted(_strip_prefixes(model.state_dict()).items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def images_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    """Hex sha256 of images x: (N, C, H, W) float (hashed as float32) and labels y: (N,) (hashed as int64)."""
+    h = hashlib.sha256()
+    xs = x.detach().cpu().float().contiguous()
+    h.update(f"{tuple(xs.shape)}|".encode())
+    h.update(xs.numpy().tobytes())
+    h.update(y.detach().cpu().long().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_cache(path: str | os.PathLike | None = None) -> dict:
+    """The cache as {'format': 1, 'entries': [...]} (empty when the file does not exist)."""
+    path = Path(path) if path is not None else cache_path()
+    if not path.exists():
+        return {"format": 1, "entries": []}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        raise ValueError(f"{path} is not an AutoAttack cache (expected an object with an 'entries' list)")
+    return data
+
+
+def _key(weights: str, images: str, eps: float, norm: str, version: str, n: int, seed: int) -> tuple:
+    return (weights, images, round(float(eps), 6), norm.lower(), version, int(n), int(seed))
+
+
+def _entry_key(e: dict) -> tuple:
+    return _key(e["weights_sha256"], e["images_sha256"], e["eps"], e["norm"], e["version"], e["n"], e["seed"])
+
+
+def find_entry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, n: int, seed: int = 0,
+               norm: str = "Linf", version: str = "standard", path: str | os.PathLike | None = None) -> dict | None:
+    """The cached entry for this model (by weights), these images and these settings, else None."""
+    key = _key(weights_sha256(model), images_sha256(x, y), eps, norm, version, n, seed)
+    return next((e for e in read_cache(path)["entries"] if _entry_key(e) == key), None)
+
+
+def record_result(result: AutoAttackResult, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                  label: str, checkpoint: str | None = None, checkpoint_sha256: str | None = None,
+                  images: str = "", command: str = "", path: str | os.PathLike | None = None) -> dict:
+    """Write (or replace) the entry of one AutoAttack run on (model, x, y) into the cache; returns it.
+
+    result: `autoattack_accuracy(model, x, y, ..., return_details=True)` on these x, y."""
+    import pyautoattack  # noqa: F401  (only for its version)
+    from importlib.metadata import version as _version
+    path = Path(path) if path is not None else cache_path()
+    entry = {
+        "label": label, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
+        "weights_sha256": weights_sha256(model), "images_sha256": images_sha256(x, y), "images": images,
+        "eps": result.eps, "norm": result.norm, "version": result.version, "n": result.n, "seed": result.seed,
+        "accuracy": result.accuracy, "clean_accuracy": result.clean_accuracy,
+        "attacks_run": result.attacks_run, "accuracy_after": result.accuracy_after,
+        "indices": [int(i) for i in result.indices],
+        "correct": "".join("1" if c else "0" for c in result.correct.tolist()),
+        "seconds": round(result.seconds, 1), "threads": torch.get_num_threads(),
+        "device": str(next(model.parameters()).device), "torch": torch.__version__,
+        "pyautoattack": _version("pyautoattack"), "command": command,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    data = read_cache(path)
+    data["entries"] = [e for e in data["entries"] if _entry_key(e) != _entry_key(entry)] + [entry]
+    data["entries"].sort(key=lambda e: (e.get("label") or "", e["weights_sha256"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return entry
+
+
+@dataclass
+class CachedAutoAttack:
+    """AutoAttack's robust accuracy on n images, from the cache (source 'cache') or run here ('live').
+
+    accuracy, clean_accuracy in [0, 1] on the n images; stderr: its binomial standard error sqrt(p(1-p)/n);
+    seconds: what the full run cost (when and where it ran: `entry`); n_checked / agree: images re-attacked
+    live and how many of their outcomes (robust or broken) equal the cached ones; live: that run."""
+    accuracy: float
+    clean_accuracy: float
+    n: int
+    source: str
+    attacks_run: list[str]
+    seconds: float
+    correct: torch.Tensor = field(repr=False)      # (n,) bool
+    indices: torch.Tensor = field(repr=False)      # (n,) int64 positions in x
+    n_checked: int = 0
+    agree: int = 0
+    live_seconds: float = 0.0
+    live: AutoAttackResult | None = field(default=None, repr=False)
+    entry: dict | None = field(default=None, repr=False)
+
+    @property
+    def stderr(self) -> float:
+        p = self.accuracy
+        return math.sqrt(p * (1 - p) / self.n) if self.n else math.nan
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.n_checked if self.n_checked else math.nan
+
+    def describe(self) -> str:
+        text = (f"AutoAttack (standard) {self.accuracy:.1%} +- {self.stderr:.1%} (1 s.e.) on {self.n} images")
+        if self.source == "cache":
+            e = self.entry or {}
+            text += (f", from the cache (run {e.get('created', '?')[:10]} on {e.get('device', '?')} with "
+                     f"{e.get('threads', '?')} thread(s), pyautoattack {e.get('pyautoattack', '?')}); "
+                     f"re-checked live on {self.n_checked}: "
+                     f"{self.agree}/{self.n_checked} outcomes agree ({self.live_seconds:.0f} s)")
+        else:
+            text += f", run live ({self.seconds:.0f} s; no cached result for this model and these images)"
+        return text
+
+
+def autoattack_with_cache(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, n: int,
+                          seed: int = 0, n_check: int = 32, norm: str = "Linf",
+                          path: str | os.PathLike | None = None, batch_size: int = 500) -> CachedAutoAttack:
+    """Standard AutoAttack's robust accuracy of `model` on a seeded subset of n of (x, y), cached when possible.
+
+    x: (N, C, H, W) in [0, 1]; y: (N,) int64; the subset is `autoattack_accuracy`'s (n, seed). With a cache
+    entry for these weights, images and settings: its outcome, and the standard AutoAttack run live on the
+    first n_check images of the subset (0: no live check). Without one: AutoAttack live on all n images."""
+    check_int(n, "n")
+    check_int(n_check, "n_check", minimum=0)
+    entry = find_entry(model, x, y, eps, n=n, seed=seed, norm=norm, path=path)
+    if entry is None:
+        r = autoattack_accuracy(model, x, y, eps, norm=norm, n=n, seed=seed, batch_size=batch_size,
+                                return_details=True)
+        return CachedAutoAttack(r.accuracy, r.clean_accuracy, r.n, "live", r.attacks_run, r.seconds,
+                                r.correct, r.indices, live=r)
+    indices = torch.tensor(entry["indices"], dtype=torch.long)
+    if not torch.equal(indices, _subset(x.shape[0], n, seed)):
+        raise ValueError("the cached subset differs from autoattack_accuracy's seeded subset; rebuild the cache "
+                         "with scripts/make_aa_cache.py")
+    correct = torch.tensor([c == "1" for c in entry["correct"]])
+    result = CachedAutoAttack(entry["accuracy"], entry["clean_accuracy"], entry["n"], "cache",
+                              list(entry["attacks_run"]), float(entry["seconds"]), correct, indices, entry=entry)
+    k = min(n_check, n)
+    if k:
+        start = time.perf_counter()
+        check = indices[:k]
+        live = autoattack_accuracy(model, x[check], y[check], eps, norm=norm, seed=seed, batch_size=batch_size,
+                                   return_details=True)
+        result.live, result.n_checked = live, k
+        result.agree = int((live.correct == correct[:k]).sum())
+        result.live_seconds = time.perf_counter() - start
+    return result
