@@ -170,7 +170,7 @@ def test_notebook_widgets_render_and_respond_in_jupyterlab(name, lab, browser):
     base, token, _ = lab
     stem = name.removesuffix(".ipynb")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1024, "height": 1000})
     try:
         # a fresh workspace per notebook: JupyterLab must not restore the previous test's notebook as well
         page.goto(f"{base}/lab/workspaces/{stem}/tree/{name}?reset&token={token}")

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from clead_lite.budget import budget_markdown, lambda_markdown, load_points, plot_budget_curve, point_name
 

@@ -18,7 +18,6 @@ notebook 01) builds and reacts with 7.7.1, and the embedding explorer's widget t
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess

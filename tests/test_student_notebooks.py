@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import io
 import re
-import sys
 from pathlib import Path
 
 import nbformat
