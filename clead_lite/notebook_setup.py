@@ -234,3 +234,49 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
           + (f"\nsaved to the model store: {path} (the next notebook or command asking for it loads it)"
              if path else ""))
     return LoadedModel(result.model.eval(), result.history, result.config, "trained", path)
+
+
+def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.device, surrogate: torch.nn.Module,
+                           *, progress: bool = True):
+    """The `clead_faithful` model for this profile: (model in eval mode on `device`, FaithfulResult or None).
+
+    Where it comes from, in order: the shipped checkpoint (quick: trained with the 'course-v1' recipe, which the
+    message says, from the manifest's `recipe_note`); the model store (key: the profile's faithful config and the
+    training images; the surrogate is the profile's standard model, itself determined by its own key); else
+    `faithful.train_faithful` here, with `surrogate` (a copy: stage 1 skipped), saved into the store outside
+    smoke, so that notebooks 05, 06 and 07 train it once. The FaithfulResult (views, histories) comes back only
+    when it was trained here.
+    """
+    import copy
+
+    from .checkpoints import find_checkpoint, load_pretrained
+    from .faithful import train_faithful
+    from .store import find, load_model, model_key, save_model, store_dir
+    from .training import TrainConfig
+
+    config = TrainConfig.from_profile(profile, "clead_faithful").resolved(profile.dataset)
+    key = None
+    if profile.use_checkpoints:
+        shipped = find_checkpoint(profile.dataset, "clead_faithful", profile.name, profile.model)
+        if shipped is not None:
+            model, entry = load_pretrained(profile.dataset, "clead_faithful", profile.name, profile.model,
+                                           device=device)
+            note = entry.get("recipe_note")
+            print(f"loaded the shipped clead_faithful checkpoint {shipped.name} (sha256 verified)"
+                  + (f".\nNote: it was {note}." if note else "."))
+            return model.eval(), None
+        key = model_key("clead_faithful", profile.dataset, profile.model, profile.name, config, x_train, y_train)
+        hit = find(key)
+        if hit is not None:
+            model, _ = load_model(hit, device)
+            print(f"loaded the clead_faithful model from the model store, {hit.path.name} (sha256 verified)")
+            return model.eval(), None
+    result = train_faithful(x_train, y_train, config, dataset=profile.dataset, surrogate=copy.deepcopy(surrogate),
+                            device=device, progress=progress)
+    path = None
+    if key is not None and store_dir() is not None:
+        path = save_model(key, result.model, config, result.history, seconds=result.seconds,
+                          command=f"load_or_train_faithful(profile {profile.name!r})")
+    print(f"faithful pipeline trained in {result.seconds:.0f} s"
+          + (f"; saved to the model store: {path}" if path else ""))
+    return result.model.eval(), result

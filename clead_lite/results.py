@@ -188,6 +188,9 @@ def paired_differences(frame: pd.DataFrame, baseline: str = "pgd_at", n_boot: in
 def differences_markdown(frame: pd.DataFrame, baseline: str = "pgd_at") -> str:
     """`paired_differences` as a markdown table, in accuracy points."""
     diffs = paired_differences(frame, baseline)
+    if not len(diffs):
+        return (f"Paired differences from {baseline}: none yet (they need per-image APGD-CE+T outcomes on the same "
+                "images and seeds for both methods; `benchmarks/run_results.py` records them for new rows).")
     lines = [f"| dataset | method − {baseline} | seeds | images per seed | APGD-CE+T difference (points) | "
              f"95 % paired bootstrap CI | McNemar per seed (only method right / only {baseline} right, exact p) |",
              "|---|---|---|---|---|---|---|"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh) and run every test: the package's unit tests, the notebooks executed top to bottom
-# in the smoke profile (nbval), and the real-browser test (headless Chromium from Debian's packages).
+# in the smoke profile (nbval), the real-browser test (headless Chromium from Debian's packages), then the
+# mutation check's fast subset (scripts/mutants.py --fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,4 +14,6 @@ if [[ ! -x /usr/bin/chromium ]]; then
   fi
 fi
 export CLEAD_PROFILE=smoke MPLBACKEND=Agg PYTHONHASHSEED=0
-exec .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider -q -ra "$@"
+.venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider -q -ra "$@"
+# the mutation check: deliberate bugs that the tests above must catch (the fast subset; --all: scripts/mutants.py)
+.venv/bin/python scripts/mutants.py --fast

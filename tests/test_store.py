@@ -161,6 +161,30 @@ def test_load_or_train_trains_once_then_loads(folder, monkeypatch):
     assert get_profile("smoke").use_checkpoints is False  # smoke itself never uses the store
 
 
+def test_load_or_train_faithful_trains_once_then_loads(folder, monkeypatch):
+    import clead_lite.faithful as faithful
+    from clead_lite.models import SmallCNN
+    from clead_lite.notebook_setup import load_or_train_faithful
+    profile = get_profile("smoke").replace(use_checkpoints=True)
+    x, y = tiny_data(64)
+    calls = []
+
+    def fake_train_faithful(x_train, y_train, config, **kw):    # the pipeline itself is tested in test_faithful
+        calls.append(config)
+        torch.manual_seed(len(calls))
+        return faithful.FaithfulResult(model=SmallCNN().eval(), surrogate=kw["surrogate"], histories={},
+                                       config=config, seconds=1.0)
+
+    monkeypatch.setattr(faithful, "train_faithful", fake_train_faithful)
+    first, result = load_or_train_faithful(profile, x, y, "cpu", surrogate=SmallCNN(), progress=False)
+    assert len(calls) == 1 and result is not None and calls[0].method == "clead_faithful"
+    second, again = load_or_train_faithful(profile, x, y, "cpu", surrogate=SmallCNN(), progress=False)
+    assert len(calls) == 1 and again is None, "the second call must load the stored model, not train"
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    load_or_train_faithful(profile, x[:32], y[:32], "cpu", surrogate=SmallCNN(), progress=False)
+    assert len(calls) == 2                                       # other training images: another model
+
+
 def test_cli_store_list_and_clear(folder, capsys):
     x, y = tiny_data()
     key, cfg = key_for(x, y)
