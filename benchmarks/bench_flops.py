@@ -140,6 +140,10 @@ def training_work(profile: Profile, method: str) -> list[tuple]:
     if method == "pgd_at":
         name = f"PGD-AT ({cfg.attack}, {cfg.attack_steps} step(s))"
         return [(name, "input_grad", e * n * cfg.attack_steps), (name, "train", e * n)] + _validation(cfg, e)
+    if method == "trades":   # the KL attack (fwd + bwd per step, one clean forward for its target), 2 branches
+        name = f"TRADES ({cfg.attack_steps} KL step(s), clean + adversarial forwards)"
+        return [(name, "input_grad", e * n * cfg.attack_steps), (name, "fwd", e * n),
+                (name, "train_all", 2 * e * n)] + _validation(cfg, e)
     if method == "clead_online":
         name = f"C-LEAD online ({cfg.attack}, clean + adversarial batch)"
         return [(name, "input_grad", e * n * cfg.attack_steps), (name, "train_all", 2 * e * n)] + _validation(cfg, e)
@@ -189,8 +193,12 @@ def notebook_work(profile: Profile, aa_upper: bool = False) -> dict[str, list[tu
         ("steps x restarts grid", "input_grad", n * grid), ("steps x restarts grid", "fwd", n * sum(restart_list) * len(step_list)),
         ("accuracy vs eps (7 eps x noise, FGSM, PGD)", "input_grad", 7 * n * (1 + s)),
         ("accuracy vs eps", "fwd", 7 * 3 * n), ("torchattacks cross-check", "input_grad", 2 * n_x * (1 + 2 * s))]
-    work["03_adversarial_training"] = training_work(profile, "pgd_at") + 2 * _evaluate(n, s, r, False) + [
-        ("PGD accuracy vs eps (2 models x 7 eps)", "input_grad", 2 * 7 * n * s), ("PGD accuracy vs eps", "fwd", 2 * 7 * n)]
+    # TRADES: trained in 03 on the CPU profiles; the GPU profiles only load it from the store (it would not fit)
+    k = 2 if profile.name in ("colab", "paper") else 3
+    work["03_adversarial_training"] = training_work(profile, "pgd_at") + k * _evaluate(n, s, r, False) + [
+        (f"PGD accuracy vs eps ({k} models x 7 eps)", "input_grad", k * 7 * n * s), ("PGD accuracy vs eps", "fwd", k * 7 * n)]
+    if k == 3:
+        work["03_adversarial_training"] += training_work(profile, "trades")
     enc_cfg = TrainConfig.from_profile(profile, "standard", epochs=max(1, profile.epochs // 2))
     n_ref, n_query = min(n_train, 2000), min(n_test, 1000)
     work["04_contrastive_learning"] = [

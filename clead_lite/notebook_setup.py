@@ -180,7 +180,7 @@ def train_config_used(method: str, profile: Profile, x_train, y_train, **changes
 
 
 def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch.device, *, live: bool = True,
-                  title: str | None = None, **changes) -> LoadedModel:
+                  title: str | None = None, only_stored: bool = False, **changes) -> LoadedModel:
     """A model trained with `method` ('standard', 'pgd_at', 'clead_online') on (x_train, y_train).
 
     With `profile.use_checkpoints` (quick, full) it comes from the model store when one with the same key exists
@@ -190,6 +190,7 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
     smoke, saved into the store, so the next notebook that asks for it loads it.
 
     changes: TrainConfig fields that override the profile's (a different key: a different model).
+    only_stored: never train; without a shipped or stored model, say how to train it and return model None.
     Returns a LoadedModel: unpacks as (model in eval mode on `device`, history); history is a
     `training.History` (list of records; `.frame('epoch')`) or None when the stored model has none;
     `.config` is the config the model was trained with (printed too).
@@ -218,6 +219,11 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
               f"Trained by: {hit.entry.get('command') or 'an unrecorded command'}\n"
               "Other settings train a new model (pass a change, e.g. epochs=...; CLEAD_PROFILE=smoke always trains).")
         return LoadedModel(model.eval(), history, used, hit.source, hit.path)
+    if only_stored:
+        print(f"no {method} model for these settings in the model store: not trained here (it would not fit this "
+              f"notebook's time budget). To add it: python -m clead_lite train --method {method} "
+              f"--profile {profile.name} --dataset {profile.dataset}")
+        return LoadedModel(None, None, config, "missing", None)
     with torch.random.fork_rng(devices=[]):   # the initial weights depend on the seed only, not on earlier cells
         torch.manual_seed(config.seed)
         model = build_model(profile.model, num_classes=profile.info.num_classes)
