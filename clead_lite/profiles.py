@@ -163,6 +163,9 @@ def get_profile(name: str | None = None, dataset: str | None = None) -> Profile:
     return profile
 
 
+_DEVICES_ALLOWED = "'cpu', 'cuda', 'cuda:N', 'mps'"  # device-ok: the names an error message offers
+
+
 def get_device(device: str | torch.device | None = None) -> torch.device:
     """The device, chosen once: the argument, else `$CLEAD_DEVICE`, else CUDA when available, else CPU."""
     source = "the device argument"
@@ -175,7 +178,7 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     try:
         parsed = torch.device(str(device).strip().lower())
     except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"unknown device {device!r} (from {source}); allowed: 'cpu', 'cuda', 'cuda:N', 'mps'")
+        raise ValueError(f"unknown device {device!r} (from {source}); allowed: {_DEVICES_ALLOWED}")
     return _check_available(parsed, source)
 
 
@@ -193,8 +196,7 @@ def _check_available(device: torch.device, source: str) -> torch.device:
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise ValueError(f"device 'mps' (from {source}) is not available here; use 'cpu'")
     elif device.type != "cpu":
-        raise ValueError(f"device {str(device)!r} (from {source}) is not supported; allowed: 'cpu', 'cuda', "
-                         "'cuda:N', 'mps'")
+        raise ValueError(f"device {str(device)!r} (from {source}) is not supported; allowed: {_DEVICES_ALLOWED}")
     return device
 
 

@@ -21,13 +21,7 @@ EPS, ALPHA, STEPS = 0.3, 0.05, 10
 EPS_L2, ALPHA_L2 = 2.0, 0.3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These models are tiny: one thread is as fast, and far faster when the CPU is shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

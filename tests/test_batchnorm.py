@@ -30,12 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = dict(batch_size=32, lr=0.05, schedule="constant", eps=0.1, attack_steps=2, log_every=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

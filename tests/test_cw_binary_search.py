@@ -16,12 +16,7 @@ INF = math.inf
 N, STEPS, LR, RUNS = 32, 20, 0.1, 4    # 32 test images, 20 Adam steps per run, 4 runs: a few seconds
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_search_update_rule_by_hand():

@@ -26,12 +26,7 @@ ONE_STEP = dict(method="clead_online", lr=1.0, momentum=0.0, weight_decay=0.0, s
                 attack_steps=2, batch_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,7 @@ from clead_lite.models import SmallCNN
 from clead_lite.training import TrainConfig, TrainStep, head_uses_fgsm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0) -> SmallCNN:

@@ -28,12 +28,7 @@ TRAIN = ["train", "--method", "pgd_at", "--profile", "smoke", "--n-train", "160"
          "--batch-size", "32", "--epochs", "3", "--no-eval", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)      # the killed subprocesses run on one thread too: the same arithmetic
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the killed subprocesses run on one thread too: the same arithmetic
 
 
 def _env(tmp_path: Path) -> dict:

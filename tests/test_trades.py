@@ -18,12 +18,7 @@ from clead_lite.training import METHODS, TrainConfig, TrainStep, train
 BASE = dict(batch_size=32, lr=0.05, schedule="constant", eps=0.1, attack_steps=2, log_every=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0) -> SmallCNN:
