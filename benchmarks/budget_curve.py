@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clead_lite.budget import budget_markdown, lambda_markdown, load_points, plot_budget_curve, point_name  # noqa: E402
+from clead_lite.budget import (budget_markdown, gap_markdown, lambda_markdown, load_points,  # noqa: E402
+                               plot_budget_curve, point_name)
 
 METHODS = ("pgd_at", "trades", "clead_online")
 
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
                   f"({result['train_seconds']:.0f} s training, {result['score_seconds']:.0f} s scoring; "
                   f"{time.perf_counter() - t:.0f} s)", flush=True)
     frame = load_points(out)
-    print(budget_markdown(frame), lambda_markdown(frame), sep="\n\n")
+    print(budget_markdown(frame), gap_markdown(frame), lambda_markdown(frame), sep="\n\n")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .stats import sample_sd
+from .stats import mcnemar_exact, paired_bootstrap, sample_sd
 
-__all__ = ["POINT_COLUMNS", "PUBLISHED", "load_points", "budget_markdown", "lambda_markdown", "plot_budget_curve",
-           "point_name"]
+__all__ = ["POINT_COLUMNS", "PUBLISHED", "load_points", "budget_markdown", "lambda_markdown", "paired_gaps",
+           "gap_markdown", "plot_budget_curve", "plot_gaps", "point_name"]
 
 POINT_COLUMNS = ("dataset", "method", "epochs", "seed", "lam", "clean", "apgd", "autoattack", "n_scored",
-                 "best_epoch", "train_seconds", "score_seconds", "file")
+                 "best_epoch", "train_seconds", "score_seconds", "apgd_correct", "file")
 # AutoAttack (standard) accuracies reported in Croce & Hein 2020's table for full MNIST at eps 0.3, larger
 # models and budgets than this curve's: where each point stands against the published ones
 PUBLISHED = {"pgd_at": ("Madry et al. 2018 (AutoAttack table)", 0.885),
@@ -48,7 +48,8 @@ def load_points(directory: str | Path) -> pd.DataFrame:
                      "seed": key.get("seed"), "lam": key.get("lam"), "clean": res.get("clean"),
                      "apgd": res.get("apgd"), "autoattack": res.get("autoattack"), "n_scored": res.get("n_scored"),
                      "best_epoch": res.get("best_epoch"), "train_seconds": res.get("train_seconds"),
-                     "score_seconds": res.get("score_seconds"), "file": f.name})
+                     "score_seconds": res.get("score_seconds"), "apgd_correct": res.get("apgd_correct"),
+                     "file": f.name})
     frame = pd.DataFrame(rows, columns=POINT_COLUMNS)
     for c in ("clean", "apgd", "autoattack"):
         frame[c] = pd.to_numeric(frame[c], errors="coerce")
@@ -98,6 +99,49 @@ def lambda_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def paired_gaps(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_at", n_boot: int = 10_000,
+                seed: int = 0) -> pd.DataFrame:
+    """`method` minus `base` in APGD-CE + APGD-T accuracy, per budget, paired by training seed and test image.
+
+    One row per epochs value where both methods have points for the same seeds with per-image outcomes:
+    seeds, the per-seed differences (fractions), their mean and sample SD, the 95 % percentile bootstrap
+    interval resampling seeds and images (stats.paired_bootstrap) and McNemar's exact p per seed."""
+    rows = _curve_rows(frame)
+    out = []
+    for epochs in sorted(set(rows["epochs"].dropna().astype(int))):
+        a = rows[(rows["method"] == method) & (rows["epochs"] == epochs)].set_index("seed")
+        b = rows[(rows["method"] == base) & (rows["epochs"] == epochs)].set_index("seed")
+        seeds = sorted(s for s in set(a.index) & set(b.index)
+                       if isinstance(a.loc[s, "apgd_correct"], list) and isinstance(b.loc[s, "apgd_correct"], list))
+        if not seeds:
+            continue
+        ca = [[float(v) for v in a.loc[s, "apgd_correct"]] for s in seeds]
+        cb = [[float(v) for v in b.loc[s, "apgd_correct"]] for s in seeds]
+        if len({len(v) for v in ca + cb}) != 1:
+            raise ValueError(f"{method} and {base} at {epochs} epochs were scored on different numbers of images")
+        diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ca, cb)]
+        ci = paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed)
+        out.append({"epochs": epochs, "seeds": seeds, "diffs": diffs, "mean": ci.mean, "sd": sample_sd(diffs),
+                    "low": ci.low, "high": ci.high, "n_images": ci.n_images,
+                    "mcnemar_p": [mcnemar_exact(x, y).p for x, y in zip(ca, cb)]})
+    return pd.DataFrame(out, columns=["epochs", "seeds", "diffs", "mean", "sd", "low", "high", "n_images",
+                                      "mcnemar_p"])
+
+
+def gap_markdown(frame: pd.DataFrame, methods=("clead_online", "trades"), base: str = "pgd_at") -> str:
+    """A table of paired_gaps for each method against `base`, in accuracy points."""
+    lines = [f"| method - {LABELS.get(base, base)} | epochs | per seed (points) | mean ± SD | 95 % interval "
+             "(bootstrap over seeds and images) | McNemar p per seed |", "|---|---|---|---|---|---|"]
+    for method in methods:
+        for r in paired_gaps(frame, method, base).itertuples():
+            sd = "" if r.sd != r.sd else f" ± {100 * r.sd:.1f}"      # NaN (one seed): no SD
+            lines.append(f"| {LABELS.get(method, method)} | {r.epochs} | "
+                         f"{', '.join(f'{100 * d:+.1f}' for d in r.diffs)} | {100 * r.mean:+.1f}{sd} | "
+                         f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}] (n = {r.n_images}) | "
+                         f"{', '.join(f'{p:.2g}' for p in r.mcnemar_p)} |")
+    return "\n".join(lines)
+
+
 def plot_budget_curve(frame: pd.DataFrame, ax=None, published: bool = True):
     """APGD-CE + APGD-T accuracy against training epochs, one line per method (mean over seeds, the seeds as
     dots, error bars one sample SD), the published AutoAttack numbers as dashed lines. Returns the Axes."""
@@ -115,13 +159,42 @@ def plot_budget_curve(frame: pd.DataFrame, ax=None, published: bool = True):
         ax.scatter(g["epochs"], 100 * g["apgd"], color=color, alpha=0.35, s=12)
         if published and method in PUBLISHED:
             ax.axhline(100 * PUBLISHED[method][1], color=color, ls="--", lw=1, alpha=0.7)
+    return _finish(ax, rows, "training epochs (mnist5k, 3,500 images + 500 held out)", "APGD-CE + APGD-T accuracy (%)",
+                   "robust accuracy vs budget (dashed: published AutoAttack, full MNIST)")
+
+
+def _finish(ax, rows: pd.DataFrame, xlabel: str, ylabel: str, title: str):
+    """The shared axes of both plots: epochs on a log-2 axis, ticks at the budgets, labels, grid, legend."""
     ax.set_xscale("log", base=2)
     epochs = sorted(set(rows["epochs"].dropna().astype(int)))
     if epochs:
         ax.set_xticks(epochs, [str(e) for e in epochs])
-    ax.set_xlabel("training epochs (mnist5k, 3,500 images + 500 held out)")
-    ax.set_ylabel("APGD-CE + APGD-T accuracy (%)")
-    ax.set_title("robust accuracy vs budget (dashed: published AutoAttack, full MNIST)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     return ax
+
+
+def plot_gaps(frame: pd.DataFrame, methods=("clead_online", "trades"), base: str = "pgd_at", ax=None):
+    """Each method's paired gap to `base` against training epochs: the mean over seeds (marker), its 95 %
+    bootstrap interval over seeds and images (bar) and each seed's difference (dots). Returns the Axes."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    colors = {m: f"C{i}" for i, m in enumerate(LABELS)}
+    for k, method in enumerate(methods):
+        gaps = paired_gaps(frame, method, base)
+        if not len(gaps):
+            continue
+        x = gaps["epochs"].to_numpy(dtype=float) * (1 + 0.04 * (k - (len(methods) - 1) / 2))   # side by side
+        mean = 100 * gaps["mean"].to_numpy()
+        err = [mean - 100 * gaps["low"].to_numpy(), 100 * gaps["high"].to_numpy() - mean]
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, color=colors.get(method),
+                    label=f"{LABELS.get(method, method)} - {LABELS.get(base, base)}")
+        for xi, diffs in zip(x, gaps["diffs"]):
+            ax.scatter([xi] * len(diffs), [100 * d for d in diffs], color=colors.get(method), alpha=0.35, s=12)
+    ax.axhline(0, color="black", lw=1)
+    return _finish(ax, _curve_rows(frame), "training epochs", "difference in APGD-CE + APGD-T accuracy (points)",
+                   f"paired gap to {LABELS.get(base, base)} (bars: 95 % bootstrap interval)")

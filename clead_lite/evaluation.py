@@ -699,16 +699,20 @@ ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer")
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float | None = None,
              steps: int = 20, restarts: int = 1, n_autoattack: int = 0, source: nn.Module | None = None,
              batch_size: int = 512, seed: int = 0, *, norm: str = "linf", name: str | None = None,
-             source_name: str | None = None) -> dict:
+             source_name: str | None = None, per_image: bool = False) -> dict:
     """One row of the results table, with its threat model stated.
 
     Accuracies in [0, 1]: clean; fgsm (single step; FGM for L2); pgd (PGD-`steps`, `restarts` restarts,
     alpha = 2.5 * eps / steps unless given, white-box: generated on the model itself); autoattack (original
     AutoAttack, standard version, on a seeded subset of n_autoattack examples; NaN when 0); transfer (the
     same PGD generated on `source` and scored on the model; NaN without a source).
+    per_image: also return row["pgd_correct"], the (N,) bool per-image outcome of that PGD (CPU), so that a
+    later comparison on a subset (e.g. AutoAttack's) reuses this run instead of attacking again.
     x: (N, C, H, W) float in [0, 1]; y: (N,) int64.
     """
     _check_data(model, x, y)
+    if not isinstance(per_image, bool):
+        raise TypeError(f"per_image must be True or False, got {per_image!r}")
     norm = _check_norm(norm)
     eps = _check_budget(eps, norm)
     check_int(steps, "steps")
@@ -724,9 +728,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
     row = {"model": name or type(_unwrap(model)).__name__, "norm": norm, "eps": eps, "alpha": alpha,
            "steps": steps, "restarts": restarts, "attack_source": "white-box (the model itself)",
            "n": x.shape[0], "clean": accuracy(model, x, y, batch_size),
-           "fgsm": robust_accuracy(model, x, y, _single_step(eps, norm), batch_size),
-           "pgd": robust_accuracy(model, x, y, attack, batch_size),
+           "fgsm": robust_accuracy(model, x, y, _single_step(eps, norm), batch_size), "pgd": math.nan,
            "autoattack": math.nan, "n_autoattack": n_autoattack, "transfer": math.nan, "transfer_source": None}
+    row["pgd"], pgd_correct = robust_accuracy(model, x, y, attack, batch_size, return_correct=True)
+    if per_image:
+        row["pgd_correct"] = pgd_correct
     if n_autoattack and eps > 0:
         row["autoattack"] = autoattack_accuracy(model, x, y, eps, norm=AUTOATTACK_NORMS[norm], n=n_autoattack,
                                                 seed=seed, batch_size=batch_size)

@@ -71,3 +71,42 @@ def test_tables_and_plot_from_points(tmp_path):
     matplotlib.use("Agg")
     ax = plot_budget_curve(frame)
     assert len(ax.get_legend().get_texts()) == 3
+
+
+def _write_point(directory, method, epochs, seed, correct, lam=None):
+    key = {"dataset": "mnist5k", "method": method, "epochs": epochs, "seed": seed, "lam": lam}
+    (directory / point_name(**key)).write_text(json.dumps({"key": key, "result": {
+        "clean": 0.9, "apgd": sum(correct) / len(correct), "apgd_correct": correct, "n_scored": len(correct)}}))
+
+
+def test_paired_gaps_by_seed_and_image(tmp_path):
+    """Per-seed differences are the accuracy differences of the same seed; identical outcomes give a zero
+    interval and McNemar p = 1; a gap on every seed gives an interval that excludes 0; a seed that only one
+    method has is left out; the lambda sweep's points never enter."""
+    from clead_lite.budget import gap_markdown, paired_gaps, plot_gaps
+    n = 100
+    base = [[1] * 50 + [0] * 50, [1] * 55 + [0] * 45, [1] * 60 + [0] * 40]
+    for s, c in enumerate(base):
+        _write_point(tmp_path, "pgd_at", 4, s, c)
+        _write_point(tmp_path, "trades", 4, s, c)                       # identical to PGD-AT
+        _write_point(tmp_path, "clead_online", 4, s, c[:40] + [1] * 20 + c[60:] if s < 2 else c, lam=0.5)
+    _write_point(tmp_path, "clead_online", 4, 0, [0] * n, lam=2.0)       # a sweep point: not on the curve
+    _write_point(tmp_path, "pgd_at", 4, 7, [1] * n)                      # no partner
+    frame = load_points(tmp_path)
+    gaps = paired_gaps(frame, "clead_online", "pgd_at", n_boot=2000).iloc[0]
+    assert gaps.seeds == [0, 1, 2] and gaps.n_images == n
+    assert [round(d, 6) for d in gaps.diffs] == [0.1, 0.05, 0.0]     # images 40-59 flipped right on seeds 0, 1
+    assert abs(gaps["mean"] - 0.05) < 1e-9 and abs(gaps.sd - 0.05) < 1e-9
+    assert gaps.low <= gaps["mean"] <= gaps.high and gaps.mcnemar_p[2] == 1.0 and gaps.mcnemar_p[0] < 0.01
+    same = paired_gaps(frame, "trades", "pgd_at", n_boot=500).iloc[0]
+    assert same["mean"] == same.low == same.high == 0.0 and same.mcnemar_p == [1.0, 1.0, 1.0]
+    for s in range(3):                                                   # a clear gap on every seed
+        _write_point(tmp_path, "clead_online", 4, s, [1] * n, lam=0.5)
+    strong = paired_gaps(load_points(tmp_path), "clead_online", "pgd_at", n_boot=2000).iloc[0]
+    assert 0.3 < strong.low < strong["mean"] < strong.high < 0.6     # far from 0: images resampled too
+    table = gap_markdown(load_points(tmp_path))
+    assert "| C-LEAD online | 4 | +50.0, +45.0, +40.0 | +45.0 ± 5.0 |" in table and "| TRADES | 4 | +0.0, +0.0, +0.0 |" in table
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = plot_gaps(load_points(tmp_path))
+    assert len(ax.get_legend().get_texts()) == 2

@@ -314,6 +314,15 @@ def test_evaluate_row_states_the_threat_model_and_matches_the_parts(standard_mod
     assert row["clean"] == E.accuracy(robust_model, x, y)
     assert row["fgsm"] == E.robust_accuracy(robust_model, x, y, make_attack("fgsm", eps=EPS))
     assert row["pgd"] <= row["fgsm"] <= row["clean"] and row["pgd"] <= row["transfer"]
+    assert "pgd_correct" not in row
+    per = E.evaluate(robust_model, x, y, EPS, steps=5, per_image=True)      # the same run, its outcomes kept
+    assert per["pgd_correct"].dtype == torch.bool and per["pgd_correct"].shape == (64,)
+    assert per["pgd"] == row["pgd"] == per["pgd_correct"].float().mean().item()
+    fresh = make_attack("pgd", eps=EPS, alpha=row["alpha"], steps=5, generator=torch.Generator().manual_seed(0))
+    _, correct = E.robust_accuracy(robust_model, x, y, fresh, return_correct=True)
+    assert torch.equal(per["pgd_correct"], correct)
+    with pytest.raises(TypeError, match="per_image must be True or False"):
+        E.evaluate(robust_model, x, y, EPS, steps=5, per_image="yes")
 
     other = E.evaluate(standard_model, x, y, EPS, steps=5, name="standard")
     table = E.results_table([row, other])
