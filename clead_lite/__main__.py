@@ -104,6 +104,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--clean-ce", action="store_true", help="clead_online: add CE on clean images")
+    p.add_argument("--split-views", action="store_true", help="clead_online: clean and adversarial images in two "
+                   "forward passes (own BatchNorm statistics; running statistics from the adversarial pass only)")
     p.add_argument("--supcon", action="store_true", help="clead_online: supervised-contrastive positives")
     p.add_argument("--attack-loss", choices=("ce", "contrastive"), default=None,
                    help="clead_online: craft the views against CE or the contrastive loss")
@@ -135,10 +137,12 @@ def _train_config(args, profile, out=None):
         changes["clean_ce"] = True
     if args.supcon:
         changes["supervised_contrastive"] = True
+    if args.split_views:
+        changes["split_views"] = True
     changes["amp"] = {"auto": None, "on": True, "off": False}[args.amp]
     changes.update(seed=args.seed, compile=args.compile, resume=args.resume,
                    checkpoint_path=str(out) if out is not None else None)
-    online_only = [f for f in ("clean_ce", "supervised_contrastive", "attack_loss") if f in changes]
+    online_only = [f for f in ("clean_ce", "supervised_contrastive", "attack_loss", "split_views") if f in changes]
     if online_only and args.method != "clead_online":
         raise UsageError(f"--{online_only[0].replace('_', '-').replace('supervised-contrastive', 'supcon')} only "
                          f"applies to --method clead_online (got --method {args.method})")

@@ -57,7 +57,7 @@ STORE_ENV = "CLEAD_STORE"
 KEY_FORMAT = 1
 _OFF = ("off", "0", "none", "false", "no")
 _NOT_IN_KEY = ("resume", "checkpoint_path", "log_every", "compile")
-_ONLINE_ONLY = ("contrastive_weight", "clean_ce", "supervised_contrastive", "attack_loss")
+_ONLINE_ONLY = ("contrastive_weight", "clean_ce", "supervised_contrastive", "attack_loss", "split_views")
 _FAITHFUL_ONLY = ("view_kinds", "encoder_views", "view_steps", "view_alpha", "cw_steps", "crop_scale", "head_fgsm",
                   "encoder_init", "surrogate_epochs", "encoder_epochs", "head_epochs")
 _ATTACK = ("eps", "alpha", "attack_steps", "norm", "eps_warmup")

@@ -129,6 +129,11 @@ class TrainConfig:
     clean_ce: bool = False           # add CE on clean inputs (loss = (CE_adv + CE_clean) / 2 + lambda * con)
     supervised_contrastive: bool = False
     attack_loss: str = "ce"          # 'contrastive': craft the view against the InfoNCE loss
+    # True: clean and adversarial images in two forward passes, each normalised by its own BatchNorm batch
+    # statistics, the running statistics moved by the adversarial pass only (so lambda -> 0 is PGD-AT on any
+    # model). False: one concatenated batch, the SimCLR way (the shipped models; no difference without BatchNorm
+    # beyond float rounding)
+    split_views: bool = False
     # trades
     trades_beta: float = 6.0         # beta of CE(clean) + beta * KL(clean || adversarial)
     # the loop
@@ -255,15 +260,16 @@ class TrainConfig:
             check_choice(self.head_schedule, "head_schedule", SCHEDULES)
         if self.head_select is not None:
             check_choice(self.head_select, "head_select", HEAD_SELECT)
-        for name in ("clean_ce", "supervised_contrastive", "compile", "augment", "keep_best", "resume",
-                     "nesterov", "head_fgsm"):
+        for name in ("clean_ce", "supervised_contrastive", "split_views", "compile", "augment", "keep_best",
+                     "resume", "nesterov", "head_fgsm"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("amp", "channels_last"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be None (automatic), True or False, got {getattr(self, name)!r}")
         if self.method != "clead_online":
-            for name, default in (("attack_loss", "ce"), ("supervised_contrastive", False), ("clean_ce", False)):
+            for name, default in (("attack_loss", "ce"), ("supervised_contrastive", False), ("clean_ce", False),
+                                  ("split_views", False)):
                 if getattr(self, name) != default:
                     raise ValueError(f"{name}={getattr(self, name)!r} only applies to method 'clead_online', "
                                      f"got method {self.method!r}")
@@ -402,6 +408,26 @@ class _Both(nn.Module):
 
     def forward(self, x: torch.Tensor, projection: bool = False):
         return self.module.forward_all(x) if projection else self.module(x)
+
+
+@contextlib.contextmanager
+def _running_stats_kept(model: nn.Module):
+    """Inside: BatchNorm normalises with the batch's statistics as usual (train mode) but its running mean and
+    variance do not move (momentum 0: running = 1 * running + 0 * batch, exact in float), and on exit the batch
+    counters are put back. Not a copy back into the running buffers: batch_norm's backward keeps them, and an
+    in-place write between the forward and the backward would invalidate the graph."""
+    norms = [m for m in _unwrap(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    counts = [None if m.num_batches_tracked is None else m.num_batches_tracked.clone() for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in zip(norms, momenta, counts):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 def _amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
@@ -562,14 +588,23 @@ class TrainStep:
             return self._ce_on(x_adv, y)
         b = x.shape[0]
         with self.autocast():
-            if lam == 0:
+            if cfg.split_views:
+                with _running_stats_kept(self.model):     # the clean pass leaves the running statistics alone
+                    clean_out = self.net(x, projection=lam != 0)
+                adv_out = self.net(x_adv, projection=lam != 0)
+                if lam == 0:
+                    logits_clean, logits_adv = clean_out, adv_out
+                else:
+                    (logits_clean, z_clean), (logits_adv, z_adv) = clean_out, adv_out
+            elif lam == 0:
                 logits_clean, logits_adv = self.net(torch.cat([x, x_adv])).split(b)
-                terms = {}
-                con = None
             else:
                 logits, z = self.net(torch.cat([x, x_adv]), projection=True)
                 logits_clean, logits_adv = logits.split(b)
                 z_clean, z_adv = z.split(b)
+            if lam == 0:
+                con = None
+            else:
                 if cfg.supervised_contrastive:
                     con = supcon(torch.cat([z_clean, z_adv]), torch.cat([y, y]), temperature=cfg.temperature)
                 else:

@@ -42,6 +42,7 @@ def main(out_dir: str) -> None:
     model = BNNet()
     cfg = TrainConfig(method="clead_online", epochs=2, batch_size=32, lr=0.05, schedule="constant", eps=0.1,
                       attack_steps=2, log_every=1, contrastive_weight=0.5, n_val=32, val_steps=2,
+                      split_views=os.environ.get("BN_SPLIT_VIEWS") == "1",
                       checkpoint_path=os.path.join(out_dir, "bn_ddp.pt"))
     result = train(model, data["x"], data["y"], cfg, dataset="mnist5k", device="cpu", progress=False)
     rank = int(os.environ["RANK"])

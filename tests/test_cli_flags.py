@@ -101,6 +101,7 @@ CASES = {
     "--temperature": (["--temperature", "0.3"], cfg("temperature"), 0.3),
     "--clean-ce": (["--clean-ce"], cfg("clean_ce"), True),
     "--supcon": (["--supcon"], cfg("supervised_contrastive"), True),
+    "--split-views": (["--split-views"], cfg("split_views"), True),
     "--attack-loss": (["--attack-loss", "contrastive"], cfg("attack_loss"), "contrastive"),
     "--amp": (["--amp", "on"], cfg("amp"), True),
     "--compile": (["--compile"], cfg("compile"), True),
