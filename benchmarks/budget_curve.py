@@ -101,7 +101,10 @@ def run_point(key: dict, args, runs: Path) -> dict:
               "images": f"a random {args.n_score} of the {args.dataset} test split drawn with seed 0, every point"}
     if args.standard_check and key["epochs"] == max(args.epochs) and key["seed"] == args.seeds[0]:
         t = time.perf_counter()   # is the custom version within a point of the standard one here?
-        result["autoattack"] = autoattack_accuracy(res.model, xt, yt, profile.eps, version="standard", seed=0)
+        k = min(args.standard_n, len(yt))          # the first k of the scored images, and their custom score
+        result["autoattack"] = autoattack_accuracy(res.model, xt[:k], yt[:k], profile.eps, version="standard", seed=0)
+        result["autoattack_n"] = k
+        result["apgd_on_autoattack_images"] = sum(scores["apgd_correct"][:k]) / k
         result["autoattack_seconds"] = time.perf_counter() - t
     return result
 
@@ -122,6 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-score", type=int, default=500, help="test images scored by APGD-CE + APGD-T")
     p.add_argument("--standard-check", action="store_true", help="also the standard AutoAttack at the largest "
                    "budget, first seed (is the custom version within a point of it?)")
+    p.add_argument("--standard-n", type=int, default=500, help="--standard-check on the first this many scored images")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "budget"))
     p.add_argument("--runs", default=str(ROOT / "data" / "runs" / "budget"))

@@ -93,8 +93,14 @@ def lambda_markdown(frame: pd.DataFrame) -> str:
         return "\n".join(lines)
     counts = online.groupby(["epochs", "seed"]).size()
     epochs, seed = counts.idxmax()             # the sweep: the (budget, seed) with the most lambdas
-    for r in online[(online["epochs"] == epochs) & (online["seed"] == seed)].sort_values("lam").itertuples():
-        lines.append(f"| {float(r.lam):g} | {int(r.epochs)} | {int(r.seed)} | {100 * r.clean:.1f} | "
+    sweep = online[(online["epochs"] == epochs) & (online["seed"] == seed)]
+    rows = [(f"{float(r.lam):g}", r) for r in sweep.itertuples()]
+    if not (pd.to_numeric(sweep["lam"], errors="coerce") == 0).any():
+        # lambda = 0 is the PGD-AT step itself (tests/test_batchnorm.py): its row is PGD-AT's point
+        same = frame[(frame["method"] == "pgd_at") & (frame["epochs"] == epochs) & (frame["seed"] == seed)]
+        rows += [("0 (the PGD-AT point)", r) for r in same.itertuples()]
+    for label, r in sorted(rows, key=lambda lr: float(lr[0].split()[0])):
+        lines.append(f"| {label} | {int(r.epochs)} | {int(r.seed)} | {100 * r.clean:.1f} | "
                      f"{100 * r.apgd:.1f} ({int(r.n_scored)}) |")
     return "\n".join(lines)
 

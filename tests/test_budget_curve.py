@@ -67,6 +67,9 @@ def test_tables_and_plot_from_points(tmp_path):
     assert "| C-LEAD online | 5 | 0 |" in table and table.count("C-LEAD online") == 1   # lambda 0 is the sweep's
     sweep = lambda_markdown(frame)
     assert "| 0 | 5 | 0 | 90.0 | 52.0 (500) |" in sweep and "| 0.5 | 5 | 0 | 90.0 | 55.0 (500) |" in sweep
+    (tmp_path / point_name("mnist5k", "clead_online", 5, 0, 0.0)).unlink()   # no lambda-0 run: PGD-AT's point
+    sweep = lambda_markdown(load_points(tmp_path))
+    assert sweep.splitlines()[2] == "| 0 (the PGD-AT point) | 5 | 0 | 90.0 | 50.0 (500) |", sweep
     import matplotlib
     matplotlib.use("Agg")
     ax = plot_budget_curve(frame)

@@ -238,3 +238,20 @@ def test_notebook_code_cells_are_projector_sized():
     assert NOTEBOOKS
     problems = [f"{where}: {p}" for where, src in code_cells() for p in notebook_problems(src)]
     assert not problems, problems
+
+
+def test_budget_curve_and_gap_plots(tmp_path):
+    import json as _json
+    from clead_lite.budget import load_points, plot_budget_curve, plot_gaps, point_name
+    for method, lam in (("pgd_at", None), ("trades", None), ("clead_online", 0.5)):
+        for epochs in (4, 8, 16):
+            for seed in (0, 1, 2):
+                correct = [int((i + seed + epochs) % 3 > 0) for i in range(60)]
+                key = {"dataset": "mnist5k", "method": method, "epochs": epochs, "seed": seed, "lam": lam}
+                (tmp_path / point_name(**key)).write_text(_json.dumps({"key": key, "result": {
+                    "clean": 0.95, "apgd": sum(correct) / 60, "apgd_correct": correct, "n_scored": 60}}))
+    points = load_points(tmp_path)
+    for name, plot in (("plot_budget_curve", plot_budget_curve), ("plot_gaps", plot_gaps)):
+        fig, ax = plt.subplots(figsize=(9, 4.8))
+        plot(points, ax=ax)
+        assert_readable(fig, name)
