@@ -7,7 +7,7 @@
 
 Subcommands are registered in COMMANDS (name -> function that adds its parser); each parser sets
 `func(args) -> int`. Bad arguments and unusable inputs print one clear line to stderr and exit with 2.
-Floor 3: imports anything of the package.
+Floor 5: imports anything of the package.
 """
 from __future__ import annotations
 

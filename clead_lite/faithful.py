@@ -6,7 +6,7 @@ with the 3-view InfoNCE, no labels (`finetune_encoder`) -> a linear head on the 
 (`train_linear_head`) -> evaluate. `train_faithful` runs all four. Each stage is one call of
 `training.train` with an internal method ('faithful_encoder', 'faithful_head'): the same loop, checkpoints
 and resume as every other method.
-Floor 3: imports training (and what it imports).
+Floor 4: imports training (and what it imports).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Reads the run profile (`CLEAD_PROFILE` = smoke | quick | full), picks the device once, seeds every random
 number generator, makes matplotlib figures readable on a projector, and prints one line that says what
 runs where (profile, dataset, device, library versions) — the first thing to look at when a result differs.
-Floor 3: may import anything of the package.
+Floor 5: may import anything of the package.
 """
 from __future__ import annotations
 

@@ -24,10 +24,10 @@ as the field's current default; fields the current TrainConfig no longer has are
 
 Code version: `training.TRAIN_STEP_VERSION`, a declared integer bumped by hand when a change makes the same
 settings train different weights. A hash of the training source was the alternative; it would change with every
-comment, docstring or refactoring of training.py (several people edit it at once) and throw away every stored
+comment, docstring or refactoring of the training modules (several people edit them at once) and throw away every stored
 and shipped model each time, while a declared version changes only when the math does. The price: someone must
-remember to bump it (training.py says so next to the constant).
-Floor 3: imports checkpoints, models, profiles, training.
+remember to bump it (train_config.py says so next to the constant).
+Floor 4: imports checkpoints, models, profiles, training.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from clead_lite import training as tr
+from clead_lite import train_step as ts
 from clead_lite.attacks import pgd
 from clead_lite.losses import info_nce, supcon
 from clead_lite.models import SmallCNN
@@ -167,7 +168,7 @@ def test_custom_loss_restarts_never_weaker_and_sometimes_stronger(net, noise):
 
 # ---------------------------------------------------------------------------------------------- fp16
 def fp16_step(init, monkeypatch, **changes):
-    monkeypatch.setattr(tr, "_amp_dtype", lambda device, amp: torch.float16)
+    monkeypatch.setattr(ts, "_amp_dtype", lambda device, amp: torch.float16)   # where TrainStep reads it
     model = copy.deepcopy(init)
     step = tr.TrainStep(model, TrainConfig(**{**ONE_STEP, "amp": True, **changes}).resolved(), torch.device("cpu"),
                         total_steps=4)
