@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from clead_lite.budget import (budget_markdown, gap_markdown, lambda_markdown, load_points,  # noqa: E402
-                               plot_budget_curve, point_name)
+                               plot_budget_curve, point_name, standard_check_markdown, summary_markdown)
 
 METHODS = ("pgd_at", "trades", "clead_online")
 
@@ -132,6 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--redo", action="store_true", help="replace points on disk (also those of another run)")
     p.add_argument("--summary", action="store_true", help="only print the tables of the points on disk")
     p.add_argument("--plot", default=None, help="also save the budget-curve figure to this file")
+    p.add_argument("--readme", default=None, help="also write the tables into this file's <!-- budget --> block")
     p.add_argument("--only", type=int, default=None, help="run at most this many missing points, then stop")
     args = p.parse_args(argv)
     for name in ("epochs", "seeds"):
@@ -167,7 +168,16 @@ def main(argv=None) -> int:
                   f"({result['train_seconds']:.0f} s training, {result['score_seconds']:.0f} s scoring; "
                   f"{time.perf_counter() - t:.0f} s)", flush=True)
     frame = load_points(out)
-    print(budget_markdown(frame), gap_markdown(frame), lambda_markdown(frame), sep="\n\n")
+    print(budget_markdown(frame), gap_markdown(frame), lambda_markdown(frame), standard_check_markdown(frame),
+          sep="\n\n")
+    if args.readme:
+        from clead_lite.results import replace_marked_block
+        try:
+            replace_marked_block(args.readme, "budget", summary_markdown(frame))
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
+        print(f"updated the budget block of {args.readme}")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")

@@ -18,10 +18,12 @@ import pandas as pd
 from .stats import mcnemar_exact, paired_bootstrap, sample_sd
 
 __all__ = ["POINT_COLUMNS", "PUBLISHED", "load_points", "budget_markdown", "lambda_markdown", "paired_gaps",
-           "gap_markdown", "plot_budget_curve", "plot_gaps", "point_name"]
+           "gap_markdown", "standard_check_markdown", "summary_markdown", "plot_budget_curve", "plot_gaps",
+           "point_name"]
 
-POINT_COLUMNS = ("dataset", "method", "epochs", "seed", "lam", "clean", "apgd", "autoattack", "n_scored",
-                 "best_epoch", "train_seconds", "score_seconds", "apgd_correct", "file")
+POINT_COLUMNS = ("dataset", "method", "epochs", "seed", "lam", "clean", "apgd", "autoattack", "autoattack_n",
+                 "apgd_on_autoattack_images", "n_scored", "best_epoch", "train_seconds", "score_seconds",
+                 "apgd_correct", "file")
 # AutoAttack (standard) accuracies reported in Croce & Hein 2020's table for full MNIST at eps 0.3, larger
 # models and budgets than this curve's: where each point stands against the published ones
 PUBLISHED = {"pgd_at": ("Madry et al. 2018 (AutoAttack table)", 0.885),
@@ -46,12 +48,14 @@ def load_points(directory: str | Path) -> pd.DataFrame:
         key, res = r.get("key") or {}, r.get("result") or {}
         rows.append({"dataset": key.get("dataset"), "method": key.get("method"), "epochs": key.get("epochs"),
                      "seed": key.get("seed"), "lam": key.get("lam"), "clean": res.get("clean"),
-                     "apgd": res.get("apgd"), "autoattack": res.get("autoattack"), "n_scored": res.get("n_scored"),
+                     "apgd": res.get("apgd"), "autoattack": res.get("autoattack"),
+                     "autoattack_n": res.get("autoattack_n"),
+                     "apgd_on_autoattack_images": res.get("apgd_on_autoattack_images"), "n_scored": res.get("n_scored"),
                      "best_epoch": res.get("best_epoch"), "train_seconds": res.get("train_seconds"),
                      "score_seconds": res.get("score_seconds"), "apgd_correct": res.get("apgd_correct"),
                      "file": f.name})
     frame = pd.DataFrame(rows, columns=POINT_COLUMNS)
-    for c in ("clean", "apgd", "autoattack"):
+    for c in ("clean", "apgd", "autoattack", "apgd_on_autoattack_images"):
         frame[c] = pd.to_numeric(frame[c], errors="coerce")
     return frame
 
@@ -146,6 +150,29 @@ def gap_markdown(frame: pd.DataFrame, methods=("clead_online", "trades"), base: 
                          f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}] (n = {r.n_images}) | "
                          f"{', '.join(f'{p:.2g}' for p in r.mcnemar_p)} |")
     return "\n".join(lines)
+
+
+def standard_check_markdown(frame: pd.DataFrame) -> str:
+    """The points that also ran the standard AutoAttack: its accuracy beside APGD-CE + APGD-T's on the same
+    images (is the custom version within a point of the standard one?)."""
+    lines = ["| method | epochs | seed | images | APGD-CE+T | standard AutoAttack | difference (points) |",
+             "|---|---|---|---|---|---|---|"]
+    done = frame[frame["autoattack"].notna() & frame["apgd_on_autoattack_images"].notna()]
+    for r in done.sort_values(["method", "epochs", "seed"]).itertuples():
+        lines.append(f"| {LABELS.get(r.method, r.method)} | {int(r.epochs)} | {int(r.seed)} | the first "
+                     f"{int(r.autoattack_n)} scored | {100 * r.apgd_on_autoattack_images:.1f} | {100 * r.autoattack:.1f} | "
+                     f"{100 * (r.autoattack - r.apgd_on_autoattack_images):+.1f} |")
+    return "\n".join(lines)
+
+
+def summary_markdown(frame: pd.DataFrame) -> str:
+    """Every table of the grid, for the README block `budget` (benchmarks/budget_curve.py --readme)."""
+    n = "/".join(str(int(v)) for v in sorted(set(frame["n_scored"].dropna()))) or "-"
+    return "\n\n".join([
+        f"Robust accuracy (%, mean ± sample SD over seeds), APGD-CE + APGD-T on the same {n} test images:",
+        budget_markdown(frame), "Paired differences from PGD-AT (points; same seed, same images):", gap_markdown(frame),
+        "The lambda sweep:", lambda_markdown(frame),
+        "The custom version against the standard AutoAttack, on the same images:", standard_check_markdown(frame)])
 
 
 def plot_budget_curve(frame: pd.DataFrame, ax=None, published: bool = True):

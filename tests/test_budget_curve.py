@@ -113,3 +113,26 @@ def test_paired_gaps_by_seed_and_image(tmp_path):
     matplotlib.use("Agg")
     ax = plot_gaps(load_points(tmp_path))
     assert len(ax.get_legend().get_texts()) == 2
+
+
+def test_standard_check_and_readme_block(tmp_path):
+    """The standard-AutoAttack column sits beside the custom score on the same images, and --summary --readme
+    rewrites only the README's budget block."""
+    from clead_lite.budget import standard_check_markdown, summary_markdown
+    key = {"dataset": "mnist5k", "method": "pgd_at", "epochs": 16, "seed": 0, "lam": None}
+    (tmp_path / point_name(**key)).write_text(json.dumps({"key": key, "result": {
+        "clean": 0.97, "apgd": 0.70, "n_scored": 500, "autoattack": 0.69, "autoattack_n": 200,
+        "apgd_on_autoattack_images": 0.705}}))
+    frame = load_points(tmp_path)
+    assert "| PGD-AT | 16 | 0 | the first 200 scored | 70.5 | 69.0 | -1.5 |" in standard_check_markdown(frame)
+    assert "same 500 test images" in summary_markdown(frame)
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- budget:start -->\nold\n<!-- budget:end -->\nafter\n")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "budget_curve.py"), "--summary", "--out", str(tmp_path),
+           "--runs", str(tmp_path / "runs"), "--readme", str(readme)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = readme.read_text()
+    assert text.startswith("before\n<!-- budget:start -->\nRobust accuracy") and text.endswith("<!-- budget:end -->\nafter\n")
+    assert "old" not in text and "| PGD-AT | 16 | 0 |" in text
