@@ -19,9 +19,9 @@ anything runs, naming every such mutant: re-target the snippet in MUTANTS below.
 
 Measured here (2 CPU cores shared with other jobs, one torch thread per process; both times include the
 unmutated baseline run):
-- --all (45 mutants): 2,200 s = 37 min at load average 8-13, of which 708 s for the baseline, which also
-  trained the tests' cached robust SmallCNN (cold cache); 8.5 CPU-minutes in all. With a warm cache and
-  free cores expect roughly a third of that.
+- --all (47 mutants): 630 s = 10.5 min on 2026-12-02, 47/47 caught, at nice 10 beside two single-thread
+  training jobs (load average about 3), warm tests' model cache. Earlier, 45 mutants with a cold cache at load
+  average 8-13: 2,200 s, of which 708 s for the baseline that also trained the cached robust SmallCNN.
 - --fast (7 mutants): 116 s at load average 5 (CI: after the suite, whose run has filled the cache).
 """
 from __future__ import annotations
