@@ -6,7 +6,8 @@ nothing is typed in by hand.
     python scripts/record_times.py --smoke build/course-smoke/times.json --quick build/course/times.json \
         --machine "2026-11-21, 2-core x86 CPU, 1 torch thread"
 
-A profile without a file keeps "not measured". Only the `time` column of each header table (the `| `smoke` |`,
+A profile without a file keeps "not measured". With --keep, a notebook missing from a profile's file keeps
+the time its header and the README already show (re-measure one notebook without re-running the rest). Only the `time` column of each header table (the `| `smoke` |`,
 `| `quick` (CPU) |`, `| `full` (GPU) |` rows) and the README block between `<!-- times:start -->` and
 `<!-- times:end -->` are rewritten.
 """
@@ -43,10 +44,43 @@ def cell_text(row: dict | None, machine: str) -> str:
     return f"{fmt(row['seconds'])} ({machine})"
 
 
-def update_header(source: str, times: dict[str, dict | None], machines: dict[str, str]) -> str:
+def parse_seconds(text: str) -> float | None:
+    """'41 s' -> 41, '5 min 12 s' -> 312 (fmt's inverse); None for anything else ('-', 'failed')."""
+    import re
+    m = re.fullmatch(r"\**(?:(\d+) min )?(\d+) s\**", text.strip())
+    return None if m is None else 60 * int(m.group(1) or 0) + int(m.group(2))
+
+
+def kept_times(readme_text: str) -> dict[str, dict[str, dict]]:
+    """The times the README's block shows now: {profile: {notebook file name: row}} (rows as in times.json)."""
+    import re
+    m = re.search(r"<!-- times:start -->\n(.*?)<!-- times:end -->", readme_text, re.S)
+    if not m:
+        return {}
+    lines = [line for line in m.group(1).splitlines() if line.startswith("|")]
+    if len(lines) < 2:
+        return {}
+    profiles = [c.strip().strip("`") for c in lines[0].strip("|").split("|")[1:]]
+    out: dict[str, dict[str, dict]] = {p: {} for p in profiles}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = cells[0].strip("`")
+        if name.startswith("**"):
+            continue                     # the total
+        for profile, cell in zip(profiles, cells[1:]):
+            seconds = parse_seconds(cell)
+            if seconds is not None:
+                out[profile][f"{name}.ipynb"] = {"notebook": f"{name}.ipynb", "seconds": float(seconds), "status": "ok"}
+    return out
+
+
+def update_header(source: str, times: dict[str, dict | None], machines: dict[str, str],
+                  keep: frozenset = frozenset()) -> str:
     lines = source.split("\n")
     for i, line in enumerate(lines):
         for profile, prefix in PROFILE_ROWS.items():
+            if profile in keep and times.get(profile) is None:
+                continue                 # --keep: this notebook was not re-measured in this profile
             if line.startswith(prefix):
                 cells = line.split("|")          # ['', profile, what, time, '']
                 cells[-2] = f" {cell_text(times.get(profile), machines.get(profile, ''))} "
@@ -78,15 +112,28 @@ def main(argv=None) -> int:
         p.add_argument(f"--{profile}-machine", default="", help=f"where and how the `{profile}` run was measured")
     p.add_argument("--notebooks", default=str(ROOT / "notebooks"))
     p.add_argument("--readme", default=str(ROOT / "README.md"))
+    p.add_argument("--keep", action="store_true", help="notebooks missing from a profile's file keep their times")
     args = p.parse_args(argv)
     times = {prof: read_times(getattr(args, prof)) for prof in PROFILE_ROWS}
     machines = {prof: getattr(args, f"{prof}_machine") for prof in PROFILE_ROWS}
+    keep = frozenset(PROFILE_ROWS) if args.keep else frozenset()
+    if keep:
+        import re
+        text = Path(args.readme).read_text()
+        kept = kept_times(text)
+        for prof in keep:
+            times[prof] = {**kept.get(prof, {}), **times[prof]}
+            old = re.search(rf"^- `{prof}`: (.*)$", text, re.M)
+            if not machines[prof] and old:
+                machines[prof] = old.group(1)        # the kept figures' machine line, as it was
     paths = sorted(Path(args.notebooks).glob("[0-9][0-9]_*.ipynb"))
     for path in paths:
         nb = json.loads(path.read_text())
         first = nb["cells"][0]
         source = "".join(first["source"])
-        new = update_header(source, {prof: t.get(path.name) for prof, t in times.items()}, machines)
+        fresh = {prof: (read_times(getattr(args, prof)).get(path.name) if prof in keep else t.get(path.name))
+                 for prof, t in times.items()}
+        new = update_header(source, fresh, machines, keep)
         if new != source:
             first["source"] = new.splitlines(keepends=True)
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")

@@ -47,3 +47,28 @@ def test_readme_without_block_is_an_error(tmp_path):
     (tmp_path / "nb").mkdir()
     with pytest.raises(SystemExit, match="times:start"):
         record_times.main(["--notebooks", str(tmp_path / "nb"), "--readme", str(tmp_path / "README.md")])
+
+
+def test_keep_re_measures_one_notebook_only(tmp_path):
+    """--keep: the notebook in the file gets its new time; the other keeps its header and README figure."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name in ("01_x", "02_y"):
+        nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": HEADER.replace(
+            "| `quick` (CPU) | lesson | measured: see README |", "| `quick` (CPU) | lesson | 9 s (old machine) |"
+        ).splitlines(True)}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+        (nbdir / f"{name}.ipynb").write_text(json.dumps(nb))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- times:start -->\n| notebook | `quick` |\n|---|---|\n| `01_x` | 9 s |\n| `02_y` | 2 min 05 s |\n"
+                      "| **all** | **2 min 14 s** |\n\n- `quick`: old machine\n<!-- times:end -->\n")
+    assert record_times.kept_times(readme.read_text())["quick"]["02_y.ipynb"]["seconds"] == 125
+    (tmp_path / "quick.json").write_text(json.dumps([{"notebook": "02_y.ipynb", "seconds": 61, "status": "ok"}]))
+    record_times.main(["--quick", str(tmp_path / "quick.json"), "--quick-machine", "new", "--keep",
+                       "--notebooks", str(nbdir), "--readme", str(readme)])
+    header = lambda n: "".join(json.loads((nbdir / f"{n}.ipynb").read_text())["cells"][0]["source"])
+    assert "| `quick` (CPU) | lesson | 9 s (old machine) |" in header("01_x")
+    assert "| `quick` (CPU) | lesson | 1 min 01 s (new) |" in header("02_y")
+    assert "| `smoke` | tiny | measured: see README |" in header("01_x")     # no smoke file: untouched
+    text = readme.read_text()
+    assert "| `01_x` | 9 s |" in text and "| `02_y` | 1 min 01 s |" in text and "**1 min 10 s**" in text
+    assert "- `quick`: new" in text
