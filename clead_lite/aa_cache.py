@@ -9,7 +9,7 @@ shipped checkpoint and writes the per-image outcomes to `data/checkpoints/autoat
 
 `autoattack_with_cache` returns the cached outcome when one matches and runs the same standard AutoAttack live
 on `n_check` of the cached images, reporting how many per-image outcomes agree; with no match it runs
-AutoAttack live on all n images (and says so). Floor 2: imports `checkpoints`, `evaluation`.
+AutoAttack live on all n images (and says so). Floor 4: imports `checkpoints`, `evaluation`.
 """
 from __future__ import annotations
 

@@ -10,30 +10,32 @@ Every function takes plain tensors:
 The threat model is always stated: `evaluate` returns a row with norm, eps, step size, steps, restarts and
 which model generated the attack, and `sanity_checks` returns a `SanityReport` whose checks each say what
 was measured, what was expected and whether it held (or that the check does not apply: never a fake pass).
-Floor 1: imports `attacks`, `models`, `validate`.
+The pieces live in `accuracies` (clean / robust / transfer accuracy and the shared helpers) and `sanity` (the
+sanity checks); this module adds eps sweeps, AutoAttack and the results row, and re-exports the rest.
+Floor 3: imports `accuracies`, `sanity`, `attacks`, `models`, `validate`.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
+from .accuracies import (AttackFn, _channels_last, _check_budget, _check_data, _check_norm,  # noqa: F401
+                         _device, _distance, _eval_mode, _generator, _in_channels_last, _single_step, accuracy,
+                         default_alpha, predict, robust_accuracy, transfer_accuracy)
 from .attacks import make_attack
-from .models import _unwrap, model_input_check
-from .validate import check_choice, check_eps, check_int, check_labels, check_logits, check_nonnegative, check_positive
-
-AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-AttackFactory = Callable[[float, int, int], AttackFn]   # (eps, steps, restarts) -> attack(model, x, y)
+from .models import _unwrap
+from .sanity import Check, SanityReport, sanity_checks
+from .validate import check_choice, check_eps, check_int, check_logits, check_positive
 
 __all__ = ["predict", "accuracy", "robust_accuracy", "eps_sweep", "transfer_accuracy", "autoattack_accuracy",
            "AutoAttackResult", "sanity_checks", "SanityReport", "Check", "evaluate", "results_table",
@@ -43,230 +45,6 @@ SWEEP_ATTACKS = ("fgsm", "pgd", "pgd_l2", "noise")
 AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
-_BALL_ATOL = 1e-6       # float32 slack when checking |x_adv - x| <= eps
-_BALL_RTOL = 1e-5       # relative slack for the L2 norm (a sum of 784+ squares)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Argument checks
-
-def _check_model(model: nn.Module, name: str = "model") -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
-def _check_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str = "model") -> None:
-    """model: nn.Module; x: (N, C, H, W) float in [0, 1] with the model's channels; y: (N,) int64 labels."""
-    _check_model(model, name)
-    model_input_check(model, x)
-    check_labels(y, x.shape[0], getattr(_unwrap(model), "num_classes", None))
-
-
-def _check_norm(norm: str) -> str:
-    """'linf' or 'l2' (case-insensitive) -> lower case."""
-    if not isinstance(norm, str):
-        raise TypeError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    return check_choice(norm.lower(), "norm", ("linf", "l2"))
-
-
-def _check_budget(eps: float, norm: str, name: str = "eps") -> float:
-    """L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) are any finite number >= 0."""
-    if norm == "linf":
-        return check_eps(eps, name)
-    eps = check_nonnegative(eps, name)
-    if math.isinf(eps):
-        raise ValueError(f"{name} must be finite, got {eps}")
-    return eps
-
-
-def _check_attack(attack: AttackFn, name: str = "attack") -> AttackFn:
-    if not callable(attack):
-        raise TypeError(f"{name} must be a callable attack(model, x, y) -> x_adv (e.g. "
-                        f"attacks.make_attack('pgd', eps=0.3, alpha=0.0375, steps=20)), got {type(attack).__name__}")
-    return attack
-
-
-def _check_fraction(value: float, name: str) -> float:
-    value = check_nonnegative(value, name)
-    if value > 1:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Small helpers
-
-def _device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode; each module's own mode restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-@contextmanager
-def _channels_last(model: nn.Module) -> Iterator[None]:
-    """4-D weights in the channels_last memory layout for the duration; each one's layout restored afterwards.
-
-    Only the layout changes, not a value: outputs agree to float rounding (1e-7). On the CPU it makes
-    SmallCNN's forward 1.8x and forward + backward to the input 1.3x faster (oneDNN's max-pool and convolution
-    prefer it; benchmarks/bench_eval_layout.py), which matters for AutoAttack's 5,000 Square queries. Nested
-    use (evaluate calls autoattack_accuracy) converts nothing twice.
-    """
-    def channels_last_strides(p: torch.Tensor) -> tuple[int, ...]:
-        _, c, h, w = p.shape
-        return (h * w * c, 1, w * c, c)
-
-    # compared by strides, not is_contiguous(memory_format=...): a (O, 1, k, k) kernel counts as channels_last
-    # either way, but its strides decide the layout oneDNN picks for the first convolution and all after it
-    converted = [p for p in model.parameters() if p.dim() == 4 and p.stride() != channels_last_strides(p)]
-    layouts = [p.data for p in converted]
-    for p in converted:
-        p.data = torch.empty_like(p.data, memory_format=torch.channels_last).copy_(p.data)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for p, data in zip(converted, layouts):
-                data.copy_(p.data)   # the same values (evaluation does not change weights), original layout
-                p.data = data
-
-
-def _in_channels_last(fn: Callable) -> Callable:
-    """Run fn(model, ...) with the model's weights in channels_last (see _channels_last)."""
-    @functools.wraps(fn)
-    def wrapper(model, *args, **kwargs):
-        if not isinstance(model, nn.Module):
-            return fn(model, *args, **kwargs)   # fn raises its own clear error
-        with _channels_last(model):
-            return fn(model, *args, **kwargs)
-    return wrapper
-
-
-def default_alpha(eps: float, steps: int) -> float:
-    """PGD step size 2.5 * eps / steps (Madry et al. 2018): the steps can cross the ball 2.5 times.
-    eps = 0 gets 1/255 (an eps-0 attack returns x unchanged; the step size only has to be valid)."""
-    return 2.5 * eps / steps if eps > 0 else 1 / 255
-
-
-def _generator(seed: int) -> torch.Generator:
-    """A CPU generator: the attacks draw from it on the CPU and move the draws to the data's device."""
-    return torch.Generator().manual_seed(seed)
-
-
-def _distance(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
-    """(B,) per-example distance in norm 'linf', 'l2' or 'l1'."""
-    d = (x_adv - x).flatten(1).float()
-    return d.abs().amax(1) if norm == "linf" else d.norm(p=2 if norm == "l2" else 1, dim=1)
-
-
-def _single_step(eps: float, norm: str) -> AttackFn:
-    """FGSM for L-inf; for L2 its counterpart, one normalised-gradient step of length eps (FGM)."""
-    if norm == "linf":
-        return make_attack("fgsm", eps=eps)
-    return make_attack("pgd", eps=eps, alpha=max(eps, 1e-12), steps=1, norm="l2", random_start=False)
-
-
-@dataclass
-class _Run:
-    """What one attack run over a data set measured: per-example correctness and x_adv statistics."""
-    correct: torch.Tensor          # (N,) bool, on the CPU
-    max_distance: float            # largest |x_adv - x| in the run's norm
-    min_value: float
-    max_value: float
-    n_nonfinite: int
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct.float().mean().item()
-
-
-def _run_attack(attack: AttackFn, source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, norm: str = "linf") -> _Run:
-    """x_adv = attack(source, xb, yb) batch by batch, scored on `target` (the same model for white-box)."""
-    src_device, tgt_device = _device(source), _device(target)
-    correct, dist, lo, hi, bad = [], [], math.inf, -math.inf, 0
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(src_device)
-        yb = y[start:start + batch_size].to(src_device)
-        x_adv = attack(source, xb, yb)
-        if not isinstance(x_adv, torch.Tensor) or x_adv.shape != xb.shape:
-            got = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
-            raise ValueError(f"attack must return x_adv of the input's shape {tuple(xb.shape)}, got {got}")
-        x_adv = x_adv.detach()
-        finite = torch.isfinite(x_adv)
-        bad += int((~finite).flatten(1).any(1).sum())
-        lo, hi = min(lo, float(x_adv.min())), max(hi, float(x_adv.max()))
-        dist.append(_distance(x_adv, xb, norm).cpu())
-        with torch.no_grad(), _eval_mode(target):
-            pred = check_logits(target(x_adv.to(tgt_device)), x_adv.shape[0]).argmax(1)
-        correct.append((pred == yb.to(tgt_device)).cpu())
-    d = torch.cat(dist)
-    max_d = float(d.nan_to_num(nan=math.inf).max())
-    return _Run(torch.cat(correct), max_d, lo, hi, bad)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Accuracy
-
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Predicted classes. x: (N, C, H, W) float in [0, 1] -> (N,) int64 on x's device (eval mode, no grad)."""
-    _check_model(model)
-    model_input_check(model, x)
-    check_int(batch_size, "batch_size")
-    device = _device(model)
-    preds = []
-    with torch.no_grad(), _eval_mode(model):
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size].to(device)
-            preds.append(check_logits(model(xb), xb.shape[0]).argmax(1).to(x.device))
-    return torch.cat(preds)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Clean accuracy in [0, 1]. x: (N, C, H, W) float in [0, 1]; y: (N,) int64."""
-    _check_data(model, x, y)
-    return (predict(model, x, batch_size) == y).float().mean().item()
-
-
-def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackFn, batch_size: int = 512,
-                    return_correct: bool = False) -> float | tuple[float, torch.Tensor]:
-    """White-box robust accuracy in [0, 1]: x_adv = attack(model, xb, yb) per batch, scored on the same model.
-
-    x: (N, C, H, W) float in [0, 1]; y: (N,) int64; attack: callable(model, x, y) -> x_adv.
-    return_correct: also return the (N,) bool per-example correctness (CPU).
-    """
-    _check_data(model, x, y)
-    _check_attack(attack)
-    check_int(batch_size, "batch_size")
-    run = _run_attack(attack, model, model, x, y, batch_size)
-    return (run.accuracy, run.correct) if return_correct else run.accuracy
-
-
-def transfer_accuracy(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackFn,
-                      batch_size: int = 512, return_correct: bool = False) -> float | tuple[float, torch.Tensor]:
-    """Black-box transfer accuracy in [0, 1]: x_adv = attack(source, xb, yb) is made on `source` (the
-    surrogate) and scored on `target`. x: (N, C, H, W) float in [0, 1]; y: (N,) int64."""
-    _check_data(source, x, y, "source")
-    _check_data(target, x, y, "target")
-    _check_attack(attack)
-    check_int(batch_size, "batch_size")
-    run = _run_attack(attack, source, target, x, y, batch_size)
-    return (run.accuracy, run.correct) if return_correct else run.accuracy
 
 
 def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
@@ -318,6 +96,7 @@ def _sweep_attack(name: str, eps: float, seed: int, kwargs: dict) -> AttackFn:
 
 # ----------------------------------------------------------------------------------------------------------
 # AutoAttack (the original, Croce & Hein 2020, from the PyPI package `pyautoattack`)
+
 
 @dataclass
 class AutoAttackResult:
@@ -452,239 +231,6 @@ def _subset(total: int, n: int | None, seed: int) -> torch.Tensor:
     if n > total:
         raise ValueError(f"n must be at most the number of examples ({total}), got {n}")
     return torch.randperm(total, generator=_generator(seed))[:n]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sanity checks
-
-@dataclass
-class Check:
-    """One sanity check: passed is True / False, or None when the check does not apply."""
-    name: str
-    passed: bool | None
-    detail: str
-    numbers: dict = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return "n/a" if self.passed is None else ("pass" if self.passed else "FAIL")
-
-
-@dataclass
-class SanityReport:
-    """The sanity checks of one evaluation. passed: every applicable check passed."""
-    checks: list[Check]
-    settings: dict
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks if c.passed is not None)
-
-    @property
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if c.passed is False]
-
-    def __getitem__(self, name: str) -> Check:
-        for c in self.checks:
-            if c.name == name:
-                return c
-        raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"check": c.name, "status": c.status, "passed": c.passed, "detail": c.detail}
-                             for c in self.checks])
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "settings": dict(self.settings), "checks": [asdict(c) for c in self.checks]}
-
-    def __str__(self) -> str:
-        s = self.settings
-        head = (f"Sanity checks: {s['attack']}, norm {s['norm']}, eps {s['eps']:.4g}, {s['steps']} steps, "
-                f"{s['restarts']} restart(s), n={s['n']}, tolerance {s['tolerance']} example(s) -> "
-                f"{'ALL PASSED' if self.passed else f'{len(self.failed)} FAILED'}")
-        width = max(len(c.name) for c in self.checks)
-        lines = [head] + [f"  {c.status:<4}  {c.name:<{width}}  {c.detail}" for c in self.checks]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:  # notebooks show the table
-        return self.to_frame().to_html(index=False)
-
-
-def _pgd_factory(norm: str, eps: float, alpha: float, seed: int) -> AttackFactory:
-    """PGD with the step size proportional to eps (alpha at the main eps) and a fresh seeded generator per
-    run, so that runs with different steps or restarts start from the same random points."""
-    ratio = alpha / eps if eps > 0 else 0.0
-
-    def factory(e: float, steps: int, restarts: int) -> AttackFn:
-        a = ratio * e if ratio * e > 0 else default_alpha(e, steps)
-        return make_attack("pgd", eps=e, alpha=a, steps=steps, norm=norm, restarts=restarts,
-                           generator=_generator(seed))
-
-    factory.__name__ = "PGD"
-    return factory
-
-
-@_in_channels_last
-def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf", *,
-                  alpha: float | None = None, steps: int = 20, restarts: int = 1, source: nn.Module | None = None,
-                  undefended: bool = False, attack: AttackFactory | None = None,
-                  sweep: Sequence[float] | None = None, large_eps: float | None = None,
-                  more_restarts: int | None = None, tolerance: int = 2, large_eps_max: float = 0.05,
-                  undefended_max: float = 0.05, noise_ratio: float = 0.5, batch_size: int = 512,
-                  seed: int = 0) -> SanityReport:
-    """Run the automated sanity checks (Carlini et al. 2019; Croce & Hein 2020) of one evaluation.
-
-    The attack under test is PGD (norm, eps, alpha = 2.5 * eps / steps unless given, steps, restarts) or
-    `attack`, a factory attack(eps, steps, restarts) -> callable(model, x, y) -> x_adv. Checks:
-    - eps0_equals_clean: the attack at eps 0 gives exactly the clean accuracy;
-    - monotone_in_eps: accuracy does not rise along `sweep` (default 0, eps/4, eps/2, 3eps/4, eps);
-    - large_eps_breaks: at `large_eps` (1 for L-inf, the [0, 1]-cube diameter sqrt(C*H*W) for L2: any image
-      is reachable) accuracy <= large_eps_max (0.05);
-    - more_steps_not_weaker: steps/4, steps, 2*steps never raise accuracy;
-    - more_restarts_not_weaker: `more_restarts` (default restarts + 2) never raise accuracy;
-    - attack_beats_single_step: accuracy <= FGSM's (FGM for L2);
-    - whitebox_le_transfer: accuracy <= that of the same attack made on `source` (n/a without a source);
-    - noise_much_weaker: random noise of the same size removes at most `noise_ratio` of what the attack
-      removes from the clean accuracy, and the attack removes more than `tolerance` examples;
-    - within_ball: every x_adv of every run here is finite, in [0, 1] and within eps (float slack 1e-6);
-    - undefended_near_zero: with undefended=True, accuracy <= undefended_max (n/a otherwise: it is a
-      check for models without a defence, at the dataset's standard eps).
-    Comparisons between attacks allow `tolerance` examples (default 2) of noise; eps 0 must match exactly.
-    x: (N, C, H, W) float in [0, 1]; y: (N,) int64.
-    """
-    _check_data(model, x, y)
-    norm = _check_norm(norm)
-    eps = _check_budget(eps, norm)
-    if eps == 0:
-        raise ValueError("eps must be > 0 for the sanity checks (eps 0 is one of the checks)")
-    check_int(steps, "steps")
-    check_int(restarts, "restarts")
-    check_int(tolerance, "tolerance", minimum=0)
-    check_int(batch_size, "batch_size")
-    check_int(seed, "seed", minimum=0)
-    alpha = default_alpha(eps, steps) if alpha is None else check_positive(alpha, "alpha")
-    for name, value in (("large_eps_max", large_eps_max), ("undefended_max", undefended_max),
-                        ("noise_ratio", noise_ratio)):
-        _check_fraction(value, name)
-    if not isinstance(undefended, bool):
-        raise TypeError(f"undefended must be True or False, got {undefended!r}")
-    if source is not None:
-        _check_data(source, x, y, "source")
-    if attack is not None and not callable(attack):
-        raise TypeError("attack must be None (PGD) or a factory attack(eps, steps, restarts) -> "
-                        f"callable(model, x, y) -> x_adv, got {type(attack).__name__}")
-    more_restarts = restarts + 2 if more_restarts is None else check_int(more_restarts, "more_restarts")
-    if more_restarts <= restarts:
-        raise ValueError(f"more_restarts must be > restarts ({restarts}), got {more_restarts}")
-    if large_eps is None:
-        large_eps = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
-    large_eps = _check_budget(large_eps, norm, "large_eps")
-    if large_eps <= eps:
-        raise ValueError(f"large_eps must be > eps ({eps}), got {large_eps}")
-    sweep = sorted({0.0, eps / 4, eps / 2, 3 * eps / 4, eps} if sweep is None else
-                   {_check_budget(e, norm, f"sweep[{i}]") for i, e in enumerate(sweep)} | {0.0, eps})
-
-    factory = attack or _pgd_factory(norm, eps, alpha, seed)
-    name = getattr(factory, "__name__", type(factory).__name__)
-    n = x.shape[0]
-    tol = tolerance / n
-    runs: dict[str, tuple[_Run, float]] = {}      # label -> (run, its eps): every x_adv made on `model`
-
-    def run(label: str, fn: AttackFn, e: float, src: nn.Module = model) -> float:
-        result = _run_attack(fn, src, model, x, y, batch_size, norm)
-        runs[label] = (result, e)
-        return result.accuracy
-
-    clean = accuracy(model, x, y, batch_size)
-    sweep_acc = [run(f"{name} eps={e:.4g}", factory(e, steps, restarts), e) for e in sweep]
-    acc = sweep_acc[sweep.index(eps)]
-    checks: list[Check] = []
-
-    # 1. attack at eps 0 equals clean accuracy (same inputs: exactly)
-    acc0 = sweep_acc[0]
-    checks.append(Check("eps0_equals_clean", acc0 == clean,
-                        f"eps 0: {acc0:.2%} vs clean {clean:.2%} (must be equal)", {"eps0": acc0, "clean": clean}))
-
-    # 2. accuracy non-increasing in eps
-    rises = [(sweep[i], sweep[i + 1]) for i in range(len(sweep) - 1) if sweep_acc[i + 1] > sweep_acc[i] + tol]
-    curve = ", ".join(f"{e:.3g}: {a:.1%}" for e, a in zip(sweep, sweep_acc))
-    checks.append(Check("monotone_in_eps", not rises,
-                        f"{curve}" + (f"; rises between eps {rises}" if rises else " (non-increasing)"),
-                        {f"eps={e:.4g}": a for e, a in zip(sweep, sweep_acc)}))
-
-    # 3. a very large eps drives accuracy to about 0
-    acc_large = run(f"{name} eps={large_eps:.4g}", factory(large_eps, steps, restarts), large_eps)
-    checks.append(Check("large_eps_breaks", acc_large <= large_eps_max,
-                        f"eps {large_eps:.3g}: {acc_large:.2%} (must be <= {large_eps_max:.0%}: any image is "
-                        "reachable)", {"large_eps": large_eps, "accuracy": acc_large}))
-
-    # 4. more steps never raise accuracy
-    step_list = sorted({max(1, steps // 4), steps, 2 * steps})
-    step_acc = [acc if s == steps else run(f"{name} steps={s}", factory(eps, s, restarts), eps) for s in step_list]
-    rises = [(step_list[i], step_list[i + 1]) for i in range(len(step_list) - 1)
-             if step_acc[i + 1] > step_acc[i] + tol]
-    checks.append(Check("more_steps_not_weaker", not rises,
-                        ", ".join(f"{s} steps: {a:.1%}" for s, a in zip(step_list, step_acc)) +
-                        (f"; rises {rises}" if rises else ""), {f"steps={s}": a for s, a in zip(step_list, step_acc)}))
-
-    # 5. more restarts never raise accuracy
-    acc_more = run(f"{name} restarts={more_restarts}", factory(eps, steps, more_restarts), eps)
-    checks.append(Check("more_restarts_not_weaker", acc_more <= acc + tol,
-                        f"{restarts} restart(s): {acc:.1%}, {more_restarts}: {acc_more:.1%}",
-                        {f"restarts={restarts}": acc, f"restarts={more_restarts}": acc_more}))
-
-    # 6. the iterative attack is at least as strong as the single-step one
-    single = "FGSM" if norm == "linf" else "FGM-L2"
-    acc_single = run(single, _single_step(eps, norm), eps)
-    checks.append(Check("attack_beats_single_step", acc <= acc_single + tol,
-                        f"{name} {acc:.1%} vs {single} {acc_single:.1%} (must be <=)",
-                        {"attack": acc, "single_step": acc_single}))
-
-    # 7. white-box at least as strong as transfer from a source model
-    if source is None:
-        checks.append(Check("whitebox_le_transfer", None, "no source model given", {}))
-    else:
-        acc_tr = run(f"{name} from source", factory(eps, steps, restarts), eps, src=source)
-        checks.append(Check("whitebox_le_transfer", acc <= acc_tr + tol,
-                            f"white-box {acc:.1%} vs transfer from source {acc_tr:.1%} (must be <=)",
-                            {"whitebox": acc, "transfer": acc_tr}))
-
-    # 8. random noise of the same size is much weaker than the attack
-    acc_noise = run("random noise", make_attack("random_noise", eps=eps, norm=norm, generator=_generator(seed)), eps)
-    drop_attack, drop_noise = clean - acc, clean - acc_noise
-    ok = drop_attack > tol and drop_noise <= noise_ratio * drop_attack
-    checks.append(Check("noise_much_weaker", ok,
-                        f"clean {clean:.1%}, noise {acc_noise:.1%}, {name} {acc:.1%}: noise removes "
-                        f"{drop_noise:.1%}, the attack {drop_attack:.1%} (noise must remove <= {noise_ratio:.0%} of "
-                        f"it, the attack > {tolerance} examples)",
-                        {"clean": clean, "noise": acc_noise, "attack": acc}))
-
-    # 9. every x_adv finite, in [0, 1] and in the eps ball
-    outside = []
-    worst = 0.0
-    for label, (r, e) in runs.items():
-        slack = _BALL_ATOL + (_BALL_RTOL * e if norm == "l2" else 0.0)
-        worst = max(worst, r.max_distance - e)
-        if r.n_nonfinite or r.min_value < 0 or r.max_value > 1 or r.max_distance > e + slack:
-            outside.append(f"{label}: max dist {r.max_distance:.4g} (eps {e:.4g}), values in "
-                           f"[{r.min_value:.3g}, {r.max_value:.3g}], {r.n_nonfinite} non-finite")
-    checks.append(Check("within_ball", not outside,
-                        (f"{len(runs)} runs, all x_adv finite, in [0, 1] and within eps" if not outside else
-                         "; ".join(outside)), {"runs": len(runs), "max_excess": worst}))
-
-    # 10. an undefended model scores about 0
-    if undefended:
-        checks.append(Check("undefended_near_zero", acc <= undefended_max,
-                            f"{name} {acc:.1%} (an undefended model must be <= {undefended_max:.0%})",
-                            {"attack": acc}))
-    else:
-        checks.append(Check("undefended_near_zero", None, "model not flagged undefended", {}))
-
-    settings = {"attack": name, "norm": norm, "eps": eps, "alpha": alpha if attack is None else None,
-                "steps": steps, "restarts": restarts, "n": n, "tolerance": tolerance, "seed": seed,
-                "source": None if source is None else type(_unwrap(source)).__name__, "clean": clean,
-                "accuracy": acc}
-    return SanityReport(checks, settings)
 
 
 # ----------------------------------------------------------------------------------------------------------

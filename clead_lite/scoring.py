@@ -4,7 +4,7 @@ APGD-CE + APGD-T (AutoAttack's `custom` version with those two), Square alone, a
     score = score_model(model, x, y, eps=0.3, columns=("apgd", "square", "eps_curve"))
     score["apgd"], score["apgd_correct"]            # accuracy in [0, 1], (n,) list of 0 / 1
 
-Used by benchmarks/run_results.py and benchmarks/budget_curve.py. Floor 3: imports evaluation, data, models.
+Used by benchmarks/run_results.py and benchmarks/budget_curve.py. Floor 4: imports evaluation, data, models.
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ non-finite stop the run with TrainingDivergedError before that epoch is saved; a
 DistributedDataParallel when launched by `torchrun` (WORLD_SIZE > 1).
 This module is the loop; the settings are `train_config.TrainConfig` and each method's step is
 `train_step.TrainStep` (both re-exported here).
-Floor 3: imports attacks, data, evaluation, checkpoints, models, profiles, safe_io, validate, train_config,
+Floor 3: imports attacks, data, accuracies, checkpoints, models, profiles, safe_io, validate, train_config,
 train_step.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ import torch.nn as nn
 from . import attacks as _attacks
 from .checkpoints import CheckpointError, load_checkpoint, load_model_state, model_metadata, save_checkpoint
 from .data import DeviceLoader
-from .evaluation import accuracy, robust_accuracy
+from .accuracies import accuracy, robust_accuracy
 from .models import _unwrap
 from .profiles import dataset_info, get_device
 from .safe_io import check_writable, output_lock
