@@ -61,7 +61,7 @@ def test_step_loss_is_ce_plus_beta_kl_by_hand(digits, beta):
     expected = F.cross_entropy(logits_clean, y) + beta * kl_by_hand(logits_clean, logits_adv)
     loss, correct, terms = step.step(x, y)
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5, abs=1e-6)
-    assert float(terms["kl"]) == pytest.approx(float(kl_by_hand(logits_clean, logits_adv)), rel=1e-4, abs=1e-7)
+    assert float(terms["kl"]) == pytest.approx(float(kl_by_hand(logits_clean, logits_adv).detach()), rel=1e-4, abs=1e-7)
     assert float(terms["kl"]) > 0 and int(correct) == int((logits_clean.argmax(1) == y).sum())
 
 
