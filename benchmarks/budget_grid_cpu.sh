@@ -18,13 +18,13 @@ wait_for() { while [ -n "$1" ] && kill -0 "$1" 2>/dev/null; do sleep 10; done; }
 chain_a() {
   wait_for "${WAIT_A:-}"
   $B --methods pgd_at trades --epochs 4 8
-  $B --methods pgd_at --epochs 16 --standard-check --standard-n 200   # standard AutoAttack, seed 0, 200 images
+  $B --methods pgd_at --epochs 16   # the standard-AutoAttack check runs on C-LEAD online (chain b) only: time
   if [ -n "${WITH_TRADES_16:-}" ]; then $B --methods trades --epochs 16 --seeds 0; fi
 }
 chain_b() {
   wait_for "${WAIT_B:-}"
   $B --methods clead_online --epochs 4 8
-  $B --methods clead_online --epochs 16 --standard-check --standard-n 200
+  $B --methods clead_online --epochs 16 --standard-check --standard-n 200   # standard AutoAttack, seed 0, 200 images
   $B --methods clead_online --epochs 8 --seeds 0 --sweep-epochs 8 --sweep-lambdas 0.1 1 2
   if [ -n "${WITH_TRADES_16:-}" ]; then $B --methods trades --epochs 16 --seeds 1 2; fi
 }
