@@ -95,7 +95,10 @@ def lambda_markdown(frame: pd.DataFrame) -> str:
     online = frame[frame["method"] == "clead_online"].copy()
     if not len(online):
         return "\n".join(lines)
-    counts = online.groupby(["epochs", "seed"]).size()
+    counts = online.groupby(["epochs", "seed"])["lam"].nunique()
+    if counts.max() < 2:
+        return ("No lambda sweep yet: every C-LEAD online point has the same lambda "
+                "(benchmarks/budget_grid_cpu.sh runs the sweep after the budget curve).")
     epochs, seed = counts.idxmax()             # the sweep: the (budget, seed) with the most lambdas
     sweep = online[(online["epochs"] == epochs) & (online["seed"] == seed)]
     rows = [(f"{float(r.lam):g}", r) for r in sweep.itertuples()]

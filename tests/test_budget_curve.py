@@ -67,9 +67,13 @@ def test_tables_and_plot_from_points(tmp_path):
     assert "| C-LEAD online | 5 | 0 |" in table and table.count("C-LEAD online") == 1   # lambda 0 is the sweep's
     sweep = lambda_markdown(frame)
     assert "| 0 | 5 | 0 | 90.0 | 52.0 (500) |" in sweep and "| 0.5 | 5 | 0 | 90.0 | 55.0 (500) |" in sweep
+    key = {"dataset": "mnist5k", "method": "clead_online", "epochs": 5, "seed": 0, "lam": 1.0}
+    (tmp_path / point_name(**key)).write_text(json.dumps({"key": key, "result": {"clean": 0.9, "apgd": 0.5, "n_scored": 500}}))
     (tmp_path / point_name("mnist5k", "clead_online", 5, 0, 0.0)).unlink()   # no lambda-0 run: PGD-AT's point
     sweep = lambda_markdown(load_points(tmp_path))
     assert sweep.splitlines()[2] == "| 0 (the PGD-AT point) | 5 | 0 | 90.0 | 50.0 (500) |", sweep
+    (tmp_path / point_name(**key)).unlink()                                 # one lambda left: no sweep to show
+    assert lambda_markdown(load_points(tmp_path)).startswith("No lambda sweep yet")
     import matplotlib
     matplotlib.use("Agg")
     ax = plot_budget_curve(frame)
