@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The budget curve and the lambda sweep of benchmarks/budget_curve.py on a 2-core CPU: two chains of one torch
-# thread each, balanced by cost (~2 CPU-hours each on this machine, more with the lambda sweep), smallest budgets first so that an
+# thread each, balanced by cost (~2.5 CPU-hours each on this machine), smallest budgets first so that an
 # interrupted grid still has whole budgets. Every point is resumable and written once (see budget_curve.py):
 # run this again to continue. lambda = 0 is not run: it is the PGD-AT step itself (tests/test_batchnorm.py,
 # bit for bit), so the sweep's lambda = 0 row is the PGD-AT point of the same budget and seed.
@@ -19,6 +19,7 @@ chain_a() {
   wait_for "${WAIT_A:-}"
   $B --methods pgd_at trades --epochs 4 8
   $B --methods pgd_at --epochs 16 --seeds 0 1
+  $B --methods clead_online --epochs 8 --seeds 0 --sweep-epochs 8 --sweep-lambdas 1 2     # the lambda sweep
   if [ -n "${WITH_TRADES_16:-}" ]; then $B --methods trades --epochs 16 --seeds 0; fi
 }
 chain_b() {
@@ -26,8 +27,7 @@ chain_b() {
   $B --methods clead_online --epochs 4 8
   $B --methods clead_online --epochs 16 --standard-check --standard-n 200   # standard AutoAttack, seed 0, 200 images
   $B --methods pgd_at --epochs 16 --seeds 2
-  # the lambda sweep: not reached in the 2026-12-02 run (the session ended); this script continues with it
-  $B --methods clead_online --epochs 8 --seeds 0 --sweep-epochs 8 --sweep-lambdas 0.1 1 2
+  $B --methods clead_online --epochs 8 --seeds 0 --sweep-epochs 8 --sweep-lambdas 0.1       # the lambda sweep
   if [ -n "${WITH_TRADES_16:-}" ]; then $B --methods trades --epochs 16 --seeds 1 2; fi
 }
 chain_a >>"$OUT/chain_a.log" 2>&1 &
