@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import make_attack
-from .models import _unwrap, model_input_check
+from .models import _eval_mode, _unwrap, model_input_check
 from .validate import check_choice, check_eps, check_int, check_labels, check_logits, check_nonnegative
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -90,18 +90,6 @@ def _device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode; each module's own mode restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 @contextmanager

@@ -17,9 +17,8 @@ import hashlib
 import os
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import cache_dir as _cache_root
-from .models import _unwrap, model_input_check
+from .models import _eval_mode, _unwrap, model_input_check
 from .validate import check_choice, check_int, check_labels, check_nonnegative
 
 SPACES = ("features", "projection")
@@ -42,18 +41,6 @@ __all__ = ["embed", "clean_and_adversarial_embeddings", "separation_metrics", "u
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode; each module's own mode restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _embedder(model: nn.Module, space: str) -> Callable[[torch.Tensor], torch.Tensor]:
