@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from clead_lite.results import replace_marked_block
@@ -46,14 +47,12 @@ def cell_text(row: dict | None, machine: str) -> str:
 
 def parse_seconds(text: str) -> float | None:
     """'41 s' -> 41, '5 min 12 s' -> 312 (fmt's inverse); None for anything else ('-', 'failed')."""
-    import re
     m = re.fullmatch(r"\**(?:(\d+) min )?(\d+) s\**", text.strip())
     return None if m is None else 60 * int(m.group(1) or 0) + int(m.group(2))
 
 
 def kept_times(readme_text: str) -> dict[str, dict[str, dict]]:
     """The times the README's block shows now: {profile: {notebook file name: row}} (rows as in times.json)."""
-    import re
     m = re.search(r"<!-- times:start -->\n(.*?)<!-- times:end -->", readme_text, re.S)
     if not m:
         return {}
@@ -114,11 +113,11 @@ def main(argv=None) -> int:
     p.add_argument("--readme", default=str(ROOT / "README.md"))
     p.add_argument("--keep", action="store_true", help="notebooks missing from a profile's file keep their times")
     args = p.parse_args(argv)
-    times = {prof: read_times(getattr(args, prof)) for prof in PROFILE_ROWS}
+    measured = {prof: read_times(getattr(args, prof)) for prof in PROFILE_ROWS}   # this run's files, read once
+    times = dict(measured)                # plus, with --keep, the figures the README already shows
     machines = {prof: getattr(args, f"{prof}_machine") for prof in PROFILE_ROWS}
     keep = frozenset(PROFILE_ROWS) if args.keep else frozenset()
     if keep:
-        import re
         text = Path(args.readme).read_text()
         kept = kept_times(text)
         for prof in keep:
@@ -131,8 +130,7 @@ def main(argv=None) -> int:
         nb = json.loads(path.read_text())
         first = nb["cells"][0]
         source = "".join(first["source"])
-        fresh = {prof: (read_times(getattr(args, prof)).get(path.name) if prof in keep else t.get(path.name))
-                 for prof, t in times.items()}
+        fresh = {prof: (measured[prof] if prof in keep else t).get(path.name) for prof, t in times.items()}
         new = update_header(source, fresh, machines, keep)
         if new != source:
             first["source"] = new.splitlines(keepends=True)
