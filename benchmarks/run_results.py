@@ -87,13 +87,36 @@ def add_scores(record: dict, ckpt: Path, args) -> dict:
     model, x, y, state = load_for_scoring(str(ckpt), args.n_test, device=args.device)
     n = min(args.n_score, len(y))
     eps = float(record["row"]["eps"])
+    columns = [c for c in args.score_columns
+               if c != "square" or args.square_seeds is None or record.get("seed") in args.square_seeds]
     t = time.perf_counter()
-    scores = score_model(model, x[:n], y[:n], eps, columns=args.score_columns, seed=0)
-    scores["images"] = (f"the first {n} of the {len(y)} evaluated test images (a random {len(y)} of the test "
-                        "split drawn with seed 0)")
+    scores = score_model(model, x[:n], y[:n], eps, columns=columns, seed=0)
+    scores["images"] = f"the first {n} images of the test split (the first {n} of the {len(y)} evaluated)"
     print(f"  scored {ckpt.name}: " + ", ".join(f"{k} {scores[k]:.3f}" for k in ("apgd", "square") if k in scores)
           + f" ({time.perf_counter() - t:.0f} s)", flush=True)
     return {**record, "scores": scores}
+
+
+def add_autoattack(record: dict, ckpt: Path, args) -> dict:
+    """record with the standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) filled in: `--add-autoattack` for a
+    row evaluated without it. The same call as `evaluate --n-autoattack` (a subset drawn with seed 0 from the
+    row's evaluated images; all of them when n_autoattack >= n), so the row reads as if evaluated with it."""
+    from clead_lite.evaluation import autoattack_accuracy
+    from clead_lite.scoring import load_for_scoring
+    model, x, y, _ = load_for_scoring(str(ckpt), args.n_test, device=args.device)
+    row = dict(record["row"])
+    if int(row["n"]) != len(y):
+        raise SystemExit(f"{ckpt.name}: the row was evaluated on {row['n']} images, --n-test is {args.n_test}")
+    n = min(args.n_autoattack, len(y))
+    t = time.perf_counter()
+    res = autoattack_accuracy(model, x, y, float(row["eps"]), n=n if n < len(y) else None, seed=0,
+                              return_details=True)
+    row.update(autoattack=res.accuracy, n_autoattack=n)
+    print(f"  standard AutoAttack {ckpt.name}: {res.accuracy:.3f} on {n} ({time.perf_counter() - t:.0f} s)",
+          flush=True)
+    return {**record, "row": row, "autoattack_correct": [int(v) for v in res.correct.tolist()],
+            "autoattack_seconds": time.perf_counter() - t,
+            "autoattack_command": shlex.join(["python", "benchmarks/run_results.py"] + sys.argv[1:])}
 
 
 def main(argv=None) -> int:
@@ -116,12 +139,21 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--restarts", type=int, default=2)
     p.add_argument("--n-autoattack", type=int, default=200)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "table"))
     p.add_argument("--runs", default=str(ROOT / "data" / "runs" / "results"))
     p.add_argument("--no-sanity", action="store_true", help="skip the sanity-check report (about 450 attack "
                    "passes per image: the largest cost of a row after AutoAttack)")
+    p.add_argument("--sanity-seeds", nargs="+", type=int, default=None,
+                   help="run the sanity-check report only for these seeds (default: every seed)")
+    p.add_argument("--autoattack-seeds", nargs="+", type=int, default=None,
+                   help="run the standard AutoAttack (--n-autoattack images) only for these seeds (default: every "
+                   "seed); the other seeds get APGD-CE + APGD-T only")
+    p.add_argument("--square-seeds", nargs="+", type=int, default=None,
+                   help="score Square alone only for these seeds (default: every seed)")
     p.add_argument("--redo", action="store_true", help="evaluate the selected rows again even if on disk (e.g. "
                    "with a larger --n-autoattack); the file on disk is replaced only when the new row is complete")
+    p.add_argument("--add-autoattack", action="store_true", help="only add the standard AutoAttack (--n-autoattack "
+                   "images) to rows on disk of --autoattack-seeds that lack it; trains and evaluates nothing else")
     p.add_argument("--summary", action="store_true", help="only print the table of the rows on disk")
     p.add_argument("--readme", default=None, help="also write the table into this file, between "
                    "'<!-- results:start -->' and '<!-- results:end -->' (e.g. README.md)")
@@ -143,6 +175,16 @@ def main(argv=None) -> int:
                 for method in args.methods:
                     row_json = out / f"{dataset}_{method}_seed{seed}.json"
                     ckpt = runs / f"{dataset}_{method}_seed{seed}.pt"
+                    n_autoattack = (args.n_autoattack if args.autoattack_seeds is None or seed in args.autoattack_seeds
+                                    else 0)
+                    if args.add_autoattack:
+                        if row_json.exists() and ckpt.exists() and n_autoattack:
+                            record = json.loads(row_json.read_text())
+                            if record["row"].get("autoattack") is None:
+                                partial = row_json.with_name(row_json.name + ".partial")
+                                partial.write_text(json.dumps(add_autoattack(record, ckpt, args), indent=2))
+                                os.replace(partial, row_json)
+                        continue
                     if row_json.exists() and not args.redo:
                         record = json.loads(row_json.read_text())
                         if not args.no_score and "scores" not in record and ckpt.exists():   # an older row
@@ -160,8 +202,8 @@ def main(argv=None) -> int:
                         run(train + (["--resume"] if ckpt.exists() else []))   # a killed run continues
                     evaluate = py + ["evaluate", rel(ckpt), "--profile", args.profile,
                                      "--n", str(args.n_test), "--steps", str(args.steps), "--restarts",
-                                     str(args.restarts), "--n-autoattack", str(args.n_autoattack)] + device
-                    if not args.no_sanity:
+                                     str(args.restarts), "--n-autoattack", str(n_autoattack)] + device
+                    if not args.no_sanity and (args.sanity_seeds is None or seed in args.sanity_seeds):
                         evaluate.append("--sanity")
                     if method in ("pgd_at", "trades", "clead_online"):
                         evaluate += ["--source", rel(std_ckpt)]

@@ -158,9 +158,10 @@ class CachedAutoAttack:
         if self.source == "cache":
             e = self.entry or {}
             text += (f", from the cache (run {e.get('created', '?')[:10]} on {e.get('device', '?')} with "
-                     f"{e.get('threads', '?')} thread(s), pyautoattack {e.get('pyautoattack', '?')}); "
-                     f"re-checked live on {self.n_checked}: "
-                     f"{self.agree}/{self.n_checked} outcomes agree ({self.live_seconds:.0f} s)")
+                     f"{e.get('threads', '?')} thread(s), pyautoattack {e.get('pyautoattack', '?')}); ")
+            text += (f"re-checked live on {self.n_checked}: {self.agree}/{self.n_checked} outcomes agree "
+                     f"({self.live_seconds:.0f} s)" if self.n_checked else
+                     "not re-checked live here (the sha256 of the weights and images matches the cache's key)")
         else:
             text += f", run live ({self.seconds:.0f} s; no cached result for this model and these images)"
         return text

@@ -25,7 +25,7 @@ ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer", "apgd", "s
 COLUMNS = ("dataset", "method", "seed", "eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
            "n_autoattack", "transfer", "transfer_source", "apgd", "square", "n_scored", "eps_curve", "apgd_correct",
            "n_train", "n_val", "epochs", "best_epoch", "sanity_passed", "sanity_failed", "train_command",
-           "evaluate_command", "file")
+           "evaluate_command", "test_images", "file")
 
 
 def results_dir() -> Path | None:
@@ -47,7 +47,8 @@ def _row(record: dict, file: str) -> dict:
            "sanity_passed": sanity.get("passed") if sanity else None,
            "sanity_failed": ", ".join(map(str, failed)) if sanity else None,
            "train_command": record.get("train_command"),
-           "evaluate_command": record.get("evaluate_command") or record.get("command"), "file": file}
+           "evaluate_command": record.get("evaluate_command") or record.get("command"),
+           "test_images": record.get("test_images"), "file": file}
     scores = record.get("scores") or {}    # benchmarks/run_results.py: APGD-CE + APGD-T, Square, eps curve
     out.update(apgd=scores.get("apgd"), square=scores.get("square"), n_scored=scores.get("n_scored"),
                eps_curve=scores.get("eps_curve"), apgd_correct=scores.get("apgd_correct"))
@@ -206,13 +207,20 @@ def protocol_note(frame: pd.DataFrame) -> str:
     if not len(frame):
         return "No rows."
     vals = lambda col: "/".join(str(int(v)) for v in sorted({int(v) for v in frame[col].dropna() if v}))
-    parts = [f"Test images: the same {vals('n') or '?'} for every row, a random subset of each test split drawn "
-             f"with seed 0 (not the first ones)."]
+    seeds_with = lambda col: ",".join(str(int(v)) for v in sorted({int(s) for s in frame.loc[frame[col].notna(), "seed"]}))
+    first = frame["test_images"].map(lambda t: isinstance(t, str) and t.startswith("the first")).all()
+    parts = [f"Test images: the same {vals('n') or '?'} for every row, "
+             + ("the first ones of each test split (`data.test_images`)." if first else
+                "a random subset of each test split drawn with seed 0 (not the first ones).")]
     if frame["n_scored"].notna().any():
-        parts.append(f"APGD-CE + APGD-T (AutoAttack's custom version) and Square alone ran on all {vals('n_scored')} "
-                     f"of them for every seed; the PGD eps curve on the same images.")
+        square = (f"; Square alone on the same images for seed(s) {seeds_with('square')}"
+                  if frame["square"].notna().any() else "")
+        parts.append(f"APGD-CE + APGD-T (AutoAttack's custom version) ran on the first {vals('n_scored')} of them for "
+                     f"every seed, and the PGD eps curve on the same images{square}.")
     if frame["n_autoattack"].notna().any() and frame["autoattack"].notna().any():
-        parts.append(f"The standard AutoAttack ran on a random {vals('n_autoattack')} of them (drawn with seed 0).")
+        n_aa, n = vals("n_autoattack"), vals("n")
+        subset = "all of them" if n_aa == n else f"a random {n_aa} of them (drawn with seed 0)"
+        parts.append(f"The standard AutoAttack ran on {subset}, for seed(s) {seeds_with('autoattack')}.")
     if frame["n_train"].notna().any():
         parts.append(f"Training: {vals('n_train')} training images drawn at random with the row's seed, of which "
                      f"{vals('n_val')} are held out and never trained on; epochs {vals('epochs')}; the weights "

@@ -56,10 +56,10 @@ def score_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
 
 def load_for_scoring(checkpoint: str, n_test: int, dataset: str | None = None, device=None):
     """(model in eval mode on `device`, x, y, state): a checkpoint written by `python -m clead_lite train` and
-    the images `evaluate --n n_test` scores: a random n_test of the test split drawn with seed 0 (all of it
-    when n_test is at least its size)."""
+    the images `evaluate --n n_test` scores: the first n_test of the test split (`data.test_images`, the one
+    convention of the course), so that a row's scores and its evaluation columns share their images."""
     from .checkpoints import CheckpointError, load_checkpoint, load_model_state
-    from .data import load_dataset
+    from .data import test_images
     from .models import MODELS, build_model
     from .profiles import get_device
     state = load_checkpoint(checkpoint, map_location="cpu", required=("model",))
@@ -69,8 +69,5 @@ def load_for_scoring(checkpoint: str, n_test: int, dataset: str | None = None, d
     model = build_model(name, num_classes=(state.get("model_config") or {}).get("num_classes", 10))
     load_model_state(model, state)
     device = get_device(device)
-    dataset = dataset or state.get("dataset")
-    x, y = load_dataset(dataset, "test")
-    if n_test < len(y):
-        x, y = load_dataset(dataset, "test", n=n_test, seed=0)
+    x, y = test_images(dataset or state.get("dataset"), n_test)
     return model.to(device).eval(), x, y, state

@@ -34,7 +34,10 @@ def test_run_results_tiny(tmp_path):
     assert at["training"] == {"n_train": 160, "n_val": 64, "epochs": 1, "best_epoch": 1}
     table = readme.read_text()
     assert "old" not in table and "| mnist5k (0.3) | pgd_at | 0 |" in table
-    assert "seed 0 (not the first ones)" in table and "64 are held out" in table
+    assert "the first ones of each test split" in table and "64 are held out" in table
+    # the scores are on the first n_score of the evaluated images, which are the first n_test of the test split
+    assert at["test_images"] == "the first 32 of the mnist5k test split"
+    assert at["scores"]["images"].startswith("the first 12 images of the test split")
     # a second run finds every row on disk and only prints the table
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "$ " not in again.stdout
@@ -48,3 +51,22 @@ def test_run_results_tiny(tmp_path):
     assert row["row"]["n_autoattack"] == 4 and 0.0 <= row["row"]["autoattack"] <= 1.0
     assert row["evaluate_command"].endswith("--json " + str(out / "mnist5k_standard_seed0.json"))
     assert "--n-autoattack 4" in row["evaluate_command"] and not list(out.glob("*.partial"))
+    # --add-autoattack fills the standard AutoAttack into a row evaluated without it, for the seeds asked
+    # only, and leaves every other column as it was
+    before = json.loads((out / "mnist5k_pgd_at_seed0.json").read_text())
+    assert before["row"]["autoattack"] is None
+    add = [c for c in cmd if c not in ("--readme", str(readme))] + ["--add-autoattack", "--autoattack-seeds", "0"]
+    add[add.index("--n-autoattack") + 1] = "6"
+    fourth = subprocess.run(add, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert fourth.returncode == 0, fourth.stdout[-2000:] + fourth.stderr[-2000:]
+    assert "$ " not in fourth.stdout       # nothing trained or evaluated again
+    after = json.loads((out / "mnist5k_pgd_at_seed0.json").read_text())
+    assert after["row"]["n_autoattack"] == 6 and 0.0 <= after["row"]["autoattack"] <= after["row"]["clean"]
+    assert len(after["autoattack_correct"]) == 6 and "--add-autoattack" in after["autoattack_command"]
+    assert {k: v for k, v in after["row"].items() if k not in ("autoattack", "n_autoattack")} == \
+        {k: v for k, v in before["row"].items() if k not in ("autoattack", "n_autoattack")}
+    assert after["scores"] == before["scores"] and not list(out.glob("*.partial"))
+    # a seed not in --autoattack-seeds is left alone
+    other = [c for c in add if c != "--add-autoattack"][:-2] + ["--add-autoattack", "--autoattack-seeds", "1"]
+    assert subprocess.run(other, cwd=ROOT, capture_output=True, text=True, timeout=300).returncode == 0
+    assert json.loads((out / "mnist5k_pgd_at_seed0.json").read_text()) == after

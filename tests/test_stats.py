@@ -93,4 +93,21 @@ def test_differences_table_from_rows(tmp_path):
     assert "| mnist | clead_online | 0,1,2 | 300 |" in table and "p = " in table
     note = protocol_note(frame)
     assert "seed 0 (not the first ones)" in note and "4000 training images" in note and "500 are held out" in note
-    assert "ddof = 1" in note
+    assert "ddof = 1" in note and "Square alone on the same images for seed(s) 0,1,2" in note
+
+
+def test_protocol_note_says_which_images(tmp_path):
+    """Rows scored on the first n test images say so; the standard AutoAttack's seeds and subset are named."""
+    for seed in (0, 1):
+        _row(tmp_path, "pgd_at", seed, [1, 0, 1, 1])
+        f = tmp_path / f"mnist_pgd_at_seed{seed}.json"
+        record = json.loads(f.read_text())
+        record["test_images"] = "the first 4 of the mnist test split"
+        if seed == 0:
+            record["row"].update(autoattack=0.5, n_autoattack=4)
+            record["scores"]["square"] = None
+        f.write_text(json.dumps(record))
+    note = protocol_note(load_results(tmp_path))
+    assert "the first ones of each test split" in note and "not the first ones" not in note
+    assert "The standard AutoAttack ran on all of them, for seed(s) 0." in note
+    assert "Square alone on the same images for seed(s) 1" in note
