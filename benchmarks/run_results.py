@@ -81,18 +81,30 @@ def training_facts(ckpt: Path, args, method: str, dataset: str) -> dict:
     return facts
 
 
+def wanted_scores(record: dict, args) -> list[str]:
+    """The --score-columns this row should have (Square only for --square-seeds) and does not have yet."""
+    have = record.get("scores") or {}
+    return [c for c in args.score_columns if c not in have
+            and (c != "square" or args.square_seeds is None or record.get("seed") in args.square_seeds)]
+
+
 def add_scores(record: dict, ckpt: Path, args) -> dict:
-    """record + 'scores' (APGD-CE + APGD-T, Square, PGD eps curve on the first n_score evaluated images)."""
+    """record + the missing 'scores' columns (APGD-CE + APGD-T, Square, PGD eps curve on the first n_score
+    evaluated images); columns already there are kept, so a later run with more columns only adds them."""
     from clead_lite.scoring import load_for_scoring, score_model
     model, x, y, state = load_for_scoring(str(ckpt), args.n_test, device=args.device)
     n = min(args.n_score, len(y))
+    old = record.get("scores") or {}
+    if old and old.get("n_scored") != n:
+        raise SystemExit(f"{ckpt.name}: its scores are on {old.get('n_scored')} images, --n-score gives {n}; "
+                         "use the same --n-score (or --redo)")
     eps = float(record["row"]["eps"])
-    columns = [c for c in args.score_columns
-               if c != "square" or args.square_seeds is None or record.get("seed") in args.square_seeds]
     t = time.perf_counter()
-    scores = score_model(model, x[:n], y[:n], eps, columns=columns, seed=0)
+    new = score_model(model, x[:n], y[:n], eps, columns=wanted_scores(record, args), seed=0)
+    scores = {**old, **{k: v for k, v in new.items() if k != "seconds"},
+              "seconds": {**old.get("seconds", {}), **new["seconds"]}}
     scores["images"] = f"the first {n} images of the test split (the first {n} of the {len(y)} evaluated)"
-    print(f"  scored {ckpt.name}: " + ", ".join(f"{k} {scores[k]:.3f}" for k in ("apgd", "square") if k in scores)
+    print(f"  scored {ckpt.name}: " + ", ".join(f"{k} {new[k]:.3f}" for k in ("apgd", "square") if k in new)
           + f" ({time.perf_counter() - t:.0f} s)", flush=True)
     return {**record, "scores": scores}
 
@@ -187,7 +199,7 @@ def main(argv=None) -> int:
                         continue
                     if row_json.exists() and not args.redo:
                         record = json.loads(row_json.read_text())
-                        if not args.no_score and "scores" not in record and ckpt.exists():   # an older row
+                        if not args.no_score and wanted_scores(record, args) and ckpt.exists():   # add columns
                             partial = row_json.with_name(row_json.name + ".partial")
                             partial.write_text(json.dumps(add_scores(record, ckpt, args), indent=2))
                             os.replace(partial, row_json)

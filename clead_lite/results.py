@@ -60,13 +60,16 @@ def _row(record: dict, file: str) -> dict:
 
 
 def load_results(directory: str | Path | None = None, pattern: str = "*_seed*.json") -> pd.DataFrame:
-    """One row per results file in `directory` (default: `results_dir()`), sorted by dataset, method, seed.
+    """One row per results file in `directory` (default: `results_dir() / "table"`, where
+    benchmarks/run_results.py writes), sorted by dataset, method, seed.
 
     Accuracies are fractions in [0, 1]; NaN where not measured. An empty frame when there are no files.
     """
-    directory = results_dir() if directory is None else Path(directory)
     if directory is None:
-        return pd.DataFrame(columns=COLUMNS)
+        directory = None if results_dir() is None else results_dir() / "table"
+        if directory is None or not directory.is_dir():
+            return pd.DataFrame(columns=COLUMNS)
+    directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"results directory {str(directory)!r} does not exist")
     rows = [_row(json.loads(f.read_text()), f.name) for f in sorted(directory.glob(pattern))]
@@ -132,6 +135,33 @@ def summary_markdown(frame: pd.DataFrame) -> str:
                      f"{_cell(g['fgsm'])} | {pgd} ({label}) | {_eps_curve_cell(g['eps_curve'])} | {scored('apgd')} | "
                      f"{scored('square')} | {aa} | {_cell(g['transfer'])} | {sanity_cell} |")
     return "\n".join(lines)
+
+
+def summary_frame(frame: pd.DataFrame, columns: tuple[str, ...] = ("clean", "pgd", "apgd", "autoattack")
+                  ) -> pd.DataFrame:
+    """A narrow DataFrame for a notebook (a projector fits it): one line per (dataset, method), the seeds, and
+    'mean ± sample SD' in percent of each column in `columns` (a single value where one seed has it, '-' where
+    none). Column names say the attack and, for AutoAttack, the number of images and the seeds it ran on."""
+    names = {"clean": "clean", "fgsm": "FGSM", "pgd": "PGD", "apgd": "APGD-CE+T", "square": "Square",
+             "autoattack": "AutoAttack", "transfer": "transfer"}
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; allowed: {', '.join(names)}")
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    out = []
+    for (dataset, method), g in sorted(frame.groupby(["dataset", "method"], sort=False),
+                                       key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+        line = {"dataset": dataset, "method": method, "seeds": ",".join(str(int(s)) for s in g["seed"])}
+        for c in columns:
+            cell = _cell(g[c])
+            if c == "autoattack" and cell != "-":
+                seeds = ",".join(str(int(s)) for s in g.loc[g[c].notna(), "seed"])
+                cell += f" (n {int(g['n_autoattack'].dropna().max())}, seed {seeds})"
+            elif c in ("apgd", "square") and cell != "-":
+                cell += f" (n {int(g['n_scored'].dropna().max())})"
+            line[names[c]] = cell
+        out.append(line)
+    return pd.DataFrame(out, columns=["dataset", "method", "seeds"] + [names[c] for c in columns])
 
 
 def _epochs_cell(r) -> str:
@@ -244,5 +274,5 @@ def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
     path.write_text(new)
 
 
-__all__ = ["load_results", "per_seed_markdown", "replace_marked_block", "results_dir", "summary_markdown",
+__all__ = ["load_results", "per_seed_markdown", "summary_frame", "replace_marked_block", "results_dir", "summary_markdown",
            "paired_differences", "differences_markdown", "protocol_note", "ACCURACY_COLUMNS", "METHOD_ORDER"]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from clead_lite.results import load_results, per_seed_markdown, summary_markdown
+from clead_lite.results import load_results, per_seed_markdown, summary_frame, summary_markdown
 
 
 def _write(path, dataset, method, seed, clean, pgd, aa=None, n_aa=0, sanity_ok=True, sanity=True):
@@ -44,6 +44,21 @@ def test_load_and_summarise(tmp_path):
     assert "86.0 ± 2.8 (1000)" in pgd_row and "1/2 passed" in pgd_row
     std_row = next(line for line in table if "| standard |" in line)
     assert "| 99.0 |" in std_row and "| - |" in std_row   # one seed: no spread; AutoAttack not measured: '-'
+
+
+def test_summary_frame_is_narrow_and_says_where_autoattack_ran(tmp_path):
+    _write(tmp_path, "mnist", "pgd_at", 0, 0.98, 0.90, aa=0.88, n_aa=1000)
+    _write(tmp_path, "mnist", "pgd_at", 1, 0.96, 0.86)
+    _write(tmp_path, "mnist", "standard", 0, 0.99, 0.0)
+    table = summary_frame(load_results(tmp_path))
+    assert list(table.columns) == ["dataset", "method", "seeds", "clean", "PGD", "APGD-CE+T", "AutoAttack"]
+    assert list(table["method"]) == ["standard", "pgd_at"]
+    at = table.set_index("method").loc["pgd_at"]
+    # mean ± sample SD (ddof = 1): 0.98, 0.96 -> 97.0 ± 1.4; AutoAttack on one seed: its value, n and seed
+    assert at["clean"] == "97.0 ± 1.4" and at["PGD"] == "88.0 ± 2.8" and at["APGD-CE+T"] == "-"
+    assert at["AutoAttack"] == "88.0 (n 1000, seed 0)" and at["seeds"] == "0,1"
+    with pytest.raises(ValueError, match="unknown column.*allowed"):
+        summary_frame(load_results(tmp_path), columns=("clean", "robust"))
 
 
 def test_per_seed_table_lists_every_file(tmp_path):

@@ -66,6 +66,19 @@ def test_run_results_tiny(tmp_path):
     assert {k: v for k, v in after["row"].items() if k not in ("autoattack", "n_autoattack")} == \
         {k: v for k, v in before["row"].items() if k not in ("autoattack", "n_autoattack")}
     assert after["scores"] == before["scores"] and not list(out.glob("*.partial"))
+    # a run with one more score column (Square, for seed 0) adds it to the rows on disk and keeps the others
+    more = [c for c in cmd if c not in ("--readme", str(readme))]
+    i = more.index("--score-columns")
+    more[i:i + 3] = ["--score-columns", "apgd", "square", "eps_curve", "--square-seeds", "0"]
+    fifth = subprocess.run(more, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert fifth.returncode == 0, fifth.stdout[-2000:] + fifth.stderr[-2000:]
+    assert "$ " not in fifth.stdout and fifth.stdout.count("scored ") == 2
+    squared = json.loads((out / "mnist5k_pgd_at_seed0.json").read_text())
+    assert len(squared["scores"]["square_correct"]) == 12 and 0.0 <= squared["scores"]["square"] <= 1.0
+    assert {k: v for k, v in squared["scores"].items() if not k.startswith("square") and k != "seconds"} == \
+        {k: v for k, v in after["scores"].items() if k != "seconds"}
+    assert set(squared["scores"]["seconds"]) == {"apgd", "square", "eps_curve"}
+    after = squared
     # a seed not in --autoattack-seeds is left alone
     other = [c for c in add if c != "--add-autoattack"][:-2] + ["--add-autoattack", "--autoattack-seeds", "1"]
     assert subprocess.run(other, cwd=ROOT, capture_output=True, text=True, timeout=300).returncode == 0
