@@ -55,7 +55,8 @@ def distance(notebook: str) -> str:
         "05": f"C-LEAD online crafts its views with FGSM-RS and trains {c.epochs} epochs instead of PGD-{p.train_steps} "
               f"for {p.epochs}; the faithful pipeline uses CW views of {cc.cw_steps} steps instead of "
               f"{pc.cw_steps} and {c.encoder_epochs} encoder and {c.head_epochs} head epoch(s) instead of "
-              f"{p.epochs} each: its numbers are a demonstration, not a reproduction.",
+              f"{pc.encoder_epochs or p.epochs} encoder and {pc.recipe('head_epochs') or p.epochs} head epochs (the "
+              f"authors' recipe): its numbers are a demonstration, not a reproduction.",
         "06": f"{evals}; AutoAttack on {c.n_autoattack} images instead of {p.n_autoattack:,} "
               f"({ci(c.n_autoattack)} instead of {ci(p.n_autoattack)}).",
         "07": f"{c.n_embed:,} embedded test images instead of {p.n_embed:,}.",

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,6 +40,11 @@ def test_run_results_tiny(tmp_path):
     # the scores are on the first n_score of the evaluated images, which are the first n_test of the test split
     assert at["test_images"] == "the first 32 of the mnist5k test split"
     assert at["scores"]["images"].startswith("the first 12 images of the test split")
+    from clead_lite.data import test_images
+    from clead_lite.scoring import load_for_scoring
+    _, x, y, _ = load_for_scoring(str(runs / "mnist5k_pgd_at_seed0.pt"), 32)
+    x_first, y_first = test_images("mnist5k", 32)
+    assert torch.equal(x.cpu(), x_first) and torch.equal(y.cpu(), y_first)
     # a second run finds every row on disk and only prints the table
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "$ " not in again.stdout
