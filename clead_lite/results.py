@@ -24,7 +24,7 @@ METHOD_ORDER = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful"
 ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer", "apgd", "square")
 COLUMNS = ("dataset", "method", "seed", "eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
            "n_autoattack", "transfer", "transfer_source", "apgd", "square", "n_scored", "eps_curve", "apgd_correct",
-           "n_train", "n_val", "epochs", "best_epoch", "sanity_passed", "sanity_failed", "train_command",
+           "n_train", "n_val", "epochs", "best_epoch", "head_epochs", "sanity_passed", "sanity_failed", "train_command",
            "evaluate_command", "test_images", "file")
 
 
@@ -53,7 +53,7 @@ def _row(record: dict, file: str) -> dict:
     out.update(apgd=scores.get("apgd"), square=scores.get("square"), n_scored=scores.get("n_scored"),
                eps_curve=scores.get("eps_curve"), apgd_correct=scores.get("apgd_correct"))
     training = record.get("training") or {}
-    out.update({k: training.get(k) for k in ("n_train", "n_val", "epochs", "best_epoch")})
+    out.update({k: training.get(k) for k in ("n_train", "n_val", "epochs", "best_epoch", "head_epochs")})
     for k in ACCURACY_COLUMNS:   # NaN (not measured) stays NaN; JSON may hold null
         out[k] = math.nan if out[k] is None else float(out[k])
     return out
@@ -165,9 +165,13 @@ def summary_frame(frame: pd.DataFrame, columns: tuple[str, ...] = ("clean", "pgd
 
 
 def _epochs_cell(r) -> str:
+    """'kept / run' epochs; for the faithful pipeline the linear head's ('19 / 50 (head), encoder 4')."""
     if r["epochs"] is None or pd.isna(r["epochs"]):
         return "-"
     best = "-" if r["best_epoch"] is None or pd.isna(r["best_epoch"]) else str(int(r["best_epoch"]))
+    head = r.get("head_epochs")
+    if head is not None and not pd.isna(head):
+        return f"{best} / {int(head)} (head), encoder {int(r['epochs'])}"
     return f"{best} / {int(r['epochs'])}"
 
 

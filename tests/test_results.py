@@ -70,6 +70,13 @@ def test_per_seed_table_lists_every_file(tmp_path):
     assert lines[2] == "| mnist | standard | 0 | 99.0 | 49.5 | 0.0 | - | - | not run | - | - | - |"
     assert lines[3] == "| mnist | pgd_at | 0 | 98.0 | 94.0 | 90.0 | 88.0 (1000) | - | passed | - | - | - |"
     assert lines[4] == "| mnist | pgd_at | 1 | 96.0 | 91.0 | 86.0 | - | - | failed: pgd_below_fgsm | - | - | - |"
+    # the faithful pipeline's kept epoch is its linear head's, out of the head's epochs
+    record = json.loads((tmp_path / "mnist_pgd_at_seed1.json").read_text())
+    record.update(method="clead_faithful", training={"n_train": 100, "n_val": 10, "epochs": 4, "best_epoch": 19,
+                                                     "head_epochs": 50})
+    (tmp_path / "mnist_clead_faithful_seed1.json").write_text(json.dumps(record))
+    faithful = [line for line in per_seed_markdown(load_results(tmp_path)).splitlines() if "clead_faithful" in line]
+    assert faithful[0].endswith("| 19 / 50 (head), encoder 4 |")
 
 
 def test_empty_and_bad_input(tmp_path):
