@@ -81,6 +81,13 @@ def training_facts(ckpt: Path, args, method: str, dataset: str) -> dict:
     return facts
 
 
+def replace_row(row_json: Path, record: dict) -> None:
+    """Write `record` next to `row_json` and rename it over the file: a killed run leaves the old row whole."""
+    partial = row_json.with_name(row_json.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2))
+    os.replace(partial, row_json)
+
+
 def wanted_scores(record: dict, args) -> list[str]:
     """The --score-columns this row should have (Square only for --square-seeds) and does not have yet."""
     have = record.get("scores") or {}
@@ -193,16 +200,12 @@ def main(argv=None) -> int:
                         if row_json.exists() and ckpt.exists() and n_autoattack:
                             record = json.loads(row_json.read_text())
                             if record["row"].get("autoattack") is None:
-                                partial = row_json.with_name(row_json.name + ".partial")
-                                partial.write_text(json.dumps(add_autoattack(record, ckpt, args), indent=2))
-                                os.replace(partial, row_json)
+                                replace_row(row_json, add_autoattack(record, ckpt, args))
                         continue
                     if row_json.exists() and not args.redo:
                         record = json.loads(row_json.read_text())
                         if not args.no_score and wanted_scores(record, args) and ckpt.exists():   # add columns
-                            partial = row_json.with_name(row_json.name + ".partial")
-                            partial.write_text(json.dumps(add_scores(record, ckpt, args), indent=2))
-                            os.replace(partial, row_json)
+                            replace_row(row_json, add_scores(record, ckpt, args))
                         continue
                     # written next to the row, renamed over it when complete: a killed run leaves the old row
                     partial = row_json.with_name(row_json.name + ".partial")
@@ -229,8 +232,7 @@ def main(argv=None) -> int:
                     record["training"] = training_facts(ckpt, args, method, dataset)
                     if not args.no_score:
                         record = add_scores(record, ckpt, args)
-                    partial.write_text(json.dumps(record, indent=2))
-                    os.replace(partial, row_json)
+                    replace_row(row_json, record)
     frame = load_results(out)
     table = "\n\n".join([summary_markdown(frame), differences_markdown(frame), protocol_note(frame)])
     details = per_seed_markdown(frame)
