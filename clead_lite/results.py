@@ -66,9 +66,10 @@ def load_results(directory: str | Path | None = None, pattern: str = "*_seed*.js
     Accuracies are fractions in [0, 1]; NaN where not measured. An empty frame when there are no files.
     """
     if directory is None:
-        directory = None if results_dir() is None else results_dir() / "table"
-        if directory is None or not directory.is_dir():
+        root = results_dir()
+        if root is None or not (root / "table").is_dir():
             return pd.DataFrame(columns=COLUMNS)
+        directory = root / "table"
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"results directory {str(directory)!r} does not exist")
@@ -102,6 +103,12 @@ def _eps_curve_cell(curves: pd.Series) -> str:
     return " ".join(f"{e:g}: {100 * np.mean(v):.0f}" for e, v in sorted(by_eps.items()))
 
 
+def _method_groups(frame: pd.DataFrame) -> list:
+    """((dataset, method), rows) per group, by dataset, then in METHOD_ORDER (unknown methods last)."""
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return sorted(frame.groupby(["dataset", "method"], sort=False), key=lambda g: (g[0][0], order.get(g[0][1], 99)))
+
+
 def summary_markdown(frame: pd.DataFrame) -> str:
     """A markdown table: mean ± sample SD (ddof = 1, over seeds) per (dataset, method), in percent.
 
@@ -114,9 +121,7 @@ def summary_markdown(frame: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if not len(frame):
         return "\n".join(lines)
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    groups = sorted(frame.groupby(["dataset", "method"], sort=False), key=lambda g: (g[0][0], order.get(g[0][1], 99)))
-    for (dataset, method), g in groups:
+    for (dataset, method), g in _method_groups(frame):
         n_aa = sorted({int(n) for n in g["n_autoattack"].dropna() if n})
         aa = _cell(g["autoattack"])
         aa_seeds = g.loc[g["autoattack"].notna(), "seed"]
@@ -147,10 +152,8 @@ def summary_frame(frame: pd.DataFrame, columns: tuple[str, ...] = ("clean", "pgd
     unknown = [c for c in columns if c not in names]
     if unknown:
         raise ValueError(f"unknown column(s) {unknown}; allowed: {', '.join(names)}")
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
     out = []
-    for (dataset, method), g in sorted(frame.groupby(["dataset", "method"], sort=False),
-                                       key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+    for (dataset, method), g in _method_groups(frame):
         line = {"dataset": dataset, "method": method, "seeds": ",".join(str(int(s)) for s in g["seed"])}
         for c in columns:
             cell = _cell(g[c])
