@@ -55,19 +55,8 @@ def _plain(value):
 
 def _load_model(path: str | Path, device):
     """(model in eval mode, checkpoint dict) from a checkpoint written by `train`."""
-    from .checkpoints import CheckpointError, load_checkpoint, load_model_state
-    from .models import MODELS, build_model
-    state = load_checkpoint(path, map_location="cpu", required=("model",))
-    name = state.get("model_name")
-    if name not in MODELS:
-        raise CheckpointError(f"{path} does not say which model it holds (model_name={name!r}); "
-                              f"known models: {', '.join(MODELS)}")
-    model = build_model(name, num_classes=(state.get("model_config") or {}).get("num_classes", 10))
-    load_model_state(model, state)
-    if not all(bool(p.isfinite().all()) for p in model.parameters()):
-        raise CheckpointError(f"{path} holds non-finite (NaN / inf) weights: its training diverged; train it "
-                              "again with a lower --lr")
-    return model.to(device).eval(), state
+    from .checkpoints import load_trained_model
+    return load_trained_model(path, device)
 
 
 def _test_split(dataset: str, n: int | None):

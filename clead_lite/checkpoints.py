@@ -302,6 +302,27 @@ def load_model_state(model: nn.Module, state: dict, key: str = "model") -> nn.Mo
     return model
 
 
+def load_trained_model(path: str | os.PathLike, device: str | torch.device | None = "cpu",
+                       default_name: str | None = None) -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, checkpoint dict) from a checkpoint written by `train`: the one loader
+    of the command line, the results runner and the shipped checkpoints. The model is built from the
+    checkpoint's own `model_name` (else `default_name`); a file naming no known model, or holding NaN / inf
+    weights (a diverged run), raises CheckpointError saying so."""
+    state = load_checkpoint(path, map_location="cpu", required=("model",))
+    name = state.get("model_name") or default_name
+    if name not in MODELS:
+        raise CheckpointError(f"{path} does not say which model it holds (model_name={name!r}); "
+                              f"known models: {', '.join(MODELS)}")
+    model = build_model(name, num_classes=(state.get("model_config") or {}).get("num_classes", 10))
+    load_model_state(model, state)
+    if not all(bool(p.isfinite().all()) for p in model.parameters()):
+        raise CheckpointError(f"{path} holds non-finite (NaN / inf) weights: its training diverged; train it "
+                              "again with a lower --lr")
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), state
+
+
 # ---------------------------------------------------------------------------------------------- manifest
 def checkpoint_dir() -> Path:
     """Where shipped checkpoints live: `$CLEAD_CHECKPOINT_DIR`, else the repository's data/checkpoints."""
@@ -443,11 +464,4 @@ def load_pretrained(dataset: str, method: str, profile: str, model: str | None =
             f"{'' if model is None else f', model={model!r}'}; available: {', '.join(known) or 'none'}. "
             "Train one instead (python -m clead_lite train ...)")
     entry = verify_checkpoint(path, manifest)
-    state = load_checkpoint(path, map_location="cpu", required=("model",))
-    name = state.get("model_name") or entry.get("model")
-    num_classes = (state.get("model_config") or {}).get("num_classes", 10)
-    net = build_model(name, num_classes=num_classes)
-    load_model_state(net, state)
-    if device is not None:
-        net = net.to(device)
-    return net.eval(), entry
+    return load_trained_model(path, device, default_name=entry.get("model"))[0], entry

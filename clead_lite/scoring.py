@@ -58,16 +58,9 @@ def load_for_scoring(checkpoint: str, n_test: int, dataset: str | None = None, d
     """(model in eval mode on `device`, x, y, state): a checkpoint written by `python -m clead_lite train` and
     the images `evaluate --n n_test` scores: the first n_test of the test split (`data.test_images`, the one
     convention of the course), so that a row's scores and its evaluation columns share their images."""
-    from .checkpoints import CheckpointError, load_checkpoint, load_model_state
+    from .checkpoints import load_trained_model
     from .data import test_images
-    from .models import MODELS, build_model
     from .profiles import get_device
-    state = load_checkpoint(checkpoint, map_location="cpu", required=("model",))
-    name = state.get("model_name")
-    if name not in MODELS:
-        raise CheckpointError(f"{checkpoint} does not say which model it holds (model_name={name!r})")
-    model = build_model(name, num_classes=(state.get("model_config") or {}).get("num_classes", 10))
-    load_model_state(model, state)
-    device = get_device(device)
+    model, state = load_trained_model(checkpoint, get_device(device))
     x, y = test_images(dataset or state.get("dataset"), n_test)
-    return model.to(device).eval(), x, y, state
+    return model, x, y, state

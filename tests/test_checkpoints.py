@@ -161,3 +161,38 @@ def test_manifest_verify_find_and_load_pretrained(tmp_path):
     path.write_bytes(b"<!doctype html><html>quota exceeded</html>")
     with pytest.raises(ck.CheckpointError, match="HTML page"):
         ck.verify_checkpoint(path, manifest)
+
+
+@pytest.mark.parametrize("loader", ["cli", "scoring", "shipped"])
+def test_every_model_loader_refuses_the_same_bad_files(tmp_path, loader):
+    """The command line, the results runner and the shipped checkpoints load through one function: a
+    diverged run (NaN weights) and a file naming no known model are refused by each, with the same message."""
+    from clead_lite.__main__ import _load_model
+    from clead_lite.scoring import load_for_scoring
+    good = SmallCNN()
+    nan = SmallCNN()
+    with torch.no_grad():
+        nan.classifier.bias.fill_(float("nan"))
+    foreign = {**_state(good), "model_name": "no_such_net"}
+    for name, state, message in (("nan.pt", _state(nan), "holds non-finite"),
+                                 ("foreign.pt", foreign, "does not say which model it holds")):
+        folder = tmp_path / name.removesuffix(".pt")
+        path = ck.save_checkpoint(folder / name, state)
+        manifest = folder / "manifest.json"
+        ck.write_manifest_entry(path, dataset="mnist5k", method="pgd_at", profile="quick", model="no_such_net",
+                                seed=0, manifest=manifest)
+        load = {"cli": lambda: _load_model(path, "cpu"),
+                "scoring": lambda: load_for_scoring(str(path), 4, dataset="mnist5k", device="cpu"),
+                "shipped": lambda: ck.load_pretrained("mnist5k", "pgd_at", "quick", manifest=manifest)}[loader]
+        with pytest.raises(ck.CheckpointError, match=message):
+            load()
+    # and the good file loads the same weights through each
+    path = ck.save_checkpoint(tmp_path / "good" / "good.pt", _state(good))
+    manifest = tmp_path / "good" / "manifest.json"
+    ck.write_manifest_entry(path, dataset="mnist5k", method="pgd_at", profile="quick", model="smallcnn",
+                            seed=0, manifest=manifest)
+    net = {"cli": lambda: _load_model(path, "cpu")[0],
+           "scoring": lambda: load_for_scoring(str(path), 4, dataset="mnist5k", device="cpu")[0],
+           "shipped": lambda: ck.load_pretrained("mnist5k", "pgd_at", "quick", manifest=manifest)[0]}[loader]()
+    assert not net.training
+    assert all(torch.equal(a, b) for a, b in zip(good.state_dict().values(), net.state_dict().values()))
