@@ -1,0 +1,44 @@
+"""The README's and RESULTS.md's result tables are the committed JSON rows, regenerated: nothing typed in.
+
+Each marked block (`<!-- results -->`, `<!-- budget -->`, `<!-- results-per-seed -->`) is rebuilt here from the
+files in benchmarks/results/ with the functions the scripts use (`run_results.py --summary --readme`,
+`budget_curve.py --summary --readme`) and must equal the text on disk. A number edited by hand in a block, or a
+row added without regenerating the tables, fails this test."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _block(path: Path, marker: str) -> str:
+    text = path.read_text()
+    m = re.search(f"<!-- {re.escape(marker)}:start -->\n(.*?)<!-- {re.escape(marker)}:end -->", text, flags=re.S)
+    assert m, f"{path.name} has no <!-- {marker} --> block"
+    return m[1].rstrip("\n")
+
+
+def test_results_blocks_are_the_rows_on_disk():
+    from clead_lite.results import (differences_markdown, load_results, per_seed_markdown, protocol_note,
+                                    summary_markdown)
+    folder = ROOT / "benchmarks" / "results" / "table"
+    if not any(folder.glob("*.json")):
+        pytest.skip("no results rows in this checkout (an installed package, not the repository)")
+    frame = load_results(folder)
+    table = "\n\n".join([summary_markdown(frame), differences_markdown(frame), protocol_note(frame)])
+    assert _block(ROOT / "README.md", "results") == table.rstrip("\n"), \
+        "README's results table differs from the rows: run benchmarks/run_results.py --summary --readme README.md"
+    assert _block(ROOT / "benchmarks" / "RESULTS.md", "results-per-seed") == per_seed_markdown(frame).rstrip("\n"), \
+        "RESULTS.md differs from the rows: run benchmarks/run_results.py --summary --details benchmarks/RESULTS.md"
+
+
+def test_budget_block_is_the_points_on_disk():
+    from clead_lite.budget import load_points, summary_markdown
+    folder = ROOT / "benchmarks" / "results" / "budget"
+    if not any(folder.glob("*.json")):
+        pytest.skip("no budget points in this checkout (an installed package, not the repository)")
+    assert _block(ROOT / "README.md", "budget") == summary_markdown(load_points(folder)).rstrip("\n"), \
+        "README's budget tables differ from the points: run benchmarks/budget_curve.py --summary --readme README.md"
