@@ -5,6 +5,7 @@
     print(summary_markdown(frame))         # mean ± sample SD (ddof = 1) over seeds per (dataset, method)
     print(per_seed_markdown(frame))        # one line per file: the numbers behind the means
     print(differences_markdown(frame))     # each method - PGD-AT under APGD-CE + APGD-T: paired bootstrap CI
+                                           # (and under the standard AutoAttack where it ran: McNemar)
     print(protocol_note(frame))            # which images and which epochs, in words
 
 Floor 0: imports only `stats` of the package; pandas and numpy.
@@ -24,7 +25,7 @@ METHOD_ORDER = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful"
 ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer", "apgd", "square")
 COLUMNS = ("dataset", "method", "seed", "eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
            "n_autoattack", "transfer", "transfer_source", "apgd", "square", "n_scored", "eps_curve", "apgd_correct",
-           "n_train", "n_val", "epochs", "best_epoch", "head_epochs", "sanity_passed", "sanity_failed", "train_command",
+           "autoattack_correct", "n_train", "n_val", "epochs", "best_epoch", "head_epochs", "sanity_passed", "sanity_failed", "train_command",
            "evaluate_command", "test_images", "file")
 
 
@@ -51,7 +52,8 @@ def _row(record: dict, file: str) -> dict:
            "test_images": record.get("test_images"), "file": file}
     scores = record.get("scores") or {}    # benchmarks/run_results.py: APGD-CE + APGD-T, Square, eps curve
     out.update(apgd=scores.get("apgd"), square=scores.get("square"), n_scored=scores.get("n_scored"),
-               eps_curve=scores.get("eps_curve"), apgd_correct=scores.get("apgd_correct"))
+               eps_curve=scores.get("eps_curve"), apgd_correct=scores.get("apgd_correct"),
+               autoattack_correct=record.get("autoattack_correct"))   # --add-autoattack: per image, 0 / 1
     training = record.get("training") or {}
     out.update({k: training.get(k) for k in ("n_train", "n_val", "epochs", "best_epoch", "head_epochs")})
     for k in ACCURACY_COLUMNS:   # NaN (not measured) stays NaN; JSON may hold null
@@ -224,19 +226,51 @@ def paired_differences(frame: pd.DataFrame, baseline: str = "pgd_at", n_boot: in
 
 
 def differences_markdown(frame: pd.DataFrame, baseline: str = "pgd_at") -> str:
-    """`paired_differences` as a markdown table, in accuracy points."""
+    """`paired_differences` as a markdown table, in accuracy points; below it `autoattack_differences` where
+    rows hold the standard AutoAttack's per-image outcomes."""
     diffs = paired_differences(frame, baseline)
-    if not len(diffs):
-        return (f"Paired differences from {baseline}: none yet (they need per-image APGD-CE+T outcomes on the same "
-                "images and seeds for both methods; `benchmarks/run_results.py` records them for new rows).")
-    lines = [f"| dataset | method − {baseline} | seeds | images per seed | APGD-CE+T difference (points) | "
-             f"95 % paired bootstrap CI | McNemar per seed (only method right / only {baseline} right, exact p) |",
-             "|---|---|---|---|---|---|---|"]
+    if len(diffs):
+        lines = [f"| dataset | method − {baseline} | seeds | images per seed | APGD-CE+T difference (points) | "
+                 f"95 % paired bootstrap CI | McNemar per seed (only method right / only {baseline} right, exact p) |",
+                 "|---|---|---|---|---|---|---|"]
+    else:
+        lines = [f"Paired differences from {baseline}: none yet (they need per-image APGD-CE+T outcomes on the same "
+                 "images and seeds for both methods; `benchmarks/run_results.py` records them for new rows)."]
     for r in diffs.itertuples():
         tests = "; ".join(f"seed {s}: {x}/{y}, p = {p:.2g}" for s, x, y, p in r.mcnemar)
         lines.append(f"| {r.dataset} | {r.method} | {','.join(map(str, r.seeds))} | {r.n_images} | "
                      f"{100 * r.diff:+.1f} | [{100 * r.low:+.1f}, {100 * r.high:+.1f}] | {tests} |")
+    aa = autoattack_differences(frame, baseline)
+    if len(aa):
+        lines += ["", "The standard AutoAttack, paired on the same images (one seed: images are the only sample):", "",
+                  f"| dataset | method − {baseline} | seed | images | AutoAttack difference (points) | "
+                  f"only method right / only {baseline} right | McNemar exact p |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.dataset} | {r.method} | {r.seed} | {r.n_images} | {100 * r.diff:+.1f} | "
+                  f"{r.a_only}/{r.b_only} | {r.p:.2g} |" for r in aa.itertuples()]
     return "\n".join(lines)
+
+
+def autoattack_differences(frame: pd.DataFrame, baseline: str = "pgd_at") -> pd.DataFrame:
+    """Each method's standard-AutoAttack accuracy minus the baseline's, per dataset and seed, on the seeds where
+    both rows hold per-image outcomes (`autoattack_correct`) of the same number of images (the same images:
+    `evaluate`'s seeded subset, or all of them), with McNemar's exact test. Differences are fractions."""
+    cols = ["dataset", "method", "baseline", "seed", "n_images", "diff", "a_only", "b_only", "p"]
+    out = []
+    ok = lambda v: isinstance(v, list) and len(v) > 0
+    has = frame[frame["autoattack_correct"].map(ok)] if len(frame) else frame
+    for dataset, d in (has.groupby("dataset") if len(has) else []):
+        base = {int(r.seed): (r.autoattack_correct, r.n_autoattack) for r in d[d["method"] == baseline].itertuples()}
+        for method in [m for m in METHOD_ORDER if m != baseline] + sorted(set(d["method"]) - set(METHOD_ORDER)):
+            for r in d[d["method"] == method].itertuples():
+                b = base.get(int(r.seed))
+                if b is None or len(b[0]) != len(r.autoattack_correct) or b[1] != r.n_autoattack:
+                    continue
+                a_, b_ = np.asarray(r.autoattack_correct, float), np.asarray(b[0], float)
+                t = mcnemar_exact(a_, b_)
+                out.append({"dataset": dataset, "method": method, "baseline": baseline, "seed": int(r.seed),
+                            "n_images": len(a_), "diff": float(a_.mean() - b_.mean()), "a_only": t.a_only,
+                            "b_only": t.b_only, "p": t.p})
+    return pd.DataFrame(out, columns=cols)
 
 
 def protocol_note(frame: pd.DataFrame) -> str:
@@ -282,4 +316,4 @@ def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
 
 
 __all__ = ["load_results", "per_seed_markdown", "summary_frame", "replace_marked_block", "results_dir", "summary_markdown",
-           "paired_differences", "differences_markdown", "protocol_note", "ACCURACY_COLUMNS", "METHOD_ORDER"]
+           "paired_differences", "autoattack_differences", "differences_markdown", "protocol_note", "ACCURACY_COLUMNS", "METHOD_ORDER"]

@@ -99,3 +99,27 @@ def test_replace_marked_block_fills_an_empty_block_and_replaces_it(tmp_path):
     assert page.read_text() == "intro\n<!-- t:start -->\nnew\n<!-- t:end -->\nafter\n"
     with pytest.raises(ValueError, match="expected one '<!-- other:start -->'"):
         replace_marked_block(page, "other", "x")
+
+
+def test_autoattack_difference_is_paired_per_image(tmp_path):
+    """The standard AutoAttack's per-image outcomes (seed 0) give each method's difference from PGD-AT and
+    McNemar's exact p, checked here against the closed form; rows on other images are not paired."""
+    from math import comb
+
+    from clead_lite.results import autoattack_differences, differences_markdown
+    at = [1] * 60 + [0] * 40                                # 60 % under AutoAttack
+    online = [1] * 55 + [0] * 5 + [1] * 12 + [0] * 28       # 67 %: 5 images lost, 12 gained
+    for method, correct in (("pgd_at", at), ("clead_online", online), ("trades", at[:50])):
+        _write(tmp_path, "mnist", method, 0, 0.98, 0.7, aa=sum(correct) / len(correct), n_aa=len(correct))
+        path = tmp_path / f"mnist_{method}_seed0.json"
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "autoattack_correct": correct}))
+    diffs = autoattack_differences(load_results(tmp_path))
+    assert list(diffs["method"]) == ["clead_online"]        # trades scored 50 images, not the same 100: left out
+    r = diffs.iloc[0]
+    assert (r["n_images"], r["a_only"], r["b_only"]) == (100, 12, 5)
+    assert r["diff"] == pytest.approx(0.67 - 0.60)
+    p = min(1.0, 2 * sum(comb(17, k) for k in range(0, 6)) / 2 ** 17)   # two-sided exact binomial, 5 of 17
+    assert r["p"] == pytest.approx(p)
+    table = differences_markdown(load_results(tmp_path))
+    assert f"| mnist | clead_online | 0 | 100 | +7.0 | 12/5 | {p:.2g} |" in table
