@@ -6,8 +6,8 @@
 # bit for bit), so the sweep's lambda = 0 row is the PGD-AT point of the same budget and seed.
 #   bash benchmarks/budget_grid_cpu.sh            # both chains in the background, logs in benchmarks/results/budget/
 # WAIT_A=pid WAIT_B=pid: start each chain only after that process ends (a chain already running its first command).
-# WITH_TRADES_16=1: also TRADES at 16 epochs (3 seeds, ~40 more CPU-minutes; left out of the 2026-12-02 run to
-# fit the session: TRADES at 4 and 8 epochs is the budget curve's TRADES line).
+# TRADES at 16 epochs (3 seeds, ~26 CPU-minutes) ran on 2026-12-03 as one command after the rest of the grid
+# (`$B --methods trades --epochs 16 --seeds 0 1 2`); here it ends the two chains, as it did not on 2026-12-02.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -20,7 +20,7 @@ chain_a() {
   $B --methods pgd_at trades --epochs 4 8
   $B --methods pgd_at --epochs 16 --seeds 0 1
   $B --methods clead_online --epochs 8 --seeds 0 --sweep-epochs 8 --sweep-lambdas 1 2     # the lambda sweep
-  if [ -n "${WITH_TRADES_16:-}" ]; then $B --methods trades --epochs 16 --seeds 0; fi
+  $B --methods trades --epochs 16 --seeds 0
 }
 chain_b() {
   wait_for "${WAIT_B:-}"
@@ -28,7 +28,7 @@ chain_b() {
   $B --methods clead_online --epochs 16 --standard-check --standard-n 200   # standard AutoAttack, seed 0, 200 images
   $B --methods pgd_at --epochs 16 --seeds 2
   $B --methods clead_online --epochs 8 --seeds 0 --sweep-epochs 8 --sweep-lambdas 0.1       # the lambda sweep
-  if [ -n "${WITH_TRADES_16:-}" ]; then $B --methods trades --epochs 16 --seeds 1 2; fi
+  $B --methods trades --epochs 16 --seeds 1 2
 }
 chain_a >>"$OUT/chain_a.log" 2>&1 &
 chain_b >>"$OUT/chain_b.log" 2>&1 &
