@@ -123,3 +123,23 @@ def test_autoattack_difference_is_paired_per_image(tmp_path):
     assert r["p"] == pytest.approx(p)
     table = differences_markdown(load_results(tmp_path))
     assert f"| mnist | clead_online | 0 | 100 | +7.0 | 12/5 | {p:.2g} |" in table
+
+
+def test_custom_against_standard_autoattack_on_the_same_images(tmp_path):
+    """APGD-CE+T ran on the first 500 images, the standard AutoAttack on all 1,000 in order: the check pairs
+    the first 500 of the latter with the former; a standard run on a random subset is not paired."""
+    from clead_lite.results import custom_vs_standard, differences_markdown
+    apgd = [1] * 300 + [0] * 200                                     # 60.0 % under APGD-CE+T
+    aa = [1] * 290 + [0] * 10 + [0] * 199 + [1] + [1] * 400 + [0] * 100   # 10 more broken, 1 fewer, then 500 more
+    for method, n_aa in (("pgd_at", 1000), ("clead_online", 200)):
+        _write(tmp_path, "mnist", method, 0, 0.98, 0.7, aa=0.5, n_aa=n_aa)
+        path = tmp_path / f"mnist_{method}_seed0.json"
+        record = json.loads(path.read_text())
+        record["scores"] = {"apgd": 0.6, "n_scored": 500, "apgd_correct": apgd}
+        path.write_text(json.dumps({**record, "autoattack_correct": aa[:n_aa]}))
+    check = custom_vs_standard(load_results(tmp_path))
+    assert list(check["method"]) == ["pgd_at"]          # online's 200 AutoAttack images are a random subset
+    r = check.iloc[0]
+    assert (r["n_images"], r["only_standard"], r["only_custom"]) == (500, 10, 1)
+    assert (r["custom"], r["standard"]) == (pytest.approx(0.600), pytest.approx(0.582))
+    assert "| mnist | pgd_at | 0 | 500 | 60.0 | 58.2 | -1.8 | 10 / 1 |" in differences_markdown(load_results(tmp_path))
