@@ -7,7 +7,8 @@
 # FGSM, PGD-20 x 2, transfer from the standard model of the same seed), APGD-CE + APGD-T and the PGD eps curve on
 # the first 500 of them; (2) C-LEAD faithful seed 0 (about 5x a PGD-AT row: CW-50 views, a 50-epoch head);
 # (3) Square alone on seed 0's 500 images; (4) C-LEAD faithful seeds 1, 2; (5) the standard AutoAttack on the
-# 1,000 images of seed 0 (the costliest column: ~30-45 CPU-minutes per robust model), added to the rows on disk.
+# 1,000 images of seed 0 (the costliest column: 20-30 CPU-minutes per robust model on 2026-12-03), added to the
+# rows on disk.
 # No sanity report (5-6 CPU-minutes on a standard model's 1,000 images, more on a robust one; the 2026-12-03 run
 # has it for the standard models' seed 0 only, which ran before this choice).
 #   CLEAD_DATA_ROOT=/path/to/data bash benchmarks/results_grid_cpu.sh [datasets]   # default: mnist fashion-mnist
