@@ -25,8 +25,8 @@ METHOD_ORDER = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful"
 ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer", "apgd", "square")
 COLUMNS = ("dataset", "method", "seed", "eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
            "n_autoattack", "transfer", "transfer_source", "apgd", "square", "n_scored", "eps_curve", "apgd_correct",
-           "autoattack_correct", "n_train", "n_val", "epochs", "best_epoch", "head_epochs", "sanity_passed", "sanity_failed", "train_command",
-           "evaluate_command", "test_images", "file")
+           "autoattack_correct", "n_train", "n_val", "epochs", "best_epoch", "head_epochs", "sanity_passed",
+           "sanity_failed", "train_command", "evaluate_command", "test_images", "file")
 
 
 def results_dir() -> Path | None:
@@ -268,9 +268,8 @@ def custom_vs_standard(frame: pd.DataFrame) -> pd.DataFrame:
     out = []
     for r in frame.itertuples() if len(frame) else []:
         aa, apgd = r.autoattack_correct, r.apgd_correct
-        if not (isinstance(aa, list) and isinstance(apgd, list) and aa and apgd) or r.n_autoattack != r.n:
-            continue
-        if len(aa) < len(apgd):
+        if not (isinstance(aa, list) and isinstance(apgd, list) and apgd and len(aa) >= len(apgd)
+                and r.n_autoattack == r.n):
             continue
         a_, c_ = np.asarray(aa[:len(apgd)], bool), np.asarray(apgd, bool)
         out.append({"dataset": r.dataset, "method": r.method, "seed": int(r.seed), "n_images": len(c_),
