@@ -29,8 +29,7 @@ import time
 from pathlib import Path
 
 from clead_lite.results import METHOD_ORDER as METHODS
-from clead_lite.results import (differences_markdown, load_results, per_seed_markdown, protocol_note,
-                                replace_marked_block, summary_markdown)
+from clead_lite.results import load_results, per_seed_markdown, readme_table, replace_marked_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,7 +233,7 @@ def main(argv=None) -> int:
                         record = add_scores(record, ckpt, args)
                     replace_row(row_json, record)
     frame = load_results(out)
-    table = "\n\n".join([summary_markdown(frame), differences_markdown(frame), protocol_note(frame)])
+    table = readme_table(frame)
     details = per_seed_markdown(frame)
     print(table, details, sep="\n\n")
     if args.readme:

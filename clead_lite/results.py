@@ -197,6 +197,11 @@ def per_seed_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _compared_methods(rows: pd.DataFrame, baseline: str) -> list[str]:
+    """The methods of `rows` other than the baseline, in METHOD_ORDER, unknown ones last (sorted)."""
+    return [m for m in METHOD_ORDER if m != baseline] + sorted(set(rows["method"]) - set(METHOD_ORDER))
+
+
 def paired_differences(frame: pd.DataFrame, baseline: str = "pgd_at", n_boot: int = 10_000,
                        level: float = 0.95) -> pd.DataFrame:
     """Each method's APGD-CE + APGD-T accuracy minus the baseline's, per dataset, paired over the seeds both
@@ -210,7 +215,7 @@ def paired_differences(frame: pd.DataFrame, baseline: str = "pgd_at", n_boot: in
     has = frame[frame["apgd_correct"].map(lambda v: isinstance(v, list) and len(v) > 0)] if len(frame) else frame
     for dataset, d in (has.groupby("dataset") if len(has) else []):
         base = {int(r.seed): r.apgd_correct for r in d[d["method"] == baseline].itertuples()}
-        for method in [m for m in METHOD_ORDER if m != baseline] + sorted(set(d["method"]) - set(METHOD_ORDER)):
+        for method in _compared_methods(d, baseline):
             rows = {int(r.seed): r.apgd_correct for r in d[d["method"] == method].itertuples()}
             seeds = sorted(s for s in rows if s in base and len(rows[s]) == len(base[s]))
             if not seeds:
@@ -288,7 +293,7 @@ def autoattack_differences(frame: pd.DataFrame, baseline: str = "pgd_at") -> pd.
     has = frame[frame["autoattack_correct"].map(ok)] if len(frame) else frame
     for dataset, d in (has.groupby("dataset") if len(has) else []):
         base = {int(r.seed): (r.autoattack_correct, r.n_autoattack) for r in d[d["method"] == baseline].itertuples()}
-        for method in [m for m in METHOD_ORDER if m != baseline] + sorted(set(d["method"]) - set(METHOD_ORDER)):
+        for method in _compared_methods(d, baseline):
             for r in d[d["method"] == method].itertuples():
                 b = base.get(int(r.seed))
                 if b is None or len(b[0]) != len(r.autoattack_correct) or b[1] != r.n_autoattack:
@@ -329,6 +334,11 @@ def protocol_note(frame: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+def readme_table(frame: pd.DataFrame) -> str:
+    """The README's `<!-- results -->` block: the summary, the paired differences and the protocol note."""
+    return "\n\n".join([summary_markdown(frame), differences_markdown(frame), protocol_note(frame)])
+
+
 def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
     """Replace the text between `<!-- {marker}:start -->` and `<!-- {marker}:end -->` lines of the file `path`
     (e.g. a README table that a script regenerates). Exactly one such block must exist."""
@@ -343,5 +353,5 @@ def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
     path.write_text(new)
 
 
-__all__ = ["load_results", "per_seed_markdown", "summary_frame", "replace_marked_block", "results_dir", "summary_markdown",
+__all__ = ["load_results", "per_seed_markdown", "summary_frame", "readme_table", "replace_marked_block", "results_dir", "summary_markdown",
            "paired_differences", "autoattack_differences", "custom_vs_standard", "differences_markdown", "protocol_note", "ACCURACY_COLUMNS", "METHOD_ORDER"]

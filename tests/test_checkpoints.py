@@ -169,6 +169,10 @@ def test_every_model_loader_refuses_the_same_bad_files(tmp_path, loader):
     diverged run (NaN weights) and a file naming no known model are refused by each, with the same message."""
     from clead_lite.__main__ import _load_model
     from clead_lite.scoring import load_for_scoring
+    load = {"cli": lambda path, manifest: _load_model(path, "cpu"),
+            "scoring": lambda path, manifest: load_for_scoring(str(path), 4, dataset="mnist5k", device="cpu"),
+            "shipped": lambda path, manifest: ck.load_pretrained("mnist5k", "pgd_at", "quick", manifest=manifest),
+            }[loader]                                                    # -> (model, ...)
     good = SmallCNN()
     nan = SmallCNN()
     with torch.no_grad():
@@ -181,18 +185,13 @@ def test_every_model_loader_refuses_the_same_bad_files(tmp_path, loader):
         manifest = folder / "manifest.json"
         ck.write_manifest_entry(path, dataset="mnist5k", method="pgd_at", profile="quick", model="no_such_net",
                                 seed=0, manifest=manifest)
-        load = {"cli": lambda: _load_model(path, "cpu"),
-                "scoring": lambda: load_for_scoring(str(path), 4, dataset="mnist5k", device="cpu"),
-                "shipped": lambda: ck.load_pretrained("mnist5k", "pgd_at", "quick", manifest=manifest)}[loader]
         with pytest.raises(ck.CheckpointError, match=message):
-            load()
+            load(path, manifest)
     # and the good file loads the same weights through each
     path = ck.save_checkpoint(tmp_path / "good" / "good.pt", _state(good))
     manifest = tmp_path / "good" / "manifest.json"
     ck.write_manifest_entry(path, dataset="mnist5k", method="pgd_at", profile="quick", model="smallcnn",
                             seed=0, manifest=manifest)
-    net = {"cli": lambda: _load_model(path, "cpu")[0],
-           "scoring": lambda: load_for_scoring(str(path), 4, dataset="mnist5k", device="cpu")[0],
-           "shipped": lambda: ck.load_pretrained("mnist5k", "pgd_at", "quick", manifest=manifest)[0]}[loader]()
+    net = load(path, manifest)[0]
     assert not net.training
     assert all(torch.equal(a, b) for a, b in zip(good.state_dict().values(), net.state_dict().values()))

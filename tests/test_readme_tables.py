@@ -1,7 +1,7 @@
 """The README's and RESULTS.md's result tables are the committed JSON rows, regenerated: nothing typed in.
 
 Each marked block (`<!-- results -->`, `<!-- budget -->`, `<!-- results-per-seed -->`) is rebuilt here from the
-files in benchmarks/results/ with the functions the scripts use (`run_results.py --summary --readme`,
+files in benchmarks/results/ with the functions the scripts use (`results.readme_table` of `run_results.py --summary --readme`,
 `budget_curve.py --summary --readme`) and must equal the text on disk. A number edited by hand in a block, or a
 row added without regenerating the tables, fails this test."""
 from __future__ import annotations
@@ -20,13 +20,11 @@ def _block(path: Path, marker: str) -> str:
 
 
 def test_results_blocks_are_the_rows_on_disk():
-    from clead_lite.results import (differences_markdown, load_results, per_seed_markdown, protocol_note,
-                                    summary_markdown)
+    from clead_lite.results import load_results, per_seed_markdown, readme_table
     folder = ROOT / "benchmarks" / "results" / "table"
     assert any(folder.glob("*_seed*.json")), f"no results rows in {folder}: they are committed with the README"
     frame = load_results(folder)
-    table = "\n\n".join([summary_markdown(frame), differences_markdown(frame), protocol_note(frame)])
-    assert _block(ROOT / "README.md", "results") == table.rstrip("\n"), \
+    assert _block(ROOT / "README.md", "results") == readme_table(frame).rstrip("\n"), \
         "README's results table differs from the rows: run benchmarks/run_results.py --summary --readme README.md"
     assert _block(ROOT / "benchmarks" / "RESULTS.md", "results-per-seed") == per_seed_markdown(frame).rstrip("\n"), \
         "RESULTS.md differs from the rows: run benchmarks/run_results.py --summary --details benchmarks/RESULTS.md"
