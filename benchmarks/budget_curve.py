@@ -56,6 +56,30 @@ def settings(args) -> dict:
             "attack_steps": args.attack_steps, "n_score": args.n_score, "score_seed": 0, "attacks": ["apgd-ce", "apgd-t"]}
 
 
+def _code_version() -> str:
+    """The commit this point's code was checked out at (+ '-dirty' when the tree had changes)."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _images_sha256(x, y) -> str:
+    """A fingerprint of the training images and labels (before the held-out split)."""
+    import hashlib
+    h = hashlib.sha256()
+    for t in (x, y):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def run_point(key: dict, args, runs: Path) -> dict:
     """Train one point (resumable) and score it; the result dict of its file."""
     import torch
@@ -97,7 +121,8 @@ def run_point(key: dict, args, runs: Path) -> dict:
               "n_scored": scores["n_scored"], "score_seconds": time.perf_counter() - t,
               "train_seconds": train_seconds, "best_epoch": res.best_epoch, "best_val_acc": res.best_val_acc,
               "epochs_run": res.epochs_run, "config": res.config.to_dict(), "device": str(device),
-              "torch": torch.__version__,
+              "torch": torch.__version__, "code_version": _code_version(),
+              "train_images_sha256": _images_sha256(x, y),
               "images": f"a random {args.n_score} of the {args.dataset} test split drawn with seed 0, every point"}
     if args.standard_check and key["epochs"] == max(args.epochs) and key["seed"] == args.seeds[0]:
         t = time.perf_counter()   # is the custom version within a point of the standard one here?
