@@ -11,10 +11,10 @@ import json, os, sys, time, torch
 torch.set_num_threads(1)
 from clead_lite.data import load_dataset
 from clead_lite.models import build_model
-from clead_lite.profiles import get_profile
+from clead_lite.course.profiles import get_profile
 from clead_lite.training import TrainConfig, train
-from clead_lite.scoring import score_model
-from clead_lite.checkpoints import load_checkpoint, load_model_state
+from clead_lite.course.scoring import score_model
+from clead_lite.course.checkpoints import load_checkpoint, load_model_state
 prof = get_profile("quick", dataset="mnist5k")
 x, y = load_dataset("mnist5k", "train")
 xt, yt = load_dataset("mnist5k", "test", n=500, seed=0)

@@ -57,7 +57,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     if args.model == "smallcnn":
-        from clead_lite.checkpoints import load_pretrained
+        from clead_lite.course.checkpoints import load_pretrained
         from clead_lite.data import load_dataset
         model, entry = load_pretrained("mnist5k", "pgd_at", "quick")
         x, y = load_dataset("mnist5k", "test")

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from clead_lite.models import build_model
-from clead_lite.profiles import PROFILES, Profile
+from clead_lite.course.profiles import PROFILES, Profile
 from clead_lite.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clead_lite.budget import (budget_markdown, gap_markdown, lambda_markdown, load_points,  # noqa: E402
+from clead_lite.course.budget import (budget_markdown, gap_markdown, lambda_markdown, load_points,  # noqa: E402
                                plot_budget_curve, point_name, standard_check_markdown, summary_markdown)
 
 METHODS = ("pgd_at", "trades", "clead_online")
@@ -84,12 +84,12 @@ def run_point(key: dict, args, runs: Path) -> dict:
     """Train one point (resumable) and score it; the result dict of its file."""
     import torch
 
-    from clead_lite.checkpoints import CheckpointError
+    from clead_lite.course.checkpoints import CheckpointError
     from clead_lite.data import load_dataset
     from clead_lite.evaluation import accuracy, autoattack_accuracy
     from clead_lite.models import build_model
-    from clead_lite.profiles import get_device, get_profile, seed_everything
-    from clead_lite.scoring import score_model
+    from clead_lite.course.profiles import get_device, get_profile, seed_everything
+    from clead_lite.course.scoring import score_model
     from clead_lite.training import TrainConfig, train
 
     device = get_device(args.device)
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     print(budget_markdown(frame), gap_markdown(frame), lambda_markdown(frame), standard_check_markdown(frame),
           sep="\n\n")
     if args.readme:
-        from clead_lite.results import replace_marked_block
+        from clead_lite.course.results import replace_marked_block
         try:
             replace_marked_block(args.readme, "budget", summary_markdown(frame))
         except ValueError as error:

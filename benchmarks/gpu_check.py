@@ -68,7 +68,7 @@ def _per_image_flops(model_name: str, shape: tuple[int, int, int]) -> dict[str, 
 def _epoch_times(tiny: bool, device: torch.device) -> dict:
     """Seconds per epoch of the colab profile's PGD-AT and C-LEAD online, scaled to 50,000 images."""
     from clead_lite.models import build_model
-    from clead_lite.profiles import get_profile
+    from clead_lite.course.profiles import get_profile
     from clead_lite.training import TrainConfig, train
     profile = get_profile("colab")
     if tiny:
@@ -97,7 +97,7 @@ def _epoch_times(tiny: bool, device: torch.device) -> dict:
 
 
 def _notebooks(tiny: bool, out_dir: Path, notebooks: list[str]) -> list[dict]:
-    from clead_lite.course import run_course
+    from clead_lite.course.runner import run_course
     from clead_lite.data import data_root
     root = Path(data_root())
     dataset = "mnist" if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() else "mnist5k"

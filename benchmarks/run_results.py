@@ -8,7 +8,7 @@ so every row records the exact commands that reproduce it.
 
 Each row: `train --no-eval` then `evaluate --sanity --json`: clean, FGSM, PGD-k with restarts, AutoAttack
 (standard) on a subset, transfer from the standard model of the same seed (for the faithful mode: its own
-surrogate, a standard model too), and the sanity-check report; then (`clead_lite.scoring`) APGD-CE + APGD-T
+surrogate, a standard model too), and the sanity-check report; then (`clead_lite.course.scoring`) APGD-CE + APGD-T
 and Square alone on the first --n-score of the evaluated images with per-image correctness (for the paired
 intervals against PGD-AT), and a PGD eps curve. Rows already on disk are skipped (a row without scores only
 gets its scores).
@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from clead_lite.results import METHOD_ORDER as METHODS
-from clead_lite.results import load_results, per_seed_markdown, readme_table, replace_marked_block
+from clead_lite.course.results import METHOD_ORDER as METHODS
+from clead_lite.course.results import load_results, per_seed_markdown, readme_table, replace_marked_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,12 +49,12 @@ def rel(path: Path) -> str:
 
 def finished(ckpt: Path) -> bool:
     """Whether `ckpt` holds a finished training run (a killed run leaves an epoch checkpoint to resume from)."""
-    from clead_lite.checkpoints import load_checkpoint
+    from clead_lite.course.checkpoints import load_checkpoint
     return ckpt.exists() and bool(load_checkpoint(ckpt, map_location="cpu").get("finished"))
 
 
 def trained_by(ckpt: Path) -> str:
-    from clead_lite.checkpoints import load_checkpoint
+    from clead_lite.course.checkpoints import load_checkpoint
     command = load_checkpoint(ckpt, map_location="cpu").get("command")
     if not command:
         raise SystemExit(f"{ckpt}: the checkpoint records no training command; delete it and run again")
@@ -67,8 +67,8 @@ GRIDS = {"converged": dict(datasets=["mnist", "fashion-mnist"], seeds=[0, 1, 2, 
 
 def training_facts(ckpt: Path, args, method: str, dataset: str) -> dict:
     """Which images and epochs trained the row: n_train, n_val (held out of them), epochs, best epoch kept."""
-    from clead_lite.checkpoints import load_checkpoint
-    from clead_lite.profiles import get_profile
+    from clead_lite.course.checkpoints import load_checkpoint
+    from clead_lite.course.profiles import get_profile
     from clead_lite.training import TrainConfig
     state = load_checkpoint(ckpt, map_location="cpu")
     n_val = TrainConfig.from_profile(get_profile(args.profile, dataset=dataset), method).n_val
@@ -97,7 +97,7 @@ def wanted_scores(record: dict, args) -> list[str]:
 def add_scores(record: dict, ckpt: Path, args) -> dict:
     """record + the missing 'scores' columns (APGD-CE + APGD-T, Square, PGD eps curve on the first n_score
     evaluated images); columns already there are kept, so a later run with more columns only adds them."""
-    from clead_lite.scoring import load_for_scoring, score_model
+    from clead_lite.course.scoring import load_for_scoring, score_model
     model, x, y, state = load_for_scoring(str(ckpt), args.n_test, device=args.device)
     n = min(args.n_score, len(y))
     old = record.get("scores") or {}
@@ -120,7 +120,7 @@ def add_autoattack(record: dict, ckpt: Path, args) -> dict:
     row evaluated without it. The same call as `evaluate --n-autoattack` (a subset drawn with seed 0 from the
     row's evaluated images; all of them when n_autoattack >= n), so the row reads as if evaluated with it."""
     from clead_lite.evaluation import autoattack_accuracy
-    from clead_lite.scoring import load_for_scoring
+    from clead_lite.course.scoring import load_for_scoring
     model, x, y, _ = load_for_scoring(str(ckpt), args.n_test, device=args.device)
     row = dict(record["row"])
     if int(row["n"]) != len(y):

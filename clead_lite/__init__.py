@@ -1,9 +1,10 @@
-"""clead_lite — the helper package of the C-LEAD course (Ghosh, Kumar, Sur, arXiv 2510.27249).
+"""clead_lite: the code of the C-LEAD course.
 
-Modules, each one job: `profiles` (smoke/quick/full), `data`, `models`, `attacks`, `losses`,
-`evaluation`, `results` (the measured table), `checkpoints`, `training`, `embeddings`, `viz`, `checks`.
+The modules directly in this package are the subject, read top to bottom in this order: `data`, `models`,
+`attacks`, `losses`, `training`, `evaluation`, `embeddings`, `faithful` (plus `validate`, the argument checks).
+They import nothing else of the package. The course's machinery lives in subpackages that import the core,
+never the other way round: `course` (profiles, model store, checkpoints, notebook setup, command line, results
+tables), `exercises` (the notebooks' checks) and `widgets` (figures and explorers).
 """
-from .profiles import get_device, get_profile, seed_everything
-
 __version__ = "0.1.0"
-__all__ = ["get_device", "get_profile", "seed_everything", "__version__"]
+__all__ = ["__version__"]

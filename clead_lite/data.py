@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .profiles import DATASETS, dataset_info
+from .course.profiles import DATASETS, dataset_info
 from .validate import check_int
 
 MNIST5K_TEST = 1000

@@ -223,7 +223,7 @@ def _cache_key(z_clean: np.ndarray, z_adv: np.ndarray, params: dict) -> str:
 def _save_atomic(path: Path, array: np.ndarray) -> bool:
     """Write the cache file (usual file mode, atomic rename); a folder that cannot be written (read-only,
     full) costs only the cache: a warning, and the computed map is still returned. True when written."""
-    from .safe_io import clean_stale_temps, temp_path
+    from .course.safe_io import clean_stale_temps, temp_path
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,7 @@ def _save_atomic(path: Path, array: np.ndarray) -> bool:
 
 def _read_cache(path: Path, n: int) -> np.ndarray:
     """A cached (n, 2) float32 map; CheckpointError (one line) for a file that is not one."""
-    from .checkpoints import CheckpointError
+    from .course.checkpoints import CheckpointError
     try:
         cached = np.load(path, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - random bytes reach several parsers
@@ -298,7 +298,7 @@ def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1
     params = {"n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "metric": metric}
     path = umap_cache_dir(cache_dir) / f"umap-{_cache_key(zc, za, params)}.npy"
     if path.is_file():
-        from .checkpoints import CheckpointError
+        from .course.checkpoints import CheckpointError
         try:
             return _read_cache(path, n)
         except CheckpointError as e:                   # a broken cache file: recompute and overwrite it

@@ -305,7 +305,7 @@ def format_table(rows: Sequence[dict] | pd.DataFrame, ci: bool = True) -> str:
     ci: follow each accuracy by the half-width of its 95 % interval in points ('45.1% ±3.1'; binomial,
     normal approximation, n = the row's `n`, `n_autoattack` for AutoAttack): the sampling error of a
     small evaluation set."""
-    from .stats import half_width_95
+    from .course.stats import half_width_95
     frame = rows if isinstance(rows, pd.DataFrame) else results_table(rows)
     if frame.empty:
         raise ValueError("rows is empty: nothing to format")

@@ -26,11 +26,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import attacks as _attacks
-from .checkpoints import CheckpointError, load_checkpoint, model_metadata, save_checkpoint
+from .course.checkpoints import CheckpointError, load_checkpoint, model_metadata, save_checkpoint
 from .data import cache_dir as _cache_root
-from .safe_io import OutputError, check_writable
+from .course.safe_io import OutputError, check_writable
 from .models import _unwrap, build_model
-from .profiles import DATASETS, dataset_info, get_device
+from .course.profiles import DATASETS, dataset_info, get_device
 from .training import VIEW_KINDS, History, TrainConfig, TrainResult, _split_validation, train
 from .validate import check_choice, check_eps, check_images, check_int, check_labels
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .profiles import Profile, dataset_info
+from .course.profiles import Profile, dataset_info
 from .validate import NORMS, check_choice, check_eps, check_int, check_nonnegative, check_positive
 
 __all__ = ["METHODS", "SCHEDULES", "VIEW_KINDS", "FAITHFUL_RECIPES", "TRAIN_STEP_VERSION", "TrainConfig",
@@ -36,7 +36,7 @@ HEAD_FGSM_MODES = ("random", "alternate")
 HEAD_SELECT = ("clean", "pgd")
 ENCODER_INITS = ("surrogate", "scratch")
 # The version of the training math (the step functions, the loop, the faithful pipeline's stages). Part of every
-# model-store key (clead_lite.store): bump it when a change makes the same settings train different weights, so
+# model-store key (clead_lite.course.store): bump it when a change makes the same settings train different weights, so
 # that stored and shipped models of the old code are no longer taken for models of the new one.
 TRAIN_STEP_VERSION = 1
 # Fields that may differ between a checkpoint and the run that resumes it.

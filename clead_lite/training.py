@@ -49,12 +49,12 @@ import torch
 import torch.nn as nn
 
 from . import attacks as _attacks
-from .checkpoints import CheckpointError, load_checkpoint, load_model_state, model_metadata, save_checkpoint
+from .course.checkpoints import CheckpointError, load_checkpoint, load_model_state, model_metadata, save_checkpoint
 from .data import DeviceLoader
 from .accuracies import accuracy, robust_accuracy
 from .models import _unwrap
-from .profiles import dataset_info, get_device
-from .safe_io import check_writable, output_lock
+from .course.profiles import dataset_info, get_device
+from .course.safe_io import check_writable, output_lock
 from .validate import check_images, check_labels
 
 # the settings (train_config) and the step (train_step) live in their own modules; re-exported here

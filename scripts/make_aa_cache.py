@@ -5,7 +5,7 @@
 Images: exactly what notebook 06 attacks: `load_data(profile)`'s test split, its first `profile.n_eval`
 images, of which AutoAttack takes the seeded random subset of `profile.n_autoattack` (seed 0). The outcome
 per image (robust or not) goes to data/checkpoints/autoattack_cache.json, keyed by the sha256 of the weights
-and of the images (clead_lite.aa_cache). Re-run it after re-training a checkpoint or changing those images.
+and of the images (clead_lite.course.aa_cache). Re-run it after re-training a checkpoint or changing those images.
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from clead_lite.aa_cache import cache_path, record_result
-    from clead_lite.checkpoints import find_checkpoint, load_pretrained, sha256_file
+    from clead_lite.course.aa_cache import cache_path, record_result
+    from clead_lite.course.checkpoints import find_checkpoint, load_pretrained, sha256_file
     from clead_lite.evaluation import autoattack_accuracy
-    from clead_lite.notebook_setup import load_data
-    from clead_lite.profiles import get_profile
+    from clead_lite.course.notebook_setup import load_data
+    from clead_lite.course.profiles import get_profile
 
     profile = get_profile(args.profile)
     if not profile.use_checkpoints:

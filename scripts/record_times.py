@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from clead_lite.results import replace_marked_block
+from clead_lite.course.results import replace_marked_block
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE_ROWS = {"smoke": "| `smoke` |", "quick": "| `quick` (CPU) |", "full": "| `full` (GPU) |"}

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clead_lite.notebook_setup import colab_badge, colab_setup_cell  # noqa: E402
+from clead_lite.course.notebook_setup import colab_badge, colab_setup_cell  # noqa: E402
 
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 README_MARK = ("<!-- colab:start -->", "<!-- colab:end -->")

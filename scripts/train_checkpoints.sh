@@ -13,7 +13,7 @@ for m in $methods; do
       --out "$out" --no-progress --json "build/checkpoints/${m}.json"
   $PY - "$out" "$m" <<'PY'
 import json, sys
-from clead_lite.checkpoints import load_checkpoint, write_manifest_entry
+from clead_lite.course.checkpoints import load_checkpoint, write_manifest_entry
 path, method = sys.argv[1], sys.argv[2]
 state = load_checkpoint(path)
 write_manifest_entry(path, dataset="mnist5k", method=method, profile="quick", model="smallcnn",

@@ -2,7 +2,7 @@
 
 - `config`: the full TrainConfig the recorded `command` trains with (rebuilt by the CLI's own parser), checked
   against the config stored inside the checkpoint, so the manifest says what the model was really trained with;
-- `key`: its model-store key (`clead_lite.store.model_key`: settings, training images, code version), so that
+- `key`: its model-store key (`clead_lite.course.store.model_key`: settings, training images, code version), so that
   notebooks and `python -m clead_lite train` asking for the same model load the shipped file;
 - `metrics`: clean, FGSM, PGD-k x restarts and transfer accuracy on the first `n_eval` test images
   (`data.test_images`, the images the notebooks' `x_test[:n]` and the load messages use); transfer: PGD made on
@@ -21,12 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clead_lite.__main__ import _train_config, build_parser  # noqa: E402
-from clead_lite.checkpoints import checkpoint_dir, load_checkpoint, read_manifest  # noqa: E402
+from clead_lite.course.cli import _train_config, build_parser  # noqa: E402
+from clead_lite.course.checkpoints import checkpoint_dir, load_checkpoint, read_manifest  # noqa: E402
 from clead_lite.data import load_dataset, test_images  # noqa: E402
 from clead_lite.evaluation import evaluate  # noqa: E402
-from clead_lite.profiles import get_profile  # noqa: E402
-from clead_lite.store import _write_json_atomic, load_model, model_key, StoreHit  # noqa: E402
+from clead_lite.course.profiles import get_profile  # noqa: E402
+from clead_lite.course.store import _write_json_atomic, load_model, model_key, StoreHit  # noqa: E402
 
 METRIC_KEYS = ("clean", "fgsm", "pgd", "transfer", "n", "eps", "steps", "restarts")
 

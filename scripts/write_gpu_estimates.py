@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clead_lite.profiles import PROFILES  # noqa: E402
-from clead_lite.stats import half_width_95  # noqa: E402
+from clead_lite.course.profiles import PROFILES  # noqa: E402
+from clead_lite.course.stats import half_width_95  # noqa: E402
 from clead_lite.training import TrainConfig  # noqa: E402
 
 START, END = "<!-- gpu-estimate:start -->", "<!-- gpu-estimate:end -->"

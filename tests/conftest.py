@@ -34,7 +34,7 @@ import clead_lite
 from clead_lite.attacks import pgd
 from clead_lite.data import load_dataset
 from clead_lite.models import SmallCNN
-from clead_lite.profiles import seed_everything
+from clead_lite.course.profiles import seed_everything
 
 STANDARD = dict(epochs=2, batch_size=64, lr=0.05, seed=0)
 ROBUST = dict(epochs=3, batch_size=64, lr=0.05, seed=1, eps=0.3, alpha=0.05, steps=5, ramp=0.2)

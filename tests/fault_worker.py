@@ -33,8 +33,9 @@ def _kill() -> None:
 def main(argv: list[str]) -> int:
     mode, n, out_dir = argv[0], int(argv[1]), Path(argv[2])
     cli_args = argv[argv.index("--") + 1:]
-    from clead_lite import __main__ as cli
-    from clead_lite import checkpoints, training
+    from clead_lite.course import cli
+    from clead_lite import training
+    from clead_lite.course import checkpoints
     from clead_lite import evaluation
 
     if mode in ("kill-step", "pause-step"):

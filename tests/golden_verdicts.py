@@ -23,7 +23,7 @@ GOLDEN = Path(__file__).with_name("golden_verdicts.json")
 
 
 def _exercises():
-    for name in ("clead_lite.exercises", "clead_lite.checks"):
+    for name in ("clead_lite.exercises", "clead_lite.exercises"):
         try:
             return importlib.import_module(name)
         except ImportError:

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from clead_lite import aa_cache
+from clead_lite.course import aa_cache
 from clead_lite.evaluation import autoattack_accuracy
 from clead_lite.models import SmallCNN
 
@@ -88,9 +88,9 @@ def test_bad_arguments(tiny, tmp_path):
 
 
 def test_shipped_cache_matches_the_shipped_checkpoints_and_notebook_06s_images():
-    from clead_lite.checkpoints import find_checkpoint, load_pretrained, read_manifest
-    from clead_lite.notebook_setup import load_data
-    from clead_lite.profiles import get_profile
+    from clead_lite.course.checkpoints import find_checkpoint, load_pretrained, read_manifest
+    from clead_lite.course.notebook_setup import load_data
+    from clead_lite.course.profiles import get_profile
 
     profile = get_profile("quick")
     entries = aa_cache.read_cache()["entries"]

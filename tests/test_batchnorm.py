@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from clead_lite import faithful as fa
-from clead_lite.checkpoints import load_checkpoint
+from clead_lite.course.checkpoints import load_checkpoint
 from clead_lite.models import SmallCNN
 from clead_lite.training import TrainConfig, train
 from ddp_bn_worker import BNNet, bn_buffers

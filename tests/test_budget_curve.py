@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-from clead_lite.budget import budget_markdown, lambda_markdown, load_points, plot_budget_curve, point_name
+from clead_lite.course.budget import budget_markdown, lambda_markdown, load_points, plot_budget_curve, point_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def test_paired_gaps_by_seed_and_image(tmp_path):
     """Per-seed differences are the accuracy differences of the same seed; identical outcomes give a zero
     interval and McNemar p = 1; a gap on every seed gives an interval that excludes 0; a seed that only one
     method has is left out; the lambda sweep's points never enter."""
-    from clead_lite.budget import gap_markdown, paired_gaps, plot_gaps
+    from clead_lite.course.budget import gap_markdown, paired_gaps, plot_gaps
     n = 100
     base = [[1] * 50 + [0] * 50, [1] * 55 + [0] * 45, [1] * 60 + [0] * 40]
     for s, c in enumerate(base):
@@ -122,7 +122,7 @@ def test_paired_gaps_by_seed_and_image(tmp_path):
 def test_standard_check_and_readme_block(tmp_path):
     """The standard-AutoAttack column sits beside the custom score on the same images, and --summary --readme
     rewrites only the README's budget block."""
-    from clead_lite.budget import standard_check_markdown, summary_markdown
+    from clead_lite.course.budget import standard_check_markdown, summary_markdown
     key = {"dataset": "mnist5k", "method": "pgd_at", "epochs": 16, "seed": 0, "lam": None}
     (tmp_path / point_name(**key)).write_text(json.dumps({"key": key, "result": {
         "clean": 0.97, "apgd": 0.70, "n_scored": 500, "autoattack": 0.69, "autoattack_n": 200,

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from clead_lite import checkpoints as ck
+from clead_lite.course import checkpoints as ck
 from clead_lite.models import SmallCNN, build_model
 
 
@@ -167,8 +167,8 @@ def test_manifest_verify_find_and_load_pretrained(tmp_path):
 def test_every_model_loader_refuses_the_same_bad_files(tmp_path, loader):
     """The command line, the results runner and the shipped checkpoints load through one function: a
     diverged run (NaN weights) and a file naming no known model are refused by each, with the same message."""
-    from clead_lite.__main__ import _load_model
-    from clead_lite.scoring import load_for_scoring
+    from clead_lite.course.cli import _load_model
+    from clead_lite.course.scoring import load_for_scoring
     load = {"cli": lambda path, manifest: _load_model(path, "cpu"),
             "scoring": lambda path, manifest: load_for_scoring(str(path), 4, dataset="mnist5k", device="cpu"),
             "shipped": lambda path, manifest: ck.load_pretrained("mnist5k", "pgd_at", "quick", manifest=manifest),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import clead_lite.checks as checks
+import clead_lite.exercises as checks
 from clead_lite import attacks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,14 +62,14 @@ def test_or_reference_before_any_check_returns_the_function(capsys):
 
 
 def test_check_modules_stay_on_their_floor():
-    for path in (ROOT / "clead_lite" / "checks").glob("*.py"):
+    for path in (ROOT / "clead_lite" / "exercises").glob("*.py"):
         src = path.read_text()
         for name in ("training", "viz", "__main__", "notebook_setup", "evaluation", "faithful"):
             assert f"from ..{name}" not in src and f"clead_lite.{name}" not in src, (path.name, name)
 
 
 def test_reference_solutions_pass_their_own_checks(capsys):
-    from clead_lite.checks import nb01_fgsm, nb02_pgd, nb03_training, nb05_clead, nb06_evaluation, nb07_embeddings
+    from clead_lite.exercises import nb01_fgsm, nb02_pgd, nb03_training, nb05_clead, nb06_evaluation, nb07_embeddings
     assert checks.check_linear_perturbation(nb01_fgsm.worst_case_perturbation)
     assert checks.check_pgd_step(nb02_pgd.pgd_step) and checks.check_projection(nb02_pgd.project_l2)
     assert checks.check_pgd_at_step(nb03_training.pgd_at_step)

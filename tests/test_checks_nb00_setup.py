@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from clead_lite.checks import check_normalisation_inside_model as check
-from clead_lite.checks.nb00_setup import NormalizedModel
+from clead_lite.exercises import check_normalisation_inside_model as check
+from clead_lite.exercises.nb00_setup import NormalizedModel
 from clead_lite.models import Normalize
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from clead_lite import attacks
-from clead_lite.checks import check_fgsm, check_linear_perturbation
+from clead_lite.exercises import check_fgsm, check_linear_perturbation
 
 
 def verdict(check, fn, capsys):

@@ -3,7 +3,7 @@ pass; each typical wrong answer is rejected with a message that names that mista
 import pytest
 import torch
 
-from clead_lite.checks import check_pgd_step, check_projection
+from clead_lite.exercises import check_pgd_step, check_projection
 
 
 def verdict(check, fn, capsys, *args):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from clead_lite import attacks
-from clead_lite.checks import check_early_stopping, check_pgd_at_step
+from clead_lite.exercises import check_early_stopping, check_pgd_at_step
 
 
 def verdict(check, fn, capsys):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clead_lite.checks import check_info_nce, check_supcon
-from clead_lite.checks import nb04_contrastive as C
+from clead_lite.exercises import check_info_nce, check_supcon
+from clead_lite.exercises import nb04_contrastive as C
 from clead_lite.losses import info_nce, supcon
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clead_lite.checks import check_clead_step, check_contrastive_attack_loss
-from clead_lite.checks import nb05_clead as C
+from clead_lite.exercises import check_clead_step, check_contrastive_attack_loss
+from clead_lite.exercises import nb05_clead as C
 from clead_lite.losses import info_nce, supcon
 
 

@@ -3,8 +3,8 @@ wrong answer is rejected with a message that names that mistake."""
 import pytest
 import torch
 
-from clead_lite.checks import SPOT_THE_FLAW_OPTIONS, check_spot_the_flaw, check_transfer_eval
-from clead_lite.checks import nb06_evaluation as C
+from clead_lite.exercises import SPOT_THE_FLAW_OPTIONS, check_spot_the_flaw, check_transfer_eval
+from clead_lite.exercises import nb06_evaluation as C
 
 
 def verdict(check, fn, capsys):
@@ -98,7 +98,7 @@ def test_spot_the_flaw_every_wrong_letter_gets_its_own_explanation(capsys):
 
 
 def test_spot_the_flaw_answer_is_not_given_away_by_position_or_length():
-    from clead_lite.checks.nb07_embeddings import UMAP_READING_ANSWER
+    from clead_lite.exercises.nb07_embeddings import UMAP_READING_ANSWER
     lengths = {k: len(v) for k, v in SPOT_THE_FLAW_OPTIONS.items()}
     assert C.SPOT_THE_FLAW_ANSWER != UMAP_READING_ANSWER, "the two questions' answers sit in different places"
     assert max(lengths.values()) <= 1.15 * min(lengths.values()), lengths

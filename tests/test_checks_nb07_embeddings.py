@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clead_lite.checks import UMAP_READING_OPTIONS, check_separation_metric, check_umap_reading
-from clead_lite.checks import nb07_embeddings as C
+from clead_lite.exercises import UMAP_READING_OPTIONS, check_separation_metric, check_umap_reading
+from clead_lite.exercises import nb07_embeddings as C
 
 
 def verdict(check, fn, capsys):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clead_lite.__main__ import main
-from clead_lite.checkpoints import load_checkpoint, save_checkpoint
+from clead_lite.course.cli import main
+from clead_lite.course.checkpoints import load_checkpoint, save_checkpoint
 from clead_lite.models import SmallCNN
 
 ROOT = Path(__file__).resolve().parents[1]

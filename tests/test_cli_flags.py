@@ -16,14 +16,14 @@ import torch
 import clead_lite.data as data_module
 import clead_lite.evaluation as evaluation_module
 import clead_lite.faithful as fa
-import clead_lite.profiles as profiles_module
+import clead_lite.course.profiles as profiles_module
 import clead_lite.training as tr
-from clead_lite.__main__ import build_parser, main
-from clead_lite.checkpoints import ChecksumError, load_checkpoint, model_metadata, save_checkpoint, write_manifest_entry
+from clead_lite.course.cli import build_parser, main
+from clead_lite.course.checkpoints import ChecksumError, load_checkpoint, model_metadata, save_checkpoint, write_manifest_entry
 from clead_lite.models import SmallCNN
-from clead_lite.notebook_setup import load_or_train
-from clead_lite.profiles import get_profile
-from clead_lite.store import model_key
+from clead_lite.course.notebook_setup import load_or_train
+from clead_lite.course.profiles import get_profile
+from clead_lite.course.store import model_key
 from clead_lite.training import History, TrainConfig, TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]

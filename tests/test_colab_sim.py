@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from clead_lite.notebook_setup import REPO_URL, colab_badge, colab_setup_cell, colab_url
+from clead_lite.course.notebook_setup import REPO_URL, colab_badge, colab_setup_cell, colab_url
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTECTED = ("torch", "torchvision", "numpy", "matplotlib", "ipywidgets")
@@ -60,7 +60,7 @@ def test_the_repository_address_is_written_once():
         if OWNER_NAME not in text:
             continue
         rel = path.relative_to(ROOT).as_posix()
-        if rel == "clead_lite/notebook_setup.py":
+        if rel == "clead_lite/course/notebook_setup.py":
             assert text.count(OWNER_NAME) == 1, "notebook_setup.py: REPO_URL only; derive the rest from it"
         elif rel == "pyproject.toml":
             assert text.count(OWNER_NAME) == 1
@@ -183,10 +183,10 @@ def test_colab_simulation(tmp_path, monkeypatch):
     assert _versions(py) == before, "the setup must not change Colab's preinstalled packages"
     check = (
         "import json, clead_lite, ipywidgets, torch\n"
-        "from clead_lite.checkpoints import find_checkpoint, verify_checkpoint\n"
-        "from clead_lite.results import load_results\n"
+        "from clead_lite.course.checkpoints import find_checkpoint, verify_checkpoint\n"
+        "from clead_lite.course.results import load_results\n"
         "from clead_lite.models import SmallCNN\n"
-        "from clead_lite.viz import attack_explorer\n"
+        "from clead_lite.widgets.viz import attack_explorer\n"
         "found = {m: str(find_checkpoint('mnist5k', m, 'quick', 'smallcnn')) for m in "
         "('standard', 'pgd_at', 'clead_online', 'clead_faithful')}\n"
         "for p in found.values(): verify_checkpoint(p)\n"

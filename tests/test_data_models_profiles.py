@@ -5,7 +5,7 @@ import torch
 
 from clead_lite.data import DatasetNotFoundError, DeviceLoader, augment_batch, load_dataset, write_synthetic_cifar10
 from clead_lite.models import PreActResNet18, SmallCNN, build_model
-from clead_lite.profiles import get_profile
+from clead_lite.course.profiles import get_profile
 
 
 def test_mnist5k_is_mlxtends_sample_split_deterministically():

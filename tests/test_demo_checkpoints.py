@@ -3,9 +3,9 @@ import dataclasses
 
 import torch
 
-from clead_lite import profiles
-from clead_lite.__main__ import _shipped_model, main
-from clead_lite.checkpoints import model_metadata, save_checkpoint, write_manifest_entry
+from clead_lite.course import profiles
+from clead_lite.course.cli import _shipped_model, main
+from clead_lite.course.checkpoints import model_metadata, save_checkpoint, write_manifest_entry
 from clead_lite.models import build_model
 
 

@@ -1,11 +1,11 @@
-"""Tests for clead_lite.explorer: the precomputation on tiny data (untrained tiny SmallCNNs), the widget, and that
+"""Tests for clead_lite.widgets.explorer: the precomputation on tiny data (untrained tiny SmallCNNs), the widget, and that
 its controls change what it shows (observers triggered by setting the controls' values, as a browser would)."""
 import numpy as np
 import pytest
 import torch
 
 from clead_lite import attacks
-from clead_lite.explorer import (COLOR_MODES, ExplorerData, embedding_explorer, fooled_indices, nearest_point,
+from clead_lite.widgets.explorer import (COLOR_MODES, ExplorerData, embedding_explorer, fooled_indices, nearest_point,
                                  point_details, precompute_explorer_data)
 from clead_lite.models import SmallCNN
 

@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from clead_lite import checkpoints as ck
-from clead_lite.__main__ import build_parser, main
+from clead_lite.course import checkpoints as ck
+from clead_lite.course.cli import build_parser, main
 from clead_lite.attacks import fgsm, pgd, random_noise
 from clead_lite.data import DatasetFileError, _read_cifar_batch, _read_idx, load_dataset, write_synthetic_cifar10
 from clead_lite.embeddings import _read_cache, _save_atomic
 from clead_lite.evaluation import accuracy, eps_sweep
 from clead_lite.faithful import precompute_adversarial_views
 from clead_lite.models import SmallCNN
-from clead_lite.profiles import get_device
-from clead_lite.safe_io import OutputError, check_writable
+from clead_lite.course.profiles import get_device
+from clead_lite.course.safe_io import OutputError, check_writable
 
 SMOKE = ["--profile", "smoke", "--n-train", "64", "--n-val", "0", "--no-eval", "--no-progress", "--device", "cpu"]
 
@@ -381,7 +381,7 @@ def test_evaluate_refuses_a_checkpoint_with_non_finite_weights(tmp_path, capsys)
 
 
 def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
-    from clead_lite.safe_io import clean_stale_temps
+    from clead_lite.course.safe_io import clean_stale_temps
     target = tmp_path / "m.pt"
     dead = _dead_pid()
     stale = tmp_path / f".m.pt.{dead}.abcd1234.tmp"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clead_lite.__main__ import main
-from clead_lite.checkpoints import load_checkpoint
+from clead_lite.course.cli import main
+from clead_lite.course.checkpoints import load_checkpoint
 from clead_lite.data import load_dataset
 from clead_lite.models import SmallCNN
 from clead_lite.training import TrainConfig, TrainingDivergedError, train

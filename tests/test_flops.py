@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_flops as B  # noqa: E402
 import write_gpu_estimates as W  # noqa: E402
-from clead_lite.profiles import PROFILES  # noqa: E402
+from clead_lite.course.profiles import PROFILES  # noqa: E402
 
 FLOPS = json.loads((ROOT / "benchmarks" / "results" / "flops.json").read_text())
 

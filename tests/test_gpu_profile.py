@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from clead_lite import attacks as A
-from clead_lite import profiles as P
+from clead_lite.course import profiles as P
 from clead_lite import training as T
 from clead_lite.evaluation import format_table
 from clead_lite.models import build_model
-from clead_lite.stats import binomial_se, half_width_95, wilson_interval
+from clead_lite.course.stats import binomial_se, half_width_95, wilson_interval
 
 
 def test_colab_is_the_default_on_cuda_and_quick_otherwise(monkeypatch):

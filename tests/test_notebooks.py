@@ -1,5 +1,5 @@
 """Structure of the course notebooks (their execution is nbval's job: `CLEAD_PROFILE=smoke pytest --nbval-lax
-notebooks/`), and the headless course runner `clead_lite.course.run_course` on a tiny notebook.
+notebooks/`), and the headless course runner `clead_lite.course.runner.run_course` on a tiny notebook.
 
 Every notebook: nbformat-valid, kernel python3; cell 1 a header (title, Colab badge for its own file, goals,
 prerequisites, a run-time table per profile); cell 2 the identical setup cell; from 01 on at least two
@@ -15,8 +15,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from clead_lite.course import course_notebooks, format_table, run_course
-from clead_lite.notebook_setup import REPO_URL, colab_setup_cell, colab_url
+from clead_lite.course.runner import course_notebooks, format_table, run_course
+from clead_lite.course.notebook_setup import REPO_URL, colab_setup_cell, colab_url
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ["00_setup_and_data.ipynb", "01_adversarial_examples.ipynb", "02_stronger_attacks.ipynb",
@@ -165,7 +165,7 @@ def test_setup_prints_one_line_and_returns_profile_and_device(capsys, monkeypatc
     import matplotlib as mpl
     import torch
 
-    from clead_lite.notebook_setup import PROJECTOR_RC, setup
+    from clead_lite.course.notebook_setup import PROJECTOR_RC, setup
     monkeypatch.setenv("CLEAD_PROFILE", "smoke")
     monkeypatch.delenv("CLEAD_DATASET", raising=False)
     profile, device = setup()
@@ -183,7 +183,7 @@ def _explorer():
     import torch
 
     from clead_lite.models import SmallCNN
-    from clead_lite.viz import attack_explorer
+    from clead_lite.widgets.viz import attack_explorer
     torch.manual_seed(0)
     x = torch.rand(4, 1, 28, 28)
     y = torch.tensor([0, 1, 2, 3])
@@ -223,7 +223,7 @@ def test_attack_explorer_rejects_bad_arguments():
     import torch
 
     from clead_lite.models import SmallCNN
-    from clead_lite.viz import attack_explorer
+    from clead_lite.widgets.viz import attack_explorer
     model, x, y = SmallCNN(width=8, feature_dim=32), torch.rand(2, 1, 28, 28), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="unknown attack 'cw'"):
         attack_explorer(model, x, y, attacks=("fgsm", "cw"))
@@ -239,7 +239,7 @@ def test_live_curves_and_plot_history_from_training_records(capsys):
     import matplotlib.pyplot as plt
 
     from clead_lite.training import History
-    from clead_lite.viz import LiveCurves, plot_history
+    from clead_lite.widgets.viz import LiveCurves, plot_history
     records = [{"kind": "step", "epoch": 0.5, "loss": 2.0},
                {"kind": "epoch", "epoch": 1, "loss": 1.5, "acc": 0.4, "val_clean_acc": 0.6, "val_pgd_acc": 0.1},
                {"kind": "epoch", "epoch": 2, "loss": 1.0, "acc": 0.6, "val_clean_acc": 0.8, "val_pgd_acc": 0.3}]
@@ -262,7 +262,7 @@ def test_plots_return_figures_and_check_inputs():
     import pandas as pd
     import torch
 
-    from clead_lite.viz import plot_accuracy_vs_eps, plot_perturbation, plot_similarity_matrix, show_images
+    from clead_lite.widgets.viz import plot_accuracy_vs_eps, plot_perturbation, plot_similarity_matrix, show_images
     x = torch.rand(5, 1, 28, 28)
     fig = show_images(x, labels=torch.arange(5), preds=torch.tensor([0, 1, 0, 3, 0]), ncols=3)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]

@@ -12,14 +12,14 @@ import re
 import pytest
 import torch
 
-from clead_lite.__main__ import _test_split
+from clead_lite.course.cli import _test_split
 from clead_lite.attacks import fgsm
-from clead_lite.checkpoints import checkpoint_dir, read_manifest
+from clead_lite.course.checkpoints import checkpoint_dir, read_manifest
 from clead_lite.data import test_images as first_test_images
 from clead_lite.evaluation import accuracy, evaluate, robust_accuracy
-from clead_lite.notebook_setup import load_data, load_or_train, train_config_used
-from clead_lite.profiles import get_profile
-from clead_lite.store import find, model_key
+from clead_lite.course.notebook_setup import load_data, load_or_train, train_config_used
+from clead_lite.course.profiles import get_profile
+from clead_lite.course.store import find, model_key
 from clead_lite.training import TrainConfig
 
 ENTRIES = {e["method"]: e for e in read_manifest(checkpoint_dir() / "manifest.json")["checkpoints"]}
@@ -84,7 +84,7 @@ def test_load_message_notebook_cells_and_manifest_agree(method, quick_data, caps
     m = entry["metrics"]
     x, y = x_test[:QUICK.n_eval], y_test[:QUICK.n_eval]          # the notebooks' cells
     if method == "clead_faithful":                                # 05-07 load it with load_pretrained
-        from clead_lite.checkpoints import load_pretrained
+        from clead_lite.course.checkpoints import load_pretrained
         model, _ = load_pretrained(QUICK.dataset, method, QUICK.name, QUICK.model)
     else:
         loaded = load_or_train(method, QUICK, x_train, y_train, torch.device("cpu"), live=False)

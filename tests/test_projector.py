@@ -12,10 +12,10 @@ import pytest
 import torch
 from matplotlib.text import Text
 
-from clead_lite import viz
-from clead_lite.explorer import draw_map, embedding_explorer, precompute_explorer_data
+from clead_lite.widgets import viz
+from clead_lite.widgets.explorer import draw_map, embedding_explorer, precompute_explorer_data
 from clead_lite.models import SmallCNN
-from clead_lite.notebook_setup import PROJECTOR_RC, set_plot_style
+from clead_lite.course.notebook_setup import PROJECTOR_RC, set_plot_style
 
 matplotlib.use("Agg")
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -242,7 +242,7 @@ def test_notebook_code_cells_are_projector_sized():
 
 def test_budget_curve_and_gap_plots(tmp_path):
     import json as _json
-    from clead_lite.budget import load_points, plot_budget_curve, plot_gaps, point_name
+    from clead_lite.course.budget import load_points, plot_budget_curve, plot_gaps, point_name
     for method, lam in (("pgd_at", None), ("trades", None), ("clead_online", 0.5)):
         for epochs in (4, 8, 16):
             for seed in (0, 1, 2):

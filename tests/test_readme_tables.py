@@ -20,7 +20,7 @@ def _block(path: Path, marker: str) -> str:
 
 
 def test_results_blocks_are_the_rows_on_disk():
-    from clead_lite.results import load_results, per_seed_markdown, readme_table
+    from clead_lite.course.results import load_results, per_seed_markdown, readme_table
     folder = ROOT / "benchmarks" / "results" / "table"
     assert any(folder.glob("*_seed*.json")), f"no results rows in {folder}: they are committed with the README"
     frame = load_results(folder)
@@ -31,7 +31,7 @@ def test_results_blocks_are_the_rows_on_disk():
 
 
 def test_budget_block_is_the_points_on_disk():
-    from clead_lite.budget import load_points, summary_markdown
+    from clead_lite.course.budget import load_points, summary_markdown
     folder = ROOT / "benchmarks" / "results" / "budget"
     assert any(folder.glob("*.json")), f"no budget points in {folder}: they are committed with the README"
     assert _block(ROOT / "README.md", "budget") == summary_markdown(load_points(folder)).rstrip("\n"), \

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from clead_lite.results import load_results, per_seed_markdown, summary_frame, summary_markdown
+from clead_lite.course.results import load_results, per_seed_markdown, summary_frame, summary_markdown
 
 
 def _write(path, dataset, method, seed, clean, pgd, aa=None, n_aa=0, sanity_ok=True, sanity=True):
@@ -90,7 +90,7 @@ def test_empty_and_bad_input(tmp_path):
 
 
 def test_replace_marked_block_fills_an_empty_block_and_replaces_it(tmp_path):
-    from clead_lite.results import replace_marked_block
+    from clead_lite.course.results import replace_marked_block
     page = tmp_path / "RESULTS.md"
     page.write_text("intro\n<!-- t:start -->\n<!-- t:end -->\nafter\n")
     replace_marked_block(page, "t", "| a |\n| b |")
@@ -106,7 +106,7 @@ def test_autoattack_difference_is_paired_per_image(tmp_path):
     McNemar's exact p, checked here against the closed form; rows on other images are not paired."""
     from math import comb
 
-    from clead_lite.results import autoattack_differences, differences_markdown
+    from clead_lite.course.results import autoattack_differences, differences_markdown
     at = [1] * 60 + [0] * 40                                # 60 % under AutoAttack
     online = [1] * 55 + [0] * 5 + [1] * 12 + [0] * 28       # 67 %: 5 images lost, 12 gained
     for method, correct in (("pgd_at", at), ("clead_online", online), ("trades", at[:50])):
@@ -128,7 +128,7 @@ def test_autoattack_difference_is_paired_per_image(tmp_path):
 def test_custom_against_standard_autoattack_on_the_same_images(tmp_path):
     """APGD-CE+T ran on the first 500 images, the standard AutoAttack on all 1,000 in order: the check pairs
     the first 500 of the latter with the former; a standard run on a random subset is not paired."""
-    from clead_lite.results import custom_vs_standard, differences_markdown
+    from clead_lite.course.results import custom_vs_standard, differences_markdown
     apgd = [1] * 300 + [0] * 200                                     # 60.0 % under APGD-CE+T
     aa = [1] * 290 + [0] * 10 + [0] * 199 + [1] + [1] * 400 + [0] * 100   # 10 more broken, 1 fewer, then 500 more
     for method, n_aa in (("pgd_at", 1000), ("clead_online", 200)):

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from clead_lite.results import differences_markdown, load_results, paired_differences, protocol_note
-from clead_lite.stats import mcnemar_exact, paired_bootstrap, sample_sd
+from clead_lite.course.results import differences_markdown, load_results, paired_differences, protocol_note
+from clead_lite.course.stats import mcnemar_exact, paired_bootstrap, sample_sd
 
 
 def test_sample_sd_uses_ddof_1():

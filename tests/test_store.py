@@ -1,4 +1,4 @@
-"""The model store (clead_lite.store): save then load gives the same weights, a changed setting misses,
+"""The model store (clead_lite.course.store): save then load gives the same weights, a changed setting misses,
 list / clear, atomic saves, load_or_train trains once then loads, and the `store` command line."""
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-import clead_lite.checkpoints as ck
-import clead_lite.store as store
+import clead_lite.course.checkpoints as ck
+import clead_lite.course.store as store
 import clead_lite.training as training
-from clead_lite.__main__ import main
+from clead_lite.course.cli import main
 from clead_lite.models import SmallCNN
-from clead_lite.notebook_setup import load_or_train, train_config_used
-from clead_lite.profiles import get_profile
+from clead_lite.course.notebook_setup import load_or_train, train_config_used
+from clead_lite.course.profiles import get_profile
 from clead_lite.training import TrainConfig
 
 
@@ -164,7 +164,7 @@ def test_load_or_train_trains_once_then_loads(folder, monkeypatch):
 def test_load_or_train_faithful_trains_once_then_loads(folder, monkeypatch):
     import clead_lite.faithful as faithful
     from clead_lite.models import SmallCNN
-    from clead_lite.notebook_setup import load_or_train_faithful
+    from clead_lite.course.notebook_setup import load_or_train_faithful
     profile = get_profile("smoke").replace(use_checkpoints=True)
     x, y = tiny_data(64)
     calls = []

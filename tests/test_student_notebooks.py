@@ -172,7 +172,7 @@ def test_markers_in_markdown_are_left_alone():
     assert n == 0 and "BEGIN SOLUTION" in student.cells[0].source
 
 
-STUB_FEEDBACK = "not implemented yet (Exercise"   # the checks' message for a stub (see clead_lite.checks._common)
+STUB_FEEDBACK = "not implemented yet (Exercise"   # the checks' message for a stub (see clead_lite.exercises._common)
 STAND_IN = "the rest of this notebook uses the reference solution"
 
 

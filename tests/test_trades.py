@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clead_lite.__main__ import main
+from clead_lite.course.cli import main
 from clead_lite.attacks import pgd
 from clead_lite.evaluation import accuracy, robust_accuracy
 from clead_lite.models import SmallCNN
@@ -112,8 +112,8 @@ def test_short_trades_run_is_more_robust_than_standard(mnist5k_split):
 def test_cli_beta_only_for_trades(capsys):
     assert main(["train", "--method", "pgd_at", "--beta", "3", "--profile", "smoke"]) == 2
     assert "--beta only applies to --method trades" in capsys.readouterr().err
-    from clead_lite.__main__ import _train_config, build_parser
-    from clead_lite.profiles import get_profile
+    from clead_lite.course.cli import _train_config, build_parser
+    from clead_lite.course.profiles import get_profile
     args = build_parser().parse_args(["train", "--method", "trades", "--beta", "3", "--profile", "smoke"])
     cfg = _train_config(args, get_profile("smoke"))
     assert cfg.method == "trades" and cfg.trades_beta == 3.0
@@ -124,7 +124,7 @@ def test_cli_trains_trades(tmp_path, capsys):
     code = main(["train", "--method", "trades", "--beta", "6", "--profile", "smoke", "--n-train", "96", "--n-val",
                  "32", "--no-eval", "--no-progress", "--device", "cpu", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    from clead_lite.checkpoints import load_checkpoint
+    from clead_lite.course.checkpoints import load_checkpoint
     state = load_checkpoint(out)
     assert state["method"] == "trades" and state["config"]["trades_beta"] == 6.0 and state["finished"]
     assert any("kl" in r for r in state["history"] if r.get("kind") == "epoch")

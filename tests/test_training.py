@@ -16,10 +16,10 @@ import torch
 from clead_lite import faithful as fa
 from clead_lite import training as tr
 from clead_lite.attacks import pgd
-from clead_lite.checkpoints import CheckpointError, load_checkpoint
+from clead_lite.course.checkpoints import CheckpointError, load_checkpoint
 from clead_lite.losses import info_nce
 from clead_lite.models import SmallCNN
-from clead_lite.profiles import get_profile
+from clead_lite.course.profiles import get_profile
 from clead_lite.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]

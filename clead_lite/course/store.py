@@ -45,9 +45,9 @@ import torch.nn as nn
 from .checkpoints import (CheckpointError, checkpoint_dir, load_checkpoint,
                           load_model_state, model_metadata, read_manifest, save_checkpoint, sha256_file,
                           verify_checkpoint)
-from .models import MODELS, _unwrap, build_model
+from ..models import MODELS, _unwrap, build_model
 from .safe_io import temp_path
-from .training import TRAIN_STEP_VERSION, TrainConfig
+from ..training import TRAIN_STEP_VERSION, TrainConfig
 
 __all__ = ["STORE_ENV", "KEY_FORMAT", "StoreHit", "store_dir", "data_fingerprint", "key_config", "model_key",
            "keys_match", "find", "load_model", "save_model", "list_entries", "shipped_entries", "clear",

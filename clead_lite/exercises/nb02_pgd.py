@@ -65,7 +65,7 @@ def _pgd_case(seed: int, eps: float, alpha: float):
     return x_adv, grad, x, eps, alpha
 
 
-@exercise("clead_lite.checks.nb02_pgd:pgd_step")
+@exercise("clead_lite.exercises.nb02_pgd:pgd_step")
 def check_pgd_step(student_step: Callable) -> bool:
     """Exercise (02): `pgd_step(x_adv, grad, x, eps, alpha) -> x_next`, the L-inf PGD update
     x_next = clip_[0,1](Proj_{|d|_inf <= eps}(x_adv + alpha * sign(grad) - x) + x).
@@ -109,7 +109,7 @@ def check_pgd_step(student_step: Callable) -> bool:
                      "clip to [0, 1]")
 
 
-@exercise("clead_lite.checks.nb02_pgd:project_l2")
+@exercise("clead_lite.exercises.nb02_pgd:project_l2")
 def check_projection(student_project: Callable, norm: str = "l2") -> bool:
     """Exercise (02): `project(delta, eps) -> delta'`, the closest point to delta in {|d| <= eps} per example.
 

@@ -6,7 +6,7 @@ writes the executed notebooks to `out_dir`, every figure found in their outputs 
 `out_dir/figures/`, and a per-notebook time table (`out_dir/times.md`, `out_dir/times.json`: notebook,
 profile, seconds, status, figures), which it also prints. `inplace=True` also writes the executed notebooks
 back into `notebooks/` (how the committed `quick` outputs are made). The command line is
-`python -m clead_lite course` (or `python -m clead_lite.course`). Floor 3.
+`python -m clead_lite course` (or `python -m clead_lite.course.runner`). Floor 3.
 """
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def run_course(profile: str = "quick", out_dir: str | os.PathLike = ROOT / "buil
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clead_lite.course", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m clead_lite.course.runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", help="names or number prefixes (default: all)")
     parser.add_argument("--profile", default="quick", choices=PROFILE_NAMES)
     parser.add_argument("--out", default=str(ROOT / "build" / "course"), help="default: build/course")

@@ -139,7 +139,7 @@ def clead_online_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y:
     return F.cross_entropy(logits_adv, y) + lam * info_nce(model.project(x), z_adv, temperature=temperature)
 
 
-@exercise("clead_lite.checks.nb05_clead:clead_online_loss")
+@exercise("clead_lite.exercises.nb05_clead:clead_online_loss")
 def check_clead_step(student_fn: Callable[..., torch.Tensor]) -> bool:
     """Check `student_fn(model, x, x_adv, y, lam, temperature) -> scalar`, the C-LEAD online loss:
     CE(model(x_adv), y) + lam * InfoNCE(clean projection as query, adversarial projection as positive)."""
@@ -215,7 +215,7 @@ def contrastive_attack_loss(z_clean: torch.Tensor, z_adv: torch.Tensor, temperat
     return info_nce_variant(z_clean, z_adv, temperature, reduction="none")
 
 
-@exercise("clead_lite.checks.nb05_clead:contrastive_attack_loss")
+@exercise("clead_lite.exercises.nb05_clead:contrastive_attack_loss")
 def check_contrastive_attack_loss(student_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
     """Check `student_fn(z_clean (B, D), z_adv (B, D), temperature) -> (B,)`: the per-example InfoNCE that PGD
     maximises to craft views against the contrastive loss (clean_i the query, adv_i its positive, the other

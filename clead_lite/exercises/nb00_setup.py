@@ -31,7 +31,7 @@ def _net_prefix(model: nn.Module, net: nn.Module) -> str:
     return "\0"
 
 
-@exercise("clead_lite.checks.nb00_setup:NormalizedModel")
+@exercise("clead_lite.exercises.nb00_setup:NormalizedModel")
 def check_normalisation_inside_model(student_wrapper: Callable) -> bool:
     """Exercise (00): `NormalizedModel(net, mean, std)` -> a module taking pixels in [0, 1] and feeding
     `net` with (x - mean) / std per channel (mean, std: sequences of C numbers).

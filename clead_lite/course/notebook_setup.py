@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from . import __version__
+from .. import __version__
 from .profiles import Profile, get_device, get_profile, seed_everything
 
 REPO_URL = "https://github.com/clead-course/clead-course"
@@ -72,7 +72,7 @@ def colab_setup_cell() -> str:
         "        !git clone -q --depth 1 {REPO} clead-course\n"
         "    !{sys.executable} clead-course/scripts/colab_install.py clead-course\n"
         "    sys.path.insert(0, os.path.abspath(\"clead-course\"))\n"
-        "from clead_lite.notebook_setup import setup\n"
+        "from clead_lite.course.notebook_setup import setup\n"
         "profile, device = setup()     # prints profile, dataset, device, library versions")
 
 
@@ -132,7 +132,7 @@ def load_data(profile: Profile, seed: int = 0):
     Test: the first `profile.n_test` test images (`data.test_images`; None: all), so that `x_test[:n]` are the
     images every accuracy on "n test images" in the course is computed on (manifest, load messages, CLI).
     """
-    from .data import load_dataset, test_images
+    from ..data import load_dataset, test_images
     x_train, y_train = load_dataset(profile.dataset, "train", n=profile.n_train, seed=seed)
     x_test, y_test = test_images(profile.dataset, profile.n_test)
     return x_train, y_train, x_test, y_test
@@ -160,7 +160,7 @@ class LoadedModel(tuple):
 def _lookup(method: str, profile: Profile, x_train, y_train, changes: dict):
     """(config asked for, store key or None, StoreHit or None)."""
     from .store import find, model_key
-    from .training import TrainConfig
+    from ..training import TrainConfig
     config = TrainConfig.from_profile(profile, method, **changes)
     if not profile.use_checkpoints:   # smoke: always train (the tests must run the training code), never store
         return config, None, None
@@ -172,7 +172,7 @@ def train_config_used(method: str, profile: Profile, x_train, y_train, **changes
     """The TrainConfig (eps and alpha resolved) of the model `load_or_train(method, profile, x_train, y_train,
     **changes)` returns: the stored or shipped model's own config when there is one, else the one it would
     train with. Cheap: nothing is loaded or trained."""
-    from .training import TrainConfig
+    from ..training import TrainConfig
     config, _, hit = _lookup(method, profile, x_train, y_train, changes)
     if hit is not None and hit.entry.get("config"):
         return TrainConfig.from_dict(hit.entry["config"]).resolved(profile.dataset)
@@ -184,7 +184,7 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
     """A model trained with `method` ('standard', 'pgd_at', 'clead_online') on (x_train, y_train).
 
     With `profile.use_checkpoints` (quick, full) it comes from the model store when one with the same key exists
-    (`clead_lite.store`: dataset, method, model, profile, every training setting, seed, the training images, the
+    (`clead_lite.course.store`: dataset, method, model, profile, every training setting, seed, the training images, the
     code version): a shipped checkpoint (sha256 verified) or a model an earlier notebook or command trained.
     Otherwise it is trained here with `training.train` (progress bar; live curves when `live`) and, outside
     smoke, saved into the store, so the next notebook that asks for it loads it.
@@ -195,10 +195,10 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
     `training.History` (list of records; `.frame('epoch')`) or None when the stored model has none;
     `.config` is the config the model was trained with (printed too).
     """
-    from .models import build_model
+    from ..models import build_model
     from .store import describe_config, load_model, save_model, store_dir
-    from .training import History, TrainConfig, train
-    from .viz import LiveCurves
+    from ..training import History, TrainConfig, train
+    from ..widgets.viz import LiveCurves
 
     config, key, hit = _lookup(method, profile, x_train, y_train, changes)
     if hit is not None:
@@ -256,9 +256,9 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
     import copy
 
     from .checkpoints import find_checkpoint, load_pretrained
-    from .faithful import train_faithful
+    from ..faithful import train_faithful
     from .store import find, load_model, model_key, save_model, store_dir
-    from .training import TrainConfig
+    from ..training import TrainConfig
 
     config = TrainConfig.from_profile(profile, "clead_faithful").resolved(profile.dataset)
     key = None

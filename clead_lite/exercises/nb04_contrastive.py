@@ -134,7 +134,7 @@ def info_nce_student(anchor: torch.Tensor, view: torch.Tensor, temperature: floa
     return info_nce(anchor, view, temperature=temperature)
 
 
-@exercise("clead_lite.checks.nb04_contrastive:info_nce_student")
+@exercise("clead_lite.exercises.nb04_contrastive:info_nce_student")
 def check_info_nce(student_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
     """Check `student_fn(anchor (B, D), view (B, D), temperature) -> scalar`, one InfoNCE term: anchor i is the
     query, view i its positive, the 2B - 2 other anchors and views the negatives (mean over anchors)."""

@@ -106,7 +106,7 @@ def worst_case_perturbation(w: torch.Tensor, eps: float) -> torch.Tensor:
     return eps * w.sign()
 
 
-@exercise("clead_lite.checks.nb01_fgsm:worst_case_perturbation")
+@exercise("clead_lite.exercises.nb01_fgsm:worst_case_perturbation")
 def check_linear_perturbation(student_fn: Callable) -> bool:
     """Exercise (01): `worst_case_perturbation(w, eps) -> delta` maximising w . delta over |delta|_inf <= eps.
 

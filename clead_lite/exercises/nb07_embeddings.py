@@ -60,7 +60,7 @@ def mean_pair_cosine(z_clean: torch.Tensor, z_adv: torch.Tensor) -> float:
     return float(separation_variant(z_clean, z_adv))
 
 
-@exercise("clead_lite.checks.nb07_embeddings:mean_pair_cosine")
+@exercise("clead_lite.exercises.nb07_embeddings:mean_pair_cosine")
 def check_separation_metric(student_fn: Callable[[torch.Tensor, torch.Tensor], float]) -> bool:
     """Check `student_fn(z_clean (N, D), z_adv (N, D)) -> float`: the mean cosine similarity between each clean
     embedding and its own adversarial embedding (1: the attack does not move the embedding)."""
@@ -125,7 +125,7 @@ def read_the_map() -> str:
     return UMAP_READING_ANSWER
 
 
-@exercise("clead_lite.checks.nb07_embeddings:read_the_map")
+@exercise("clead_lite.exercises.nb07_embeddings:read_the_map")
 def check_umap_reading(answer) -> bool:
     """Check the letter chosen for the UMAP interpretation question of notebook 07 (options in
     UMAP_READING_OPTIONS). answer: a letter, or a function returning one."""

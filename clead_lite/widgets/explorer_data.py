@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .embeddings import clean_and_adversarial_embeddings, separation_metrics, umap_projection
-from .models import _unwrap
-from .validate import check_eps, check_images, check_int, check_labels
+from ..embeddings import clean_and_adversarial_embeddings, separation_metrics, umap_projection
+from ..models import _unwrap
+from ..validate import check_eps, check_images, check_int, check_labels
 from .viz import EXPLORER_ATTACKS, make_explorer_attack
 
 ExplorerAttack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]

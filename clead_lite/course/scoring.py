@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .evaluation import autoattack_accuracy, eps_sweep
+from ..evaluation import autoattack_accuracy, eps_sweep
 
 __all__ = ["SCORE_COLUMNS", "EPS_FRACTIONS", "score_model", "load_for_scoring"]
 
@@ -59,7 +59,7 @@ def load_for_scoring(checkpoint: str, n_test: int, dataset: str | None = None, d
     the images `evaluate --n n_test` scores: the first n_test of the test split (`data.test_images`, the one
     convention of the course), so that a row's scores and its evaluation columns share their images."""
     from .checkpoints import load_trained_model
-    from .data import test_images
+    from ..data import test_images
     from .profiles import get_device
     model, state = load_trained_model(checkpoint, get_device(device))
     x, y = test_images(dataset or state.get("dataset"), n_test)

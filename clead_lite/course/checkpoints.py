@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .models import MODELS, _unwrap, build_model
+from ..models import MODELS, _unwrap, build_model
 from .safe_io import OutputError, clean_stale_temps, temp_path, write_error
 
 __all__ = [

@@ -18,9 +18,9 @@ from matplotlib.ticker import MaxNLocator
 import torch
 import torch.nn.functional as F
 
-from . import attacks as _attacks
-from .models import _unwrap
-from .validate import check_choice, check_eps, check_images, check_int
+from .. import attacks as _attacks
+from ..models import _unwrap
+from ..validate import check_choice, check_eps, check_images, check_int
 
 CLEAN_COLOR = "#1f77b4"
 ADV_COLOR = "#d62728"

@@ -88,7 +88,7 @@ def transfer_accuracy(source: nn.Module, target: nn.Module, x: torch.Tensor, y: 
     return _acc(target, attack(source, x, y), y)
 
 
-@exercise("clead_lite.checks.nb06_evaluation:transfer_accuracy")
+@exercise("clead_lite.exercises.nb06_evaluation:transfer_accuracy")
 def check_transfer_eval(student_fn: Callable[..., float]) -> bool:
     """Check `student_fn(source, target, x, y, attack) -> float in [0, 1]`: the accuracy of `target` on adversarial
     examples crafted against `source` (attack(model, x, y) -> x_adv)."""
@@ -145,7 +145,7 @@ def spot_the_flaw() -> str:
     return SPOT_THE_FLAW_ANSWER
 
 
-@exercise("clead_lite.checks.nb06_evaluation:spot_the_flaw")
+@exercise("clead_lite.exercises.nb06_evaluation:spot_the_flaw")
 def check_spot_the_flaw(answer) -> bool:
     """Check the letter chosen for the broken-evaluation question of notebook 06 (a model whose logits are scaled
     by 1e4, attacked with cross-entropy PGD; options in SPOT_THE_FLAW_OPTIONS). answer: a letter, or a function

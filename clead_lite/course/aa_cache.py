@@ -27,8 +27,8 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import _strip_prefixes, checkpoint_dir
-from .evaluation import AutoAttackResult, _subset, autoattack_accuracy
-from .validate import check_int
+from ..evaluation import AutoAttackResult, _subset, autoattack_accuracy
+from ..validate import check_int
 
 CACHE_NAME = "autoattack_cache.json"
 

@@ -48,7 +48,7 @@ _RECIPE = ("x_adv = attacks.pgd(model, x, y, eps, alpha, steps); model.train(); 
            "loss = F.cross_entropy(model(x_adv), y); loss.backward(); optimizer.step(); return loss.item()")
 
 
-@exercise("clead_lite.checks.nb03_training:pgd_at_step")
+@exercise("clead_lite.exercises.nb03_training:pgd_at_step")
 def check_pgd_at_step(student_step: Callable) -> bool:
     """Exercise (03): `pgd_at_step(model, optimizer, x, y, eps, alpha, steps) -> float`, one step of PGD
     adversarial training (see `pgd_at_step` above).
@@ -193,7 +193,7 @@ def best_epoch(history) -> int:
     return int(history.loc[history["val_pgd_acc"].idxmax(), "epoch"])
 
 
-@exercise("clead_lite.checks.nb03_training:best_epoch")
+@exercise("clead_lite.exercises.nb03_training:best_epoch")
 def check_early_stopping(student_fn: Callable) -> bool:
     """Exercise (03): `best_epoch(history) -> int`, the epoch (value of the `epoch` column) with the highest
     held-out PGD accuracy (the first one on ties), the rule against robust overfitting.
