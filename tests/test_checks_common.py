@@ -17,7 +17,7 @@ def test_every_name_the_notebooks_import_exists():
     names = set()
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in json.loads(path.read_text())["cells"]:
-            for m in re.finditer(r"from clead_lite\.checks import ([\w, ]+)", "".join(cell["source"])):
+            for m in re.finditer(r"from clead_lite\.exercises import ([\w, ]+)", "".join(cell["source"])):
                 names |= {n.strip() for n in m.group(1).split(",")}
     assert len(names) >= 16, names
     missing = [n for n in names if not hasattr(checks, n)]
