@@ -18,13 +18,49 @@ import gzip
 import os
 import pickle
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .course.profiles import DATASETS, dataset_info
 from .validate import check_int
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the course needs to know about a dataset: its shape and its standard threat model."""
+    name: str
+    channels: int
+    size: int
+    num_classes: int
+    eps: float            # standard L-inf budget in pixel units ([0, 1] scale)
+    alpha: float          # PGD step size for that budget
+    eps_l2: float         # standard L2 budget
+    flip: bool            # horizontal flip is a label-preserving augmentation
+    crop_pad: int         # random-crop padding for augmentation
+    model: str            # default architecture
+    classes: tuple[str, ...]
+
+
+_DIGITS = tuple(str(i) for i in range(10))
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist5k": DatasetInfo("mnist5k", 1, 28, 10, 0.3, 0.01, 2.0, False, 2, "smallcnn", _DIGITS),
+    "mnist": DatasetInfo("mnist", 1, 28, 10, 0.3, 0.01, 2.0, False, 2, "smallcnn", _DIGITS),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", 1, 28, 10, 0.1, 0.01, 1.5, False, 2, "smallcnn",
+        ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")),
+    "cifar10": DatasetInfo(
+        "cifar10", 3, 32, 10, 8 / 255, 2 / 255, 0.5, True, 4, "preactresnet18",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+}
+DEFAULT_DATASET = "mnist5k"
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(map(repr, DATASETS))}")
+    return DATASETS[name]
+
 
 MNIST5K_TEST = 1000
 _REPO_DATA = Path(__file__).resolve().parents[1] / "data"
