@@ -124,6 +124,14 @@ def golden_losses() -> dict:
     a, b, c = (torch.randn(12, 16, generator=g) for _ in range(3))
     labels = torch.randint(0, 4, (12,), generator=g)
     logits_a, logits_b = torch.randn(12, 10, generator=g), torch.randn(12, 10, generator=g)
+    grads = {}     # what training uses: the gradients too, not only the values
+    for name, fn in (("info_nce_2_grad", lambda u, v, w: info_nce(u, v, temperature=0.1)),
+                     ("info_nce_3_grad", lambda u, v, w: info_nce(u, v, w, temperature=0.5)),
+                     ("info_nce_symmetric_grad", lambda u, v, w: info_nce(u, v, temperature=0.2, symmetric=True)),
+                     ("supcon_grad", lambda u, v, w: supcon(torch.cat([u, v]), torch.cat([labels, labels]))),
+                     ("trades_kl_grad", lambda u, v, w: trades_kl(u[:, :10], v[:, :10]))):
+        leaves = [t.clone().requires_grad_(True) for t in (a, b, c)]
+        grads[name] = digest(torch.autograd.grad(fn(*leaves), leaves, allow_unused=True, materialize_grads=True))
     out = {
         "info_nce_2": info_nce(a, b, temperature=0.1),
         "info_nce_3": info_nce(a, b, c, temperature=0.5),
@@ -131,7 +139,7 @@ def golden_losses() -> dict:
         "supcon": supcon(torch.cat([a, b]), torch.cat([labels, labels]), temperature=0.1),
         "trades_kl": trades_kl(logits_a, logits_b),
     }
-    return {k: digest(v) for k, v in out.items()}
+    return {**{k: digest(v) for k, v in out.items()}, **grads}
 
 
 # every method, smoke size: (name, TrainConfig changes)
@@ -180,6 +188,7 @@ def golden_faithful() -> dict:
     """The faithful pipeline (surrogate -> views -> encoder -> head) at smoke size, both recipes."""
     import tempfile
 
+    from clead_lite.course.views_cache import ViewsCache
     from clead_lite.faithful import train_faithful
     from clead_lite.training import TrainConfig
     x, y = _train_data(256)
@@ -188,7 +197,8 @@ def golden_faithful() -> dict:
         cfg = TrainConfig(method="clead_faithful", epochs=1, batch_size=64, lr=0.05, attack_steps=2, n_val=64,
                           val_steps=2, cw_steps=5, head_epochs=2, faithful_recipe=recipe, seed=0)
         with tempfile.TemporaryDirectory() as cache:
-            res = train_faithful(x, y, cfg, dataset="mnist5k", device="cpu", progress=False, cache=cache)
+            res = train_faithful(x, y, cfg, dataset="mnist5k", device="cpu", progress=False,
+                                 cache=ViewsCache(cache, progress=False))
         out[recipe] = {"weights": digest(_state(res.model)), "surrogate": digest(_state(res.surrogate)),
                        "views": digest(res.views),
                        "histories": digest({k: _history_digest(h) for k, h in res.histories.items()})}
