@@ -9,9 +9,10 @@ The measured figures (2026-12-01, a shared 2-core CPU) are in benchmarks/results
 """
 import json, os, sys, time, torch
 torch.set_num_threads(1)
-from clead_lite.data import load_dataset
+from clead_lite.course.datasets import load_dataset
 from clead_lite.models import build_model
 from clead_lite.course.profiles import get_profile
+from clead_lite.course.profiles import train_config
 from clead_lite.training import TrainConfig, train
 from clead_lite.course.scoring import score_model
 from clead_lite.course.checkpoints import load_checkpoint, load_model_state
@@ -22,7 +23,7 @@ out = {"load_at_start": os.getloadavg()}
 def clock(): return time.perf_counter(), time.process_time()
 for method in ("pgd_at", "trades", "clead_online"):
     torch.manual_seed(0); m = build_model("smallcnn", num_classes=10)
-    cfg = TrainConfig.from_profile(prof, method, epochs=1, seed=0, attack_steps=5)
+    cfg = train_config(prof, method, epochs=1, seed=0, attack_steps=5)
     w, c = clock(); r = train(m, x, y, cfg, dataset="mnist5k", progress=False); w2, c2 = clock()
     out[f"{method}_1_epoch"] = dict(wall_s=w2 - w, cpu_s=c2 - c, train_epoch_s=r.history.epochs()[0]["seconds"])
     print(out, flush=True)

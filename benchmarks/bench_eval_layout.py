@@ -58,7 +58,7 @@ def main() -> None:
 
     if args.model == "smallcnn":
         from clead_lite.course.checkpoints import load_pretrained
-        from clead_lite.data import load_dataset
+        from clead_lite.course.datasets import load_dataset
         model, entry = load_pretrained("mnist5k", "pgd_at", "quick")
         x, y = load_dataset("mnist5k", "test")
         eps, source = 0.3, f"shipped checkpoint {entry['file']}"

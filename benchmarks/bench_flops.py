@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from clead_lite.models import build_model
 from clead_lite.course.profiles import PROFILES, Profile
+from clead_lite.course.profiles import train_config
 from clead_lite.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,7 @@ def _validation(cfg: TrainConfig, epochs: int) -> list[tuple]:
 
 def training_work(profile: Profile, method: str) -> list[tuple]:
     """(what, kind, images) of training `method` with the profile's settings (every epoch counted)."""
-    cfg = TrainConfig.from_profile(profile, method).resolved(profile.dataset)
+    cfg = train_config(profile, method).resolved(profile.dataset)
     n_train, _ = _images(profile)
     n = _steps_images(n_train - cfg.n_val, cfg.batch_size)
     e = cfg.epochs
@@ -199,14 +200,14 @@ def notebook_work(profile: Profile, aa_upper: bool = False) -> dict[str, list[tu
         (f"PGD accuracy vs eps ({k} models x 7 eps)", "input_grad", k * 7 * n * s), ("PGD accuracy vs eps", "fwd", k * 7 * n)]
     if k == 3:
         work["03_adversarial_training"] += training_work(profile, "trades")
-    enc_cfg = TrainConfig.from_profile(profile, "standard", epochs=max(1, profile.epochs // 2))
+    enc_cfg = train_config(profile, "standard", epochs=max(1, profile.epochs // 2))
     n_ref, n_query = min(n_train, 2000), min(n_test, 1000)
     work["04_contrastive_learning"] = [
         (f"contrastive encoder ({enc_cfg.epochs} epochs, 3 views)", "train_all",
          3 * enc_cfg.epochs * _steps_images(n_train, enc_cfg.batch_size)),
         ("kNN / alignment probes (x2)", "fwd", 2 * (n_ref + 2 * n_query)), ("views and similarities", "fwd", 200)]
     n_small, n_look = min(n_train, 256), min(profile.n_eval, 200)
-    small = TrainConfig.from_profile(profile, "pgd_at", epochs=1, n_val=0).resolved(profile.dataset)
+    small = train_config(profile, "pgd_at", epochs=1, n_val=0).resolved(profile.dataset)
     work["05_clead"] = training_work(profile, "clead_online") + training_work(profile, "clead_faithful") + [
         ("lambda = 0 check: 3 one-epoch runs on 256 images", "input_grad", 3 * n_small * small.attack_steps),
         ("lambda = 0 check", "train_all", 4 * n_small),

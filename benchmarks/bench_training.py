@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from clead_lite.models import build_model
-from clead_lite.training import TrainConfig, TrainStep, _amp_dtype, train
+from clead_lite.training import TrainConfig, TrainStep, amp_dtype, train
 
 
 # ---------------------------------------------------------------------------------------------- machine
@@ -179,7 +179,7 @@ def course_images_per_s(x: torch.Tensor, y: torch.Tensor, args, device: torch.de
     epochs = result.history.epochs()[1:]   # the first epoch pays for warm-up / compilation
     images = sum(e["images"] for e in epochs)
     seconds = sum(e["seconds"] for e in epochs)
-    return images / seconds, {"amp": str(_amp_dtype(device, None)), "channels_last": device.type == "cuda"}
+    return images / seconds, {"amp": str(amp_dtype(device, None)), "channels_last": device.type == "cuda"}
 
 
 def matmul_tflops(device: torch.device, dtype=torch.bfloat16, n: int = 8192, reps: int = 20) -> float:

@@ -85,10 +85,11 @@ def run_point(key: dict, args, runs: Path) -> dict:
     import torch
 
     from clead_lite.course.checkpoints import CheckpointError
-    from clead_lite.data import load_dataset
+    from clead_lite.course.datasets import load_dataset
     from clead_lite.evaluation import accuracy, autoattack_accuracy
     from clead_lite.models import build_model
     from clead_lite.course.profiles import get_device, get_profile, seed_everything
+    from clead_lite.course.profiles import train_config
     from clead_lite.course.scoring import score_model
     from clead_lite.training import TrainConfig, train
 
@@ -101,7 +102,7 @@ def run_point(key: dict, args, runs: Path) -> dict:
     if key["lam"] is not None:
         changes["contrastive_weight"] = float(key["lam"])
     ckpt = runs / point_name(**key).replace(".json", ".pt")
-    cfg = TrainConfig.from_profile(profile, key["method"], checkpoint_path=str(ckpt), resume=True, **changes)
+    cfg = train_config(profile, key["method"], **changes)
     seed_everything(key["seed"])
     model = build_model(profile.model, num_classes=profile.info.num_classes)
     t = time.perf_counter()

@@ -69,6 +69,7 @@ def _epoch_times(tiny: bool, device: torch.device) -> dict:
     """Seconds per epoch of the colab profile's PGD-AT and C-LEAD online, scaled to 50,000 images."""
     from clead_lite.models import build_model
     from clead_lite.course.profiles import get_profile
+    from clead_lite.course.profiles import train_config
     from clead_lite.training import TrainConfig, train
     profile = get_profile("colab")
     if tiny:
@@ -81,7 +82,7 @@ def _epoch_times(tiny: bool, device: torch.device) -> dict:
     y = torch.randint(0, 10, (n,), generator=g)
     out = {}
     for method in ("pgd_at", "clead_online"):
-        cfg = TrainConfig.from_profile(profile, method, epochs=2, n_val=0, batch_size=batch, co_drop=None)
+        cfg = train_config(profile, method, epochs=2, n_val=0, batch_size=batch, co_drop=None)
         cfg = cfg.resolved(dataset)
         torch.manual_seed(0)
         result = train(build_model(model_name), x, y, cfg, dataset=dataset, device=device, progress=False)
@@ -98,7 +99,7 @@ def _epoch_times(tiny: bool, device: torch.device) -> dict:
 
 def _notebooks(tiny: bool, out_dir: Path, notebooks: list[str]) -> list[dict]:
     from clead_lite.course.runner import run_course
-    from clead_lite.data import data_root
+    from clead_lite.course.datasets import data_root
     root = Path(data_root())
     dataset = "mnist" if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() else "mnist5k"
     profile = "smoke" if tiny else "colab"

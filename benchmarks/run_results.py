@@ -68,10 +68,10 @@ GRIDS = {"converged": dict(datasets=["mnist", "fashion-mnist"], seeds=[0, 1, 2, 
 def training_facts(ckpt: Path, args, method: str, dataset: str) -> dict:
     """Which images and epochs trained the row: n_train, n_val (held out of them), epochs, best epoch kept."""
     from clead_lite.course.checkpoints import load_checkpoint
-    from clead_lite.course.profiles import get_profile
+    from clead_lite.course.profiles import get_profile, train_config
     from clead_lite.training import TrainConfig
     state = load_checkpoint(ckpt, map_location="cpu")
-    n_val = TrainConfig.from_profile(get_profile(args.profile, dataset=dataset), method).n_val
+    n_val = train_config(get_profile(args.profile, dataset=dataset), method).n_val
     facts = {"n_train": args.n_train, "n_val": n_val, "epochs": args.epochs,
              "best_epoch": (state.get("best") or {}).get("epoch")}
     if method == "clead_faithful":   # the checkpoint is the linear head's stage

@@ -1,48 +1,33 @@
 """The published C-LEAD pipeline (`clead_faithful`), as the authors' code runs it, in stages:
 
 standard surrogate (`train_surrogate`) -> one 8-bit adversarial copy of every training image per view kind,
-made once against the fixed surrogate and cached (`precompute_adversarial_views`) -> the encoder fine-tuned
-with the 3-view InfoNCE, no labels (`finetune_encoder`) -> a linear head on the frozen encoder
-(`train_linear_head`) -> evaluate. `train_faithful` runs all four. Each stage is one call of
-`training.train` with an internal method ('faithful_encoder', 'faithful_head'): the same loop, checkpoints
-and resume as every other method.
-Floor 4: imports training (and what it imports).
+made once against the fixed surrogate (`precompute_adversarial_views`) -> the encoder fine-tuned with the 3-view
+InfoNCE, no labels (`finetune_encoder`) -> a linear head on the frozen encoder (`train_linear_head`) -> evaluate.
+`train_faithful` runs all four. Each learned stage is one call of `training.train` with an internal method
+('faithful_encoder', 'faithful_head'): the same loop as every other method.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import os
 import time
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import attacks as _attacks
-from .course.checkpoints import CheckpointError, load_checkpoint, model_metadata, save_checkpoint
-from .data import cache_dir as _cache_root
-from .course.safe_io import OutputError, check_writable
-from .models import _unwrap, build_model
-from .course.profiles import DATASETS, dataset_info, get_device
-from .training import VIEW_KINDS, History, TrainConfig, TrainResult, _split_validation, train
+from .attacks import cw_l2, fgsm, pgd
+from .data import DATASETS, dataset_info, get_device
+from .models import MODELS, build_model, unwrap
+from .training import VIEW_KINDS, History, TrainConfig, TrainHook, TrainResult, split_validation, train
 from .validate import check_choice, check_eps, check_images, check_int, check_labels
 
 __all__ = [
     "random_resized_crop", "color_jitter", "simclr_augment", "precompute_adversarial_views", "finetune_encoder", "train_linear_head",
-    "train_surrogate", "train_faithful", "FaithfulResult", "cache_dir", "to_uint8",
+    "train_surrogate", "train_faithful", "FaithfulResult", "to_uint8",
 ]
-
-
-def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where precomputed views are cached: `path`, else `$CLEAD_CACHE_DIR`, else the repository's data/cache."""
-    return _cache_root(path)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -145,21 +130,14 @@ def simclr_augment(x: torch.Tensor, scale: tuple[float, float] = (0.2, 1.0), jit
     return torch.where(gray, _gray(out).expand_as(out), out)
 
 
-def _hash_tensors(h, tensors) -> None:
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
-
 def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                                  kinds: tuple[str, ...] = ("pgd_crop", "fgsm", "cw"), steps: int = 3,
                                  alpha: float | None = None, cw_steps: int = 50, cw_c: float = 1.0,
                                  cw_kappa: float = 0.0, cw_lr: float = 0.01,
                                  crop_scale: tuple[float, float] = (0.5, 1.0), flip: bool = False,
                                  aug_crop_scale: tuple[float, float] = (0.2, 1.0),
-                                 batch_size: int = 256, seed: int = 0, cache: str | os.PathLike | None = None,
-                                 use_cache: bool = True, device: str | torch.device | None = None,
+                                 batch_size: int = 256, seed: int = 0, cache=None,
+                                 device: str | torch.device | None = None,
                                  progress: bool = True) -> dict[str, torch.Tensor]:
     """One adversarial copy of every image per kind, against the fixed `surrogate`, stored as 8-bit.
 
@@ -167,9 +145,9 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     default 3/8 eps = the published 3/255 for 8/255), 'fgsm' (eps), 'cw' (CW-L2, c=1, kappa=0, `cw_steps`
     steps of Adam lr 0.01, no eps bound); '<kind>_crop' attacks a SimCLR-style random resized crop of the
     image instead; '<kind>_aug' attacks the authors' SimCLR augmentation of it (`simclr_augment` with
-    `aug_crop_scale`: crop, flip, colour jitter, grayscale). Returns {kind: (N, C, H, W) uint8 on the CPU}. Results are cached in `cache` (default
-    data/cache) under a sha256 of the surrogate's weights, the images, the labels and every setting; a
-    second call with the same inputs loads the file instead of attacking.
+    `aug_crop_scale`: crop, flip, colour jitter, grayscale). Returns {kind: (N, C, H, W) uint8 on the CPU}.
+    cache: None, or an object with `load(surrogate, x, y, params) -> views | None` and `save(surrogate, x, y,
+    params, views)` (the course's `clead_lite.course.views_cache.ViewsCache`: a second call loads the file).
     """
     from tqdm.auto import tqdm
     for k in kinds:
@@ -178,7 +156,7 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     check_int(steps, "steps")
     check_int(cw_steps, "cw_steps")
     check_int(batch_size, "batch_size")
-    inner = _unwrap(surrogate)
+    inner = unwrap(surrogate)
     check_images(x, "x", getattr(inner, "in_channels", None))
     check_labels(y, x.shape[0], getattr(inner, "num_classes", None))
     alpha = alpha if alpha is not None else 3 / 8 * eps
@@ -186,30 +164,9 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
                   cw_kappa=cw_kappa, cw_lr=cw_lr, crop_scale=list(crop_scale), flip=flip, seed=seed, format=1)
     if any(k.endswith("_aug") for k in kinds):   # (absent otherwise: earlier caches keep their keys)
         params["aug_crop_scale"] = list(aug_crop_scale)
-    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    sd = inner.state_dict()
-    _hash_tensors(h, [sd[k] for k in sorted(sd)])
-    _hash_tensors(h, [x, y])
-    key = h.hexdigest()
-    path = cache_dir(cache) / f"views-{key[:24]}.pt"
-    if use_cache and path.exists():
-        try:
-            views = load_checkpoint(path, required=("views",))["views"]
-        except CheckpointError as e:   # a broken cache file costs a recomputation, not the run
-            warnings.warn(f"{e}; computing the views again", RuntimeWarning, stacklevel=2)
-            views = {}
-        if isinstance(views, dict) and all(
-                isinstance(views.get(k), torch.Tensor) and views[k].shape == x.shape and views[k].dtype == torch.uint8
-                for k in kinds):
-            if progress:
-                print(f"adversarial views loaded from the cache {path}", flush=True)
-            return {k: views[k] for k in kinds}
-    if use_cache:   # say before the work, not after it, that the result cannot be kept
-        try:
-            check_writable(path, "views cache", hint="set CLEAD_CACHE_DIR to a writable folder")
-        except OutputError as e:
-            warnings.warn(f"the views will not be cached: {e}", RuntimeWarning, stacklevel=2)
-            use_cache = False
+    views = cache.load(surrogate, x, y, params) if cache is not None else None
+    if views is not None:
+        return views
 
     device = get_device(device) if device is not None else next(inner.parameters()).device
     was_training = surrogate.training
@@ -228,21 +185,16 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
             src = crop if k.endswith("_crop") else aug if k.endswith("_aug") else xb
             base = k.removesuffix("_crop").removesuffix("_aug")
             if base == "pgd":
-                adv = _attacks.pgd(surrogate, src, yb, eps=eps, alpha=alpha, steps=steps,
-                                   generator=torch.Generator(device=device).manual_seed(seed + start))
+                adv = pgd(surrogate, src, yb, eps=eps, alpha=alpha, steps=steps,
+                          generator=torch.Generator(device=device).manual_seed(seed + start))
             elif base == "fgsm":
-                adv = _attacks.fgsm(surrogate, src, yb, eps=eps)
+                adv = fgsm(surrogate, src, yb, eps=eps)
             else:
-                adv = _attacks.cw_l2(surrogate, src, yb, c=cw_c, kappa=cw_kappa, steps=cw_steps, lr=cw_lr)
+                adv = cw_l2(surrogate, src, yb, c=cw_c, kappa=cw_kappa, steps=cw_steps, lr=cw_lr)
             out[k][start:start + batch_size] = to_uint8(adv.detach()).cpu()
     surrogate.train(was_training)
-    if use_cache:
-        try:
-            save_checkpoint(path, {"format": 1, "kind": "views", "params": params, "key": key, "views": out})
-            if progress:
-                print(f"adversarial views cached in {path}", flush=True)
-        except OSError as e:      # e.g. a full disk: the computed views are still returned
-            warnings.warn(f"the views were not cached: {e}", RuntimeWarning, stacklevel=2)
+    if cache is not None:
+        cache.save(surrogate, x, y, params, out)
     return out
 
 
@@ -290,7 +242,7 @@ def train_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config
     """
     cfg = config or TrainConfig()
     check_images(x, "x")
-    inner = _unwrap(model)
+    inner = unwrap(model)
     if reset:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -328,15 +280,16 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
                    dataset: str | None = None, model_name: str | None = None, num_classes: int = 10,
                    surrogate: nn.Module | None = None, x_val: torch.Tensor | None = None,
                    y_val: torch.Tensor | None = None, device: str | torch.device | None = None,
-                   progress: bool = True, cache: str | os.PathLike | None = None,
-                   callback: Callable | None = None) -> FaithfulResult:
+                   progress: bool = True, cache=None, callback: Callable | None = None,
+                   hook: TrainHook | None = None) -> FaithfulResult:
     """The published C-LEAD pipeline: surrogate -> 8-bit adversarial views -> 3-view InfoNCE encoder ->
     linear head. Returns FaithfulResult(model, surrogate, histories, ...).
 
     surrogate: a trained standard model to reuse (stage 1 is skipped). Stage epochs: surrogate_epochs,
     encoder_epochs (default `epochs`), head_epochs (default: the recipe's, `faithful_recipe='authors'`: 50 at
-    head_lr 0.1 halved every 15 epochs, the head kept on clean held-out accuracy; 'course-v1': `epochs`). With checkpoint_path, each stage checkpoints to
-    '<stem>.<stage>.pt' (the final model to checkpoint_path).
+    head_lr 0.1 halved every 15 epochs, the head kept on clean held-out accuracy; 'course-v1': `epochs`).
+    cache: where the views are kept (see `precompute_adversarial_views`). hook: the final stage's hook; the
+    others get `hook.stage('surrogate')` and `hook.stage('encoder')` (the course's checkpoints: one file a stage).
     """
     t0 = time.perf_counter()
     cfg = (config or TrainConfig(method="clead_faithful")).replace(method="clead_faithful").resolved(dataset)
@@ -345,10 +298,9 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
     if name is None and surrogate is None:
         raise ValueError("train_faithful needs dataset=... or model_name=... to build the models")
     if x_val is None and cfg.n_val > 0:
-        x_train, y_train, x_val, y_val = _split_validation(x_train, y_train, cfg.n_val, cfg.seed)
+        x_train, y_train, x_val, y_val = split_validation(x_train, y_train, cfg.n_val, cfg.seed)
     common = dict(x_val=x_val, y_val=y_val, dataset=dataset, device=device, progress=progress, callback=callback)
-    ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    stage_path = lambda s: str(ckpt.with_name(f"{ckpt.stem}.{s}{ckpt.suffix or '.pt'}")) if ckpt else None
+    stage_hook = lambda s: hook.stage(s) if hook is not None else None
     base = cfg.replace(n_val=0)
     histories: dict[str, History] = {}
 
@@ -356,7 +308,7 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
         torch.manual_seed(cfg.seed)
         surrogate = build_model(name, num_classes=num_classes)
         res = train_surrogate(surrogate, x_train, y_train,
-                              base.replace(epochs=cfg.surrogate_epochs or cfg.epochs, checkpoint_path=stage_path("surrogate")),
+                              base.replace(epochs=cfg.surrogate_epochs or cfg.epochs), hook=stage_hook("surrogate"),
                               **common)
         histories["surrogate"] = res.history
     surrogate.to(device).eval()
@@ -367,21 +319,20 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
                                          seed=cfg.seed, cache=cache,
                                          device=device, progress=progress)
     if cfg.encoder_init == "surrogate":
-        model = copy.deepcopy(_unwrap(surrogate))
+        model = copy.deepcopy(unwrap(surrogate))
     else:
         torch.manual_seed(cfg.seed + 1)
-        model = build_model(name or model_metadata(surrogate)["model_name"], num_classes=num_classes)
-    enc = finetune_encoder(model, x_train, views, base.replace(epochs=cfg.encoder_epochs or cfg.epochs,
-                                                               checkpoint_path=stage_path("encoder")),
-                           device=device, progress=progress, callback=callback)
+        model = build_model(name or next(n for n, cls in MODELS.items() if type(unwrap(surrogate)) is cls),
+                            num_classes=num_classes)
+    enc = finetune_encoder(model, x_train, views, base.replace(epochs=cfg.encoder_epochs or cfg.epochs),
+                           device=device, progress=progress, callback=callback, hook=stage_hook("encoder"))
     histories["encoder"] = enc.history
     head_views = views.get("fgsm") if "fgsm" in views else None
     head = train_linear_head(model, x_train, y_train,
                              base.replace(epochs=cfg.recipe("head_epochs") or cfg.epochs,
                                           lr=cfg.recipe("head_lr") or cfg.lr,
-                                          schedule=cfg.recipe("head_schedule") or cfg.schedule,
-                                          checkpoint_path=str(ckpt) if ckpt else None),
-                             fgsm_view=head_views, **common)
+                                          schedule=cfg.recipe("head_schedule") or cfg.schedule),
+                             fgsm_view=head_views, hook=hook, **common)
     histories["head"] = head.history
     return FaithfulResult(model=head.model.eval(), surrogate=surrogate, histories=histories, config=cfg, views=views,
                           seconds=time.perf_counter() - t0)

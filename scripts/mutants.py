@@ -61,7 +61,6 @@ T_DATA = "tests/test_data_models_profiles.py::"
 T_CLI = "tests/test_cli_flags.py::"
 ATT, LOSS, TRAIN, EVAL = "clead_lite/attacks.py", "clead_lite/losses.py", "clead_lite/training.py", "clead_lite/evaluation.py"
 STEP, CFG = "clead_lite/train_step.py", "clead_lite/train_config.py"
-ACC, SAN = "clead_lite/accuracies.py", "clead_lite/sanity.py"
 SANITY_FAILS = (T_EV + "test_identity_attack_fails_the_strength_checks",
                 T_EV + "test_attacks_that_leave_the_ball_or_the_image_range_fail",
                 T_EV + "test_reversed_and_perverse_attacks_fail_the_monotonicity_checks",
@@ -163,17 +162,18 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("ddp-batchnorm-buffers-not-synced", TRAIN, "        _broadcast_buffers(stepper.model)",
            "        pass", (T_BN + "test_ddp_two_processes_agree_on_batchnorm_buffers",)),
     # --- evaluation and its sanity checks
-    Mutant("within-ball-always-passes", SAN, 'checks.append(Check("within_ball", not outside,',
+    Mutant("within-ball-always-passes", EVAL, 'checks.append(Check("within_ball", not outside,',
            'checks.append(Check("within_ball", True,', SANITY_FAILS),
-    Mutant("noise-check-always-passes", SAN, "ok = drop_attack > tol and drop_noise <= noise_ratio * drop_attack",
+    Mutant("noise-check-always-passes", EVAL, "ok = drop_attack > tol and drop_noise <= noise_ratio * drop_attack",
            "ok = True", SANITY_FAILS),
-    Mutant("monotone-check-always-passes", SAN,
+    Mutant("monotone-check-always-passes", EVAL,
            "rises = [(sweep[i], sweep[i + 1]) for i in range(len(sweep) - 1) if sweep_acc[i + 1] > sweep_acc[i] + tol]",
            "rises = []", SANITY_FAILS),
     Mutant("eval-mode-not-restored", "clead_lite/models.py", "            m.training = training\n",
            "            pass\n", (T_EV + "test_predict_and_accuracy_match_a_plain_forward",)),
-    Mutant("transfer-scored-on-source", ACC, "run = _run_attack(attack, source, target, x, y, batch_size)",
-           "run = _run_attack(attack, source, source, x, y, batch_size)",
+    Mutant("transfer-scored-on-source", EVAL,
+           "run = _run_attack(_check_attack(attack), source, target, x, y, batch_size)",
+           "run = _run_attack(_check_attack(attack), source, source, x, y, batch_size)",
            (T_EV + "test_transfer_is_weaker_than_whitebox",)),
     # --- checkpoints, data, models
     Mutant("manifest-sha256-not-checked", "clead_lite/course/checkpoints.py", 'if actual != entry.get("sha256"):',

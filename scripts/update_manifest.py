@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from clead_lite.course.cli import _train_config, build_parser  # noqa: E402
 from clead_lite.course.checkpoints import checkpoint_dir, load_checkpoint, read_manifest  # noqa: E402
-from clead_lite.data import load_dataset, test_images  # noqa: E402
+from clead_lite.course.datasets import load_dataset, test_images  # noqa: E402
 from clead_lite.evaluation import evaluate  # noqa: E402
 from clead_lite.course.profiles import get_profile  # noqa: E402
 from clead_lite.course.store import _write_json_atomic, load_model, model_key, StoreHit  # noqa: E402
@@ -45,10 +45,11 @@ def run_config(entry: dict):
 
 def check_against_checkpoint(entry: dict, state: dict, cfg) -> None:
     """The stored config must be the command's (faithful: its last stage, the linear head, without validation)."""
-    want = cfg.replace(checkpoint_path=None).to_dict()
+    want = cfg.to_dict()
     if entry["method"] == "clead_faithful":
         want.update(method="faithful_head", n_val=0)
-    have = dict(state.get("config") or {}, checkpoint_path=None)
+    # where a run was checkpointed is not a setting of its training (older checkpoints recorded it)
+    have = {k: v for k, v in (state.get("config") or {}).items() if k not in ("checkpoint_path", "resume")}
     # a field the checkpoint lacks did not exist in the code that trained it: only the fields it has can differ
     # and the faithful recipe's fields (view_kinds, ...) are None today for the methods that do not use them
     unused = set() if entry["method"] == "clead_faithful" else {"view_kinds", "encoder_views", "head_fgsm_mode",
@@ -88,7 +89,7 @@ def main() -> int:
         metrics["transfer"] = None if source is None else float(metrics["transfer"])
         metrics.update(images=f"the first {len(yt)} of the {profile.dataset} test split (data.test_images)",
                        transfer_source=None if source is None else std_entry["file"])
-        new = {"config": cfg.replace(checkpoint_path=None).to_dict(), "key": key, "metrics": metrics}
+        new = {"config": cfg.to_dict(), "key": key, "metrics": metrics}
         if any(e.get(k) != v for k, v in new.items()):
             changed.append(e["file"])
         e.update(new)

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clead_lite.course.profiles import PROFILES  # noqa: E402
+from clead_lite.course.profiles import train_config  # noqa: E402
 from clead_lite.course.stats import half_width_95  # noqa: E402
 from clead_lite.training import TrainConfig  # noqa: E402
 
@@ -39,7 +40,7 @@ def ci(n: int) -> str:
 def distance(notebook: str) -> str:
     """How far the colab profile's budget is from the published (paper) setting, for one notebook."""
     c, p = PROFILES["colab"], PROFILES["paper"]
-    cc, pc = TrainConfig.from_profile(c, "pgd_at"), TrainConfig.from_profile(p, "pgd_at")
+    cc, pc = train_config(c, "pgd_at"), train_config(p, "pgd_at")
     evals = (f"evaluated on {c.n_eval:,} test images instead of {p.n_eval:,} (95 % interval {ci(c.n_eval)} "
              f"instead of {ci(p.n_eval)} at 50 % accuracy)")
     train = (f"{c.epochs} epochs of FGSM-RS training instead of {p.epochs} epochs of PGD-{p.train_steps} "

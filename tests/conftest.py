@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 import clead_lite
 from clead_lite.attacks import pgd
-from clead_lite.data import load_dataset
+from clead_lite.course.datasets import load_dataset
 from clead_lite.models import SmallCNN
 from clead_lite.course.profiles import seed_everything
 
@@ -114,7 +114,8 @@ def _cache_key() -> str:
     for code in (train_model, build_standard, build_robust, Split):
         h.update(inspect.getsource(code).encode())
     h.update(repr((STANDARD, ROBUST)).encode())
-    for name in ("models.py", "attacks.py", "data.py", "profiles.py", "validate.py"):
+    for name in ("models.py", "attacks.py", "losses.py", "data.py", "training.py", "evaluation.py", "validate.py",
+                 "course/profiles.py", "course/datasets.py"):
         h.update((package / name).read_bytes())
     return h.hexdigest()[:16]
 

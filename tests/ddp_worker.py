@@ -9,6 +9,7 @@ import sys
 import torch
 
 from clead_lite.models import SmallCNN
+from clead_lite.course.runs import Checkpoint
 from clead_lite.training import TrainConfig, train
 
 
@@ -19,9 +20,9 @@ def main(out_dir: str) -> None:
     torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = SmallCNN(width=8, feature_dim=32, proj_dim=16)
     cfg = TrainConfig(method="clead_online", epochs=3, batch_size=64, lr=0.05, schedule="constant", eps=0.1,
-                      attack_steps=2, log_every=1, contrastive_weight=0.5,
-                      checkpoint_path=os.path.join(out_dir, "ddp.pt"))
-    result = train(model, x, y, cfg, dataset="mnist5k", device="cpu", progress=False)
+                      attack_steps=2, log_every=1, contrastive_weight=0.5)
+    result = train(model, x, y, cfg, dataset="mnist5k", device="cpu", progress=False,
+                   hook=Checkpoint(os.path.join(out_dir, "ddp.pt")))
     rank = int(os.environ["RANK"])
     params = torch.cat([p.detach().flatten() for p in result.model.parameters()])
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:

@@ -55,7 +55,7 @@ def _state(model) -> dict:
 
 
 def _batch(n: int = 16):
-    from clead_lite.data import load_dataset
+    from clead_lite.course.datasets import load_dataset
     x, y = load_dataset("mnist5k", "test")
     return x[:n].clone(), y[:n].clone()
 
@@ -108,7 +108,7 @@ _TRAINED = {}
 def _trained_smallcnn():
     """A SmallCNN after 1 epoch of standard training on 512 mnist5k images (cached for this process)."""
     if "m" not in _TRAINED:
-        from clead_lite.data import load_dataset
+        from clead_lite.course.datasets import load_dataset
         from clead_lite.training import TrainConfig, train
         x, y = load_dataset("mnist5k", "train")
         model = _model(0)
@@ -158,7 +158,7 @@ TRAIN_RUNS = [
 
 
 def _train_data(n: int = 320):
-    from clead_lite.data import load_dataset
+    from clead_lite.course.datasets import load_dataset
     x, y = load_dataset("mnist5k", "train")
     return x[:n].clone(), y[:n].clone()
 
@@ -210,7 +210,7 @@ def golden_evaluation() -> dict:
     from clead_lite.attacks import make_attack
     from clead_lite.evaluation import accuracy, eps_sweep, evaluate, robust_accuracy, sanity_checks, transfer_accuracy
     from clead_lite.embeddings import embed, separation_metrics
-    from clead_lite.data import load_dataset
+    from clead_lite.course.datasets import load_dataset
     xt, yt = load_dataset("mnist5k", "test")
     x, y = xt[:64].clone(), yt[:64].clone()
     model = _trained_smallcnn()

@@ -27,6 +27,7 @@ import torch
 from clead_lite import faithful as fa
 from clead_lite.course.checkpoints import load_checkpoint
 from clead_lite.models import SmallCNN
+from clead_lite.course.runs import Checkpoint
 from clead_lite.training import TrainConfig, train
 from ddp_bn_worker import BNNet, bn_buffers
 
@@ -158,7 +159,7 @@ class Killed(RuntimeError):
 def test_batchnorm_buffers_resume_bit_for_bit(digits, tmp_path):
     x, y = digits[0][:96], digits[1][:96]
     cfg = TrainConfig(method="pgd_at", epochs=2, **BASE)
-    straight = train(bn_model(), x, y, cfg.replace(checkpoint_path=str(tmp_path / "a.pt")), dataset="mnist5k",
+    straight = train(bn_model(), x, y, cfg, hook=Checkpoint(tmp_path / "a.pt"), dataset="mnist5k",
                      progress=False).model
 
     def kill(record, model):
@@ -167,9 +168,9 @@ def test_batchnorm_buffers_resume_bit_for_bit(digits, tmp_path):
 
     path = str(tmp_path / "b.pt")
     with pytest.raises(Killed):
-        train(bn_model(), x, y, cfg.replace(checkpoint_path=path), dataset="mnist5k", progress=False, callback=kill)
+        train(bn_model(), x, y, cfg, hook=Checkpoint(path), dataset="mnist5k", progress=False, callback=kill)
     assert int(load_checkpoint(path)["model"]["conv.1.num_batches_tracked"]) == 3
-    resumed = train(bn_model(seed=7), x, y, cfg.replace(checkpoint_path=path, resume=True), dataset="mnist5k",
+    resumed = train(bn_model(seed=7), x, y, cfg, hook=Checkpoint(path, resume=True), dataset="mnist5k",
                     progress=False).model
     s1, s2 = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(s1[k], s2[k]) for k in s1), [k for k in s1 if not torch.equal(s1[k], s2[k])]

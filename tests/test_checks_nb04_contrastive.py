@@ -143,14 +143,14 @@ def test_info_nce_accepts_correct_variants(fn, capsys):
 
 
 def test_info_nce_variant_defaults_equal_the_library():
-    for anchor, view, tau in C._info_nce_cases():
+    for anchor, view, tau in C.info_nce_cases():
         assert torch.allclose(C.info_nce_variant(anchor, view, tau), info_nce(anchor, view, temperature=tau),
                               atol=1e-6)
 
 
 def test_info_nce_single_mistake_variants_are_distinguishable():
     """Every single mistake changes the value on the check's cases; otherwise its message could never show."""
-    cases = C._info_nce_cases()
+    cases = C.info_nce_cases()
     ref = [info_nce(a, v, temperature=t) for a, v, t in cases]
     for names, values in C._variants(C.INFO_NCE_OPTIONS, lambda s: [C.info_nce_variant(a, v, t, **s)
                                                                      for a, v, t in cases], max_mistakes=1):

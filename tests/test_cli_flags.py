@@ -13,12 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import clead_lite.data as data_module
+import clead_lite.course.datasets as data_module
+import clead_lite.course.tables as tables_module
 import clead_lite.evaluation as evaluation_module
 import clead_lite.faithful as fa
 import clead_lite.course.profiles as profiles_module
 import clead_lite.training as tr
 from clead_lite.course.cli import build_parser, main
+from clead_lite.course.profiles import train_config
+from clead_lite.course.runs import Checkpoint
+from clead_lite.course.views_cache import ViewsCache
 from clead_lite.course.checkpoints import ChecksumError, load_checkpoint, model_metadata, save_checkpoint, write_manifest_entry
 from clead_lite.models import SmallCNN
 from clead_lite.course.notebook_setup import load_or_train
@@ -47,9 +51,10 @@ def recorder(monkeypatch, tmp_path):
         k = n or 64
         return torch.rand(k, 1, 28, 28, generator=g), torch.randint(0, 10, (k,), generator=g)
 
-    def train(model, x, y, config, *, dataset=None, device=None, progress=True, **kw):
-        calls.update(config=config, dataset=dataset, device=str(device), progress=progress, n_train=len(y))
-        save_checkpoint(config.checkpoint_path, {"model": model.state_dict(), **model_metadata(model)})
+    def train(model, x, y, config, *, dataset=None, device=None, progress=True, hook=None, **kw):
+        calls.update(config=config, dataset=dataset, device=str(device), progress=progress, n_train=len(y),
+                     checkpoint=str(hook.path), resume=hook.resume)
+        save_checkpoint(hook.path, {"model": model.state_dict(), **model_metadata(model)})
         return TrainResult(model=model.eval(), history=History(), config=config)
 
     def evaluate(model, x, y, **kw):
@@ -57,10 +62,11 @@ def recorder(monkeypatch, tmp_path):
         return {"clean": 0.5, "fgsm": 0.4, "pgd": 0.3, "transfer": None, "n": len(y), "eps": kw["eps"],
                 "steps": kw["steps"], "restarts": kw["restarts"]}
 
-    def train_faithful(x, y, config, *, dataset=None, device=None, progress=True, **kw):
-        calls.update(config=config, dataset=dataset, device=str(device), progress=progress, n_train=len(y))
+    def train_faithful(x, y, config, *, dataset=None, device=None, progress=True, hook=None, **kw):
+        calls.update(config=config, dataset=dataset, device=str(device), progress=progress, n_train=len(y),
+                     checkpoint=str(hook.path), resume=hook.resume)
         model = SmallCNN().eval()
-        save_checkpoint(config.checkpoint_path, {"model": model.state_dict(), **model_metadata(model)})
+        save_checkpoint(hook.path, {"model": model.state_dict(), **model_metadata(model)})
         return fa.FaithfulResult(model=model, surrogate=SmallCNN().eval(), histories={}, config=config)
 
     monkeypatch.setattr(data_module, "load_dataset", load_dataset)
@@ -69,7 +75,7 @@ def recorder(monkeypatch, tmp_path):
     # the device is passed on as asked (the real get_device refuses a missing GPU: tests/test_faults_*.py)
     monkeypatch.setattr(profiles_module, "get_device", lambda d=None: torch.device(d or "cpu"))
     monkeypatch.setattr(evaluation_module, "evaluate", evaluate)
-    monkeypatch.setattr(evaluation_module, "format_table", lambda rows: "<table>")
+    monkeypatch.setattr(tables_module, "format_table", lambda rows: "<table>")
     return calls
 
 
@@ -89,7 +95,7 @@ CASES = {
     "--seed": (["--seed", "3"], cfg("seed"), 3),
     "--epochs": (["--epochs", "2"], cfg("epochs"), 2),
     "--lambda": (["--lambda", "0.25"], cfg("contrastive_weight"), 0.25),
-    "--out": (["--out", "OUT/x.pt"], cfg("checkpoint_path"), "OUT/x.pt"),
+    "--out": (["--out", "OUT/x.pt"], lambda c: c["checkpoint"], "OUT/x.pt"),
     "--lr": (["--lr", "0.01"], cfg("lr"), 0.01),
     "--batch-size": (["--batch-size", "16"], cfg("batch_size"), 16),
     "--eps": (["--eps", "0.2"], cfg("eps"), 0.2),
@@ -106,7 +112,7 @@ CASES = {
     "--amp": (["--amp", "on"], cfg("amp"), True),
     "--compile": (["--compile"], cfg("compile"), True),
     "--device": (["--device", "cuda:1"], lambda c: c["device"], "cuda:1"),
-    "--resume": (["--resume"], cfg("resume"), True),
+    "--resume": (["--resume"], lambda c: c["resume"], True),
     "--no-eval": (["--no-eval"], lambda c: c.get("evaluated", False), False),
     "--no-progress": (["--no-progress"], lambda c: c["progress"], False),
     "--json": (["--json", "OUT/run.json"], lambda c: Path("OUT/run.json").is_file(), True),
@@ -190,8 +196,9 @@ def test_train_faithful_resumes_from_a_stage_checkpoint(mnist5k_split, tmp_path)
     x, y = mnist5k_split.x_train[:96], mnist5k_split.y_train[:96]
     cfg = TrainConfig(method="clead_faithful", epochs=2, batch_size=32, lr=0.05, eps=0.3, cw_steps=2, log_every=2,
                       n_val=0, seed=0, schedule="constant")
-    run = lambda path, **kw: fa.train_faithful(x, y, cfg.replace(checkpoint_path=str(path), **kw), dataset="mnist5k",
-                                               model_name="smallcnn", cache=tmp_path / "cache", progress=False)
+    run = lambda path, resume=False: fa.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn",
+                                                       cache=ViewsCache(tmp_path / "cache", progress=False),
+                                                       progress=False, hook=Checkpoint(path, resume=resume))
     straight = run(tmp_path / "a.pt")
 
     def kill_in_encoder_stage(record, model):
@@ -200,8 +207,9 @@ def test_train_faithful_resumes_from_a_stage_checkpoint(mnist5k_split, tmp_path)
 
     path = tmp_path / "b.pt"
     with pytest.raises(Killed):
-        fa.train_faithful(x, y, cfg.replace(checkpoint_path=str(path)), dataset="mnist5k", model_name="smallcnn",
-                          cache=tmp_path / "cache", progress=False, callback=kill_in_encoder_stage)
+        fa.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn",
+                          cache=ViewsCache(tmp_path / "cache", progress=False), progress=False,
+                          callback=kill_in_encoder_stage, hook=Checkpoint(path))
     stage = load_checkpoint(tmp_path / "b.encoder.pt")
     assert stage["epoch"] == 1 and not stage["finished"] and load_checkpoint(tmp_path / "b.surrogate.pt")["finished"]
     assert not path.exists()
@@ -224,7 +232,7 @@ def test_load_or_train_uses_a_shipped_checkpoint(tmp_path, monkeypatch, capsys):
     profile = get_profile("quick")
     x, y = torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.int64)
     # a shipped checkpoint is found by its store key: everything that determines the model, data included
-    key = model_key("pgd_at", "mnist5k", "smallcnn", "quick", TrainConfig.from_profile(profile, "pgd_at"), x, y)
+    key = model_key("pgd_at", "mnist5k", "smallcnn", "quick", train_config(profile, "pgd_at"), x, y)
     write_manifest_entry(path, dataset="mnist5k", method="pgd_at", profile="quick", model="smallcnn", seed=0,
                          metrics={"n": 100, "clean": 0.9, "pgd": 0.5, "steps": 20, "restarts": 1, "eps": 0.3},
                          command="python -m clead_lite train", manifest=folder / "manifest.json", key=key)

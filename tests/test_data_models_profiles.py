@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from clead_lite.data import DatasetNotFoundError, DeviceLoader, augment_batch, load_dataset, write_synthetic_cifar10
-from clead_lite.models import PreActResNet18, SmallCNN, build_model
+from clead_lite.data import DeviceLoader, augment_batch
+from clead_lite.course.datasets import DatasetNotFoundError, load_dataset, write_synthetic_cifar10
+from clead_lite.models import PreActResNet18, SmallCNN, build_model, eval_mode, unwrap
 from clead_lite.course.profiles import get_profile
 
 
@@ -113,6 +114,30 @@ def test_models_shapes_and_in_model_normalisation():
 def test_model_rejects_wrong_rank_channels_and_empty_batch(x, match):
     with pytest.raises(ValueError, match=match):
         SmallCNN()(x)
+
+
+def test_unwrap_finds_the_model_under_wrappers():
+    m = SmallCNN(width=4, feature_dim=16, proj_dim=8)
+
+    class Wrapper(torch.nn.Module):          # named like DDP's (`module`) and torch.compile's (`_orig_mod`)
+        def __init__(self, inner, attr):
+            super().__init__()
+            setattr(self, attr, inner)
+
+    assert unwrap(m) is m
+    assert unwrap(Wrapper(Wrapper(m, "_orig_mod"), "module")) is m
+
+
+def test_eval_mode_restores_each_modules_own_mode():
+    m = SmallCNN(width=4, feature_dim=16, proj_dim=8).train()
+    m.conv.eval()                            # a mixed state, e.g. a frozen part
+    before = {name: mod.training for name, mod in m.named_modules()}
+    with eval_mode(m):
+        assert not any(mod.training for mod in m.modules())
+    assert {name: mod.training for name, mod in m.named_modules()} == before
+    with pytest.raises(KeyError), eval_mode(m):
+        raise KeyError("restored on an error too")
+    assert {name: mod.training for name, mod in m.named_modules()} == before
 
 
 def test_unknown_model_and_profile_names():

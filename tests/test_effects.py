@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from clead_lite import training as tr
-from clead_lite import train_step as ts
 from clead_lite.attacks import pgd
 from clead_lite.losses import info_nce, supcon
 from clead_lite.models import SmallCNN
@@ -46,13 +45,13 @@ def one_step(init, x, y, **changes):
     model = copy.deepcopy(init)
     step = tr.TrainStep(model, TrainConfig(**{**ONE_STEP, **changes}).resolved(), torch.device("cpu"), total_steps=1)
     seen = {}
-    attack = step._attack
+    attack = step.attack
 
     def spy(xb, yb, loss_fn=None):
         seen["x_adv"], seen["loss_fn"] = attack(xb, yb, loss_fn), loss_fn
         return seen["x_adv"]
 
-    step._attack = spy
+    step.attack = spy
     before = [p.detach().clone() for p in model.parameters()]
     step.train_mode()
     loss, _, terms = step.step(x, y)
@@ -118,7 +117,7 @@ def test_contrastive_attack_crafts_the_view_against_info_nce(init, batch):
     m = copy.deepcopy(init).eval()
     with torch.no_grad():
         z = m.project(x)
-        con = lambda xa: tr.contrastive_attack_loss(z, m.project(xa), 0.1).mean().item()
+        con = lambda xa: info_nce(z, m.project(xa), temperature=0.1, reduction="none").mean().item()
         ce = lambda xa: F.cross_entropy(m(xa), y).item()
     assert con(x_con) > con(x_ce) and ce(x_ce) > ce(x_con)   # each attack raises its own objective most
     assert (x_con - x).abs().max() <= 0.1 + 1e-6
@@ -168,7 +167,7 @@ def test_custom_loss_restarts_never_weaker_and_sometimes_stronger(net, noise):
 
 # ---------------------------------------------------------------------------------------------- fp16
 def fp16_step(init, monkeypatch, **changes):
-    monkeypatch.setattr(ts, "_amp_dtype", lambda device, amp: torch.float16)   # where TrainStep reads it
+    monkeypatch.setattr(tr, "amp_dtype", lambda device, amp: torch.float16)   # where TrainStep reads it
     model = copy.deepcopy(init)
     step = tr.TrainStep(model, TrainConfig(**{**ONE_STEP, "amp": True, **changes}).resolved(), torch.device("cpu"),
                         total_steps=4)
@@ -176,7 +175,7 @@ def fp16_step(init, monkeypatch, **changes):
 
 
 def test_fp16_gradscaler_scales_unscales_and_skips_non_finite_steps(init, batch, monkeypatch):
-    """On the CPU `_amp_dtype` never picks float16 (CUDA without bf16 does); forced here, the step runs under
+    """On the CPU `amp_dtype` never picks float16 (CUDA without bf16 does); forced here, the step runs under
     float16 autocast with an enabled GradScaler: the update matches the fp32 one (so the loss was scaled AND
     the gradients unscaled), and a step with an inf loss changes no weight and halves the scale."""
     x, y = batch
@@ -192,8 +191,8 @@ def test_fp16_gradscaler_scales_unscales_and_skips_non_finite_steps(init, batch,
     scale = step.scaler.get_scale()
     assert scale == 65536.0
     # a non-finite loss: the scaler skips the optimiser step and lowers the scale
-    original = step._fn
-    step._fn = lambda xb, yb: (lambda l, lg, t: (l * float("inf"), lg, t))(*original(xb, yb))
+    original = step.loss
+    step.loss = lambda xb, yb: (lambda l, lg, t: (l * float("inf"), lg, t))(*original(xb, yb))
     before = [p.detach().clone() for p in model.parameters()]
     step.step(x, y)
     assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
@@ -221,6 +220,6 @@ def test_eps_warmup_grows_the_training_perturbation(init, batch):
     sizes = []
     for k in (0, 2, 6):
         step.step_index = k
-        sizes.append((step._attack(x, y) - x).abs().max().item())
+        sizes.append((step.attack(x, y) - x).abs().max().item())
     assert sizes[0] <= 0.2 / 5 + 1e-6 and sizes[1] <= 0.2 * 3 / 5 + 1e-6 and sizes[1] > 0.2 / 5 + 1e-3
     assert sizes[2] == pytest.approx(0.2, abs=1e-6)

@@ -66,8 +66,8 @@ def test_the_head_step_trains_on_the_fgsm_view_in_the_drawn_batches():
     cfg = TrainConfig(method="faithful_head", eps=0.3, batch_size=8, lr=0.01).resolved()
     step = TrainStep(model, cfg, torch.device("cpu"), total_steps=200)
     used = []
-    real = step._ce_on
-    step._ce_on = lambda xb, yb: (used.append(bool(xb.max() > 0.5)), real(xb, yb))[1]   # FGSM part: ones
+    real = step._ce
+    step._ce = lambda xb, yb: (used.append(bool(xb.max() > 0.5)), real(xb, yb))[1]   # FGSM part: ones
     stack = torch.cat([torch.zeros(8, 1, 28, 28, dtype=torch.uint8), torch.full((8, 1, 28, 28), 255, dtype=torch.uint8)], 1)
     for _ in range(200):
         step.step(stack, torch.zeros(8, dtype=torch.int64))
@@ -112,8 +112,7 @@ def test_color_jitter_on_one_channel_is_brightness_and_contrast():
 
 def test_cw_aug_view_is_made_on_the_augmented_image(mnist5k_split):
     x, y = mnist5k_split.x_train[:16], mnist5k_split.y_train[:16]
-    views = fa.precompute_adversarial_views(tiny_model().eval(), x, y, eps=0.3, kinds=("cw", "cw_aug"), cw_steps=2,
-                                            use_cache=False, progress=False)
+    views = fa.precompute_adversarial_views(tiny_model().eval(), x, y, eps=0.3, kinds=("cw", "cw_aug"), cw_steps=2, progress=False)
     plain, aug = views["cw"].float() / 255, views["cw_aug"].float() / 255
     assert aug.dtype == torch.float32 and views["cw_aug"].dtype == torch.uint8
     # CW moves pixels a little; the augmentation moves them a lot
@@ -121,9 +120,9 @@ def test_cw_aug_view_is_made_on_the_augmented_image(mnist5k_split):
 
 
 def test_head_selection_uses_clean_held_out_accuracy(mnist5k_split):
-    assert tr._selection_metric(TrainConfig(method="faithful_head", eps=0.3)) == "val_clean_acc"
-    assert tr._selection_metric(TrainConfig(method="faithful_head", eps=0.3, faithful_recipe="course-v1")) == "val_pgd_acc"
-    assert tr._selection_metric(TrainConfig(method="pgd_at", eps=0.3)) == "val_pgd_acc"
+    assert tr.selection_metric(TrainConfig(method="faithful_head", eps=0.3)) == "val_clean_acc"
+    assert tr.selection_metric(TrainConfig(method="faithful_head", eps=0.3, faithful_recipe="course-v1")) == "val_pgd_acc"
+    assert tr.selection_metric(TrainConfig(method="pgd_at", eps=0.3)) == "val_pgd_acc"
     x, y = mnist5k_split.x_train[:96], mnist5k_split.y_train[:96]
     xv, yv = mnist5k_split.x_train[96:160], mnist5k_split.y_train[96:160]
     cfg = TrainConfig(method="clead_faithful", eps=0.3, epochs=4, batch_size=32, lr=0.1, schedule="step", log_every=2)

@@ -19,8 +19,9 @@ import torch
 
 from clead_lite.course import checkpoints as ck
 from clead_lite.course.cli import build_parser, main
+from clead_lite.course.views_cache import ViewsCache
 from clead_lite.attacks import fgsm, pgd, random_noise
-from clead_lite.data import DatasetFileError, _read_cifar_batch, _read_idx, load_dataset, write_synthetic_cifar10
+from clead_lite.course.datasets import DatasetFileError, _read_cifar_batch, _read_idx, load_dataset, write_synthetic_cifar10
 from clead_lite.embeddings import _read_cache, _save_atomic
 from clead_lite.evaluation import accuracy, eps_sweep
 from clead_lite.faithful import precompute_adversarial_views
@@ -93,12 +94,14 @@ def test_crafted_views_cache_is_recomputed_not_run(tmp_path):
     torch.manual_seed(0)
     model = SmallCNN(width=4, feature_dim=16, proj_dim=8)
     x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
-    first = precompute_adversarial_views(model, x, y, eps=0.1, kinds=("fgsm",), cache=tmp_path, progress=False)
+    first = precompute_adversarial_views(model, x, y, eps=0.1, kinds=("fgsm",), cache=ViewsCache(tmp_path, progress=False),
+                                         progress=False)
     (path,) = tmp_path.glob("views-*.pt")
     marker = tmp_path / "ran.txt"
     torch.save({"views": _Evil(marker)}, path)
     with pytest.warns(RuntimeWarning, match="computing the views again"):
-        again = precompute_adversarial_views(model, x, y, eps=0.1, kinds=("fgsm",), cache=tmp_path, progress=False)
+        again = precompute_adversarial_views(model, x, y, eps=0.1, kinds=("fgsm",), cache=ViewsCache(tmp_path, progress=False),
+                                         progress=False)
     assert not marker.exists() and torch.equal(again["fgsm"], first["fgsm"])
     assert torch.equal(ck.load_checkpoint(path)["views"]["fgsm"], first["fgsm"])    # rewritten, valid
 
@@ -247,7 +250,8 @@ def test_read_only_folders_fail_before_the_work_or_keep_it(tmp_path, capsys):
         model = SmallCNN(width=4, feature_dim=16, proj_dim=8)
         x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
         with pytest.warns(RuntimeWarning, match="the views will not be cached: cannot write the views cache"):
-            views = precompute_adversarial_views(model, x, y, eps=0.1, kinds=("fgsm",), cache=ro, progress=False)
+            views = precompute_adversarial_views(model, x, y, eps=0.1, kinds=("fgsm",), cache=ViewsCache(ro, progress=False),
+                                                 progress=False)
         assert views["fgsm"].shape == x.shape
         # the UMAP cache: a warning, the map is kept by the caller
         with pytest.warns(RuntimeWarning, match="the UMAP map was not cached"):

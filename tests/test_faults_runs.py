@@ -16,8 +16,9 @@ import torch
 
 from clead_lite.course.cli import main
 from clead_lite.course.checkpoints import load_checkpoint
-from clead_lite.data import load_dataset
+from clead_lite.course.datasets import load_dataset
 from clead_lite.models import SmallCNN
+from clead_lite.course.runs import Checkpoint
 from clead_lite.training import TrainConfig, TrainingDivergedError, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,11 +137,11 @@ def test_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path):
             with torch.no_grad():
                 model.classifier.weight.mul_(1e38).mul_(1e38)
 
-    cfg = TrainConfig(method="standard", epochs=3, batch_size=32, n_val=0, checkpoint_path=str(path))
+    cfg = TrainConfig(method="standard", epochs=3, batch_size=32, n_val=0)
     torch.manual_seed(0)
     with pytest.raises(TrainingDivergedError, match=r"epoch 2/3 .*last good checkpoint .*after epoch 1\) is kept"):
         train(SmallCNN(width=8, feature_dim=32), x, y, cfg, dataset="mnist5k", device="cpu", progress=False,
-              callback=poison)
+              callback=poison, hook=Checkpoint(path))
     state = load_checkpoint(path)
     assert state["epoch"] == 1 and not state["finished"]
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -154,19 +155,20 @@ def test_resume_refuses_other_training_data(tmp_path):
         if record["kind"] == "epoch":
             raise KeyboardInterrupt      # a run interrupted after its first epoch
 
-    cfg = TrainConfig(method="standard", epochs=2, batch_size=32, n_val=0, eps=0.1, checkpoint_path=str(path))
+    cfg = TrainConfig(method="standard", epochs=2, batch_size=32, n_val=0, eps=0.1)
     with pytest.raises(KeyboardInterrupt):
         train(SmallCNN(width=8, feature_dim=32), x, y, cfg, dataset="mnist5k", device="cpu", progress=False,
-              callback=stop)
+              callback=stop, hook=Checkpoint(path))
     assert load_checkpoint(path)["data_fingerprint"]["n"] == 96
-    resume = cfg.replace(resume=True)
     x2, y2 = load_dataset("mnist5k", "train", n=96, seed=1)                     # as many images, other ones
     with pytest.raises(Exception, match=r"cannot resume from .*96 mnist5k images .*this run has 96 mnist5k"):
-        train(SmallCNN(width=8, feature_dim=32), x2, y2, resume, dataset="mnist5k", device="cpu", progress=False)
+        train(SmallCNN(width=8, feature_dim=32), x2, y2, cfg, dataset="mnist5k", device="cpu", progress=False,
+              hook=Checkpoint(path, resume=True))
     with pytest.raises(Exception, match=r"trained on 96 mnist5k images .*this run has 64 fashion-mnist"):
-        train(SmallCNN(width=8, feature_dim=32), x[:64], y[:64], resume, dataset="fashion-mnist", device="cpu",
-              progress=False)
-    result = train(SmallCNN(width=8, feature_dim=32), x, y, resume, dataset="mnist5k", device="cpu", progress=False)
+        train(SmallCNN(width=8, feature_dim=32), x[:64], y[:64], cfg, dataset="fashion-mnist", device="cpu",
+              progress=False, hook=Checkpoint(path, resume=True))
+    result = train(SmallCNN(width=8, feature_dim=32), x, y, cfg, dataset="mnist5k", device="cpu", progress=False,
+                   hook=Checkpoint(path, resume=True))
     assert result.epochs_run == 2                                                 # the same data: it resumes
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from clead_lite import attacks as A
 from clead_lite.course import profiles as P
 from clead_lite import training as T
-from clead_lite.evaluation import format_table
+from clead_lite.course.tables import format_table
 from clead_lite.models import build_model
 from clead_lite.course.stats import binomial_se, half_width_95, wilson_interval
 
@@ -38,11 +38,11 @@ def test_colab_training_config_is_wongs_recipe():
     colab = P.PROFILES["colab"]
     assert (colab.dataset, colab.model, colab.epochs, colab.batch_size, colab.lr) == ("cifar10", "preactresnet18", 15, 128, 0.2)
     for method in ("pgd_at", "clead_online"):
-        cfg = T.TrainConfig.from_profile(colab, method).resolved(colab.dataset)
+        cfg = P.train_config(colab, method).resolved(colab.dataset)
         assert cfg.attack == "fgsm_rs" and cfg.attack_steps == 1 and cfg.schedule == "onecycle" and cfg.warmup == 0.5
         assert cfg.eps == pytest.approx(8 / 255) and cfg.alpha == pytest.approx(10 / 255)   # 1.25 eps
         assert cfg.co_drop == 0.2 and cfg.keep_best and cfg.n_val == 512
-    quick = T.TrainConfig.from_profile(P.PROFILES["quick"], "pgd_at")
+    quick = P.train_config(P.PROFILES["quick"], "pgd_at")
     assert quick.attack == "pgd" and quick.co_drop is None and quick.warmup == 0.4      # other profiles unchanged
 
 
@@ -64,9 +64,9 @@ def test_fgsm_rs_is_one_step_of_125_eps_from_a_random_start():
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     cfg = T.TrainConfig(method="pgd_at", attack="fgsm_rs", attack_steps=1, eps=0.1, amp=False, seed=3).resolved()
     step = T.TrainStep(model, cfg, torch.device("cpu"), total_steps=10)
-    x_adv = step._attack(x, y)
+    x_adv = step.attack(x, y)
     # the same by hand: uniform start in the ball (same seeded stream), one signed step of 1.25 eps, projection
-    start = A._random_start(x, 0.1, "linf", torch.Generator().manual_seed(3)).requires_grad_(True)
+    start = A.random_in_ball(x, 0.1, "linf", torch.Generator().manual_seed(3)).requires_grad_(True)
     grad, = torch.autograd.grad(F.cross_entropy(model(start), y, reduction="sum"), start)
     expected = torch.min(torch.max(start.detach() + 0.125 * grad.sign(), (x - 0.1).clamp(min=0)), (x + 0.1).clamp(max=1))
     assert torch.allclose(x_adv, expected, atol=1e-6)
@@ -75,9 +75,9 @@ def test_fgsm_rs_is_one_step_of_125_eps_from_a_random_start():
 
 def _scripted_validation(monkeypatch, pgd: list[float]):
     """Replace the held-out check by a scripted PGD accuracy per epoch (FGSM rising as PGD collapses)."""
-    def fake(model, x_val, y_val, cfg, epoch, device):
+    def fake(model, x_val, y_val, cfg, epoch):
         return {"val_clean_acc": 0.8, "val_pgd_acc": pgd[epoch], "val_fgsm_acc": 1.0 - pgd[epoch]}
-    monkeypatch.setattr(T, "_validate", fake)
+    monkeypatch.setattr(T, "held_out_accuracy", fake)
 
 
 def _train_tiny(**changes):

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from clead_lite.course.cli import _test_split
+from clead_lite.course.profiles import train_config
 from clead_lite.attacks import fgsm
 from clead_lite.course.checkpoints import checkpoint_dir, read_manifest
-from clead_lite.data import test_images as first_test_images
+from clead_lite.course.datasets import test_images as first_test_images
 from clead_lite.evaluation import accuracy, evaluate, robust_accuracy
 from clead_lite.course.notebook_setup import load_data, load_or_train, train_config_used
 from clead_lite.course.profiles import get_profile
@@ -42,7 +43,7 @@ def test_manifest_config_is_the_quick_profile(method):
     entry = ENTRIES[method]
     # the shipped faithful model predates the 'authors' recipe (manifest: recipe_note, command_now)
     recipe = {"faithful_recipe": "course-v1"} if method == "clead_faithful" else {}
-    want = TrainConfig.from_profile(QUICK, method, **recipe).resolved(QUICK.dataset).to_dict()
+    want = train_config(QUICK, method, **recipe).resolved(QUICK.dataset).to_dict()
     assert entry["config"] == want, {k: (entry["config"].get(k), v) for k, v in want.items()
                                      if entry["config"].get(k) != v}
     assert entry["config"]["attack_steps"] == QUICK.train_steps
@@ -51,7 +52,7 @@ def test_manifest_config_is_the_quick_profile(method):
 @pytest.mark.parametrize("method", ["standard", "pgd_at", "clead_online"])
 def test_the_notebooks_key_finds_the_shipped_checkpoint(method, quick_data):
     x_train, y_train, _, _ = quick_data
-    cfg = TrainConfig.from_profile(QUICK, method)
+    cfg = train_config(QUICK, method)
     hit = find(model_key(method, QUICK.dataset, QUICK.model, QUICK.name, cfg, x_train, y_train))
     assert hit is not None and hit.source == "shipped" and hit.path.name == ENTRIES[method]["file"]
     used = train_config_used(method, QUICK, x_train, y_train)

@@ -40,7 +40,7 @@ def test_run_results_tiny(tmp_path):
     # the scores are on the first n_score of the evaluated images, which are the first n_test of the test split
     assert at["test_images"] == "the first 32 of the mnist5k test split"
     assert at["scores"]["images"].startswith("the first 12 images of the test split")
-    from clead_lite.data import test_images
+    from clead_lite.course.datasets import test_images
     from clead_lite.course.scoring import load_for_scoring
     _, x, y, _ = load_for_scoring(str(runs / "mnist5k_pgd_at_seed0.pt"), 32)
     x_first, y_first = test_images("mnist5k", 32)

@@ -6,7 +6,7 @@ import torch
 
 from clead_lite.attacks import fgsm
 from clead_lite.course.checkpoints import checkpoint_dir, load_pretrained, read_manifest, verify_checkpoint
-from clead_lite.data import test_images as first_test_images
+from clead_lite.course.datasets import test_images as first_test_images
 from clead_lite.evaluation import accuracy, robust_accuracy
 from clead_lite.course.profiles import DATASETS
 

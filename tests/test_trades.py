@@ -54,7 +54,7 @@ def test_step_loss_is_ce_plus_beta_kl_by_hand(digits, beta):
     cfg = TrainConfig(method="trades", trades_beta=beta, **BASE).resolved()
     step = TrainStep(model, cfg, torch.device("cpu"), total_steps=10)
     state = step.generator.get_state()
-    x_adv = step.trades_attack(x)
+    x_adv = step.trades_attack(x, y)
     step.generator.set_state(state)                   # the step draws the same start
     twin = copy.deepcopy(model).train()               # the weights before the step, in train mode
     logits_clean, logits_adv = twin(x), twin(x_adv)
@@ -78,12 +78,12 @@ def test_beta_0_is_standard_training_bit_for_bit(digits):
 
 
 def test_kl_attack_increases_the_kl_and_stays_in_the_ball(digits):
-    x = digits[0][:64]
+    x, y = digits[0][:64], digits[1][:64]
     model = train(tiny_model(), digits[0], digits[1], TrainConfig(method="standard", epochs=1, **BASE),
                   progress=False).model
     cfg = TrainConfig(method="trades", **{**BASE, "attack_steps": 10}).resolved()
     step = TrainStep(model, cfg, torch.device("cpu"), total_steps=1)
-    x_adv = step.trades_attack(x)
+    x_adv = step.trades_attack(x, y)
     assert (x_adv - x).abs().max() <= cfg.eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     model.eval()
     with torch.no_grad():

@@ -15,6 +15,9 @@ import torch
 
 from clead_lite import faithful as fa
 from clead_lite import training as tr
+from clead_lite.course.runs import Checkpoint
+from clead_lite.course.views_cache import ViewsCache
+from clead_lite.course.profiles import train_config
 from clead_lite.attacks import pgd
 from clead_lite.course.checkpoints import CheckpointError, load_checkpoint
 from clead_lite.losses import info_nce
@@ -113,7 +116,7 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(digits, tmp_p
     x, y = digits[0][:128], digits[1][:128]
     cfg = TrainConfig(method="clead_online", epochs=2, batch_size=32, lr=0.05, schedule="onecycle", eps=0.1,
                       attack_steps=2, log_every=3, n_val=32, val_steps=2)
-    straight = train(tiny_model(), x, y, cfg.replace(checkpoint_path=str(tmp_path / "a.pt")), dataset="mnist5k",
+    straight = train(tiny_model(), x, y, cfg, hook=Checkpoint(tmp_path / "a.pt"), dataset="mnist5k",
                      progress=False)
 
     def kill_after_epoch_1(record, model):
@@ -122,11 +125,11 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(digits, tmp_p
 
     path = str(tmp_path / "b.pt")
     with pytest.raises(Killed):
-        train(tiny_model(), x, y, cfg.replace(checkpoint_path=path), dataset="mnist5k", progress=False,
+        train(tiny_model(), x, y, cfg, hook=Checkpoint(path), dataset="mnist5k", progress=False,
               callback=kill_after_epoch_1)
     saved = load_checkpoint(path)
     assert saved["epoch"] == 1 and not saved["finished"] and "train_state" in saved and "rng" in saved
-    resumed = train(tiny_model(seed=99), x, y, cfg.replace(checkpoint_path=path, resume=True), dataset="mnist5k",
+    resumed = train(tiny_model(seed=99), x, y, cfg, hook=Checkpoint(path, resume=True), dataset="mnist5k",
                     progress=False)
     assert same_params(straight.model, resumed.model)
     drop = ("seconds", "images_per_s")
@@ -136,11 +139,11 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(digits, tmp_p
     final = load_checkpoint(path)
     assert final["finished"] and "train_state" not in final  # a finished checkpoint is slim
     # resuming a finished run trains nothing more and returns the same model
-    again = train(tiny_model(seed=5), x, y, cfg.replace(checkpoint_path=path, resume=True), dataset="mnist5k",
+    again = train(tiny_model(seed=5), x, y, cfg, hook=Checkpoint(path, resume=True), dataset="mnist5k",
                   progress=False)
     assert same_params(again.model, straight.model)
     with pytest.raises(CheckpointError, match=r"other settings \(lr: checkpoint 0.05 vs now 0.1"):
-        train(tiny_model(), x, y, cfg.replace(checkpoint_path=path, resume=True, lr=0.1), dataset="mnist5k",
+        train(tiny_model(), x, y, cfg.replace(lr=0.1), hook=Checkpoint(path, resume=True), dataset="mnist5k",
               progress=False)
 
 
@@ -192,7 +195,7 @@ def test_clead_online_options_run(digits, options):
 def test_contrastive_attack_loss_is_per_example_info_nce():
     torch.manual_seed(0)
     za, zv = torch.randn(12, 5), torch.randn(12, 5)
-    per = tr.contrastive_attack_loss(za, zv, temperature=0.2)
+    per = info_nce(za, zv, temperature=0.2, reduction="none")
     assert per.shape == (12,)
     torch.testing.assert_close(per.mean(), info_nce(za, zv, temperature=0.2))
 
@@ -220,8 +223,6 @@ def test_config_validation_errors():
         TrainConfig(method="clead_online", contrastive_weight=-1.0)
     with pytest.raises(ValueError, match="attack_loss='contrastive' only applies to method 'clead_online'"):
         TrainConfig(method="pgd_at", attack_loss="contrastive")
-    with pytest.raises(ValueError, match="resume=True needs checkpoint_path"):
-        TrainConfig(resume=True)
     with pytest.raises(TypeError, match="unknown TrainConfig field.*'lamda'"):
         TrainConfig().replace(lamda=0.5)
     with pytest.raises(TypeError, match="amp must be None"):
@@ -235,7 +236,7 @@ def test_config_validation_errors():
     with pytest.raises(ValueError, match=r"x_train must lie in \[0, 1\]"):
         train(tiny_model(), torch.rand(8, 1, 28, 28) * 255, torch.zeros(8, dtype=torch.int64),
               TrainConfig(method="standard"), progress=False)
-    cfg = TrainConfig.from_profile(get_profile("smoke"), "clead_online")
+    cfg = train_config(get_profile("smoke"), "clead_online")
     assert cfg.eps == 0.3 and cfg.contrastive_weight == 0.5 and cfg.resolved().alpha == pytest.approx(0.3)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -244,7 +245,7 @@ def test_config_validation_errors():
 def test_faithful_views_are_uint8_and_cached(digits, tmp_path, monkeypatch):
     x, y = digits[0][:48], digits[1][:48]
     surrogate = tiny_model().eval()
-    kw = dict(eps=0.3, kinds=("pgd_crop", "fgsm", "cw"), cw_steps=3, batch_size=32, cache=tmp_path, progress=False)
+    kw = dict(eps=0.3, kinds=("pgd_crop", "fgsm", "cw"), cw_steps=3, batch_size=32, cache=ViewsCache(tmp_path, progress=False), progress=False)
     views = fa.precompute_adversarial_views(surrogate, x, y, **kw)
     assert set(views) == {"pgd_crop", "fgsm", "cw"}
     for v in views.values():
@@ -260,7 +261,7 @@ def test_faithful_views_are_uint8_and_cached(digits, tmp_path, monkeypatch):
         raise AssertionError("the cache should have been used")
 
     for name in ("pgd", "fgsm", "cw_l2"):
-        monkeypatch.setattr(tr._attacks, name, no_attacks)
+        monkeypatch.setattr(fa, name, no_attacks)
     again = fa.precompute_adversarial_views(surrogate, x, y, **kw)
     assert all(torch.equal(views[k], again[k]) for k in views)
     with pytest.raises(AssertionError, match="cache"):   # other settings: another key, attacks run again
@@ -271,7 +272,7 @@ def test_faithful_pipeline_stages(digits, tmp_path):
     x, y = digits[0][:128], digits[1][:128]
     cfg = TrainConfig(method="clead_faithful", epochs=1, batch_size=32, lr=0.05, eps=0.3, cw_steps=2,
                       log_every=2, n_val=32, val_steps=2, seed=0)
-    res = fa.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn", cache=tmp_path, progress=False)
+    res = fa.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn", cache=ViewsCache(tmp_path, progress=False), progress=False)
     assert set(res.histories) == {"surrogate", "encoder", "head"}
     assert res.surrogate is not res.model and not res.model.training
     enc = res.histories["encoder"].epochs()[0]
@@ -284,7 +285,7 @@ def test_faithful_pipeline_stages(digits, tmp_path):
     model = res.model
     body = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     head_before = model.classifier.weight.detach().clone()
-    x_fit, y_fit, _, _ = tr._split_validation(x, y, cfg.n_val, cfg.seed)   # the images the views were made of
+    x_fit, y_fit, _, _ = tr.split_validation(x, y, cfg.n_val, cfg.seed)   # the images the views were made of
     fa.train_linear_head(model, x_fit, y_fit, cfg.replace(n_val=0, seed=1), fgsm_view=res.views["fgsm"], progress=False)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in body.items())
     assert not torch.equal(head_before, model.classifier.weight)

@@ -6,7 +6,6 @@ training budget.
     print(budget_markdown(frame)); print(lambda_markdown(frame))
     plot_budget_curve(frame)                               # matplotlib Axes
 
-Floor 0: imports only `stats` of the package; pandas and numpy (matplotlib inside the plot function).
 """
 from __future__ import annotations
 

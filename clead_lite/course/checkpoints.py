@@ -13,7 +13,6 @@
 
 A checkpoint is a dict of tensors and plain data (dict, list, tuple, str, int, float, bool, None) so that
 `weights_only=True` can load it; `save_checkpoint` refuses anything else with the path of the bad value.
-Floor 1: imports `models` and `validate`.
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..models import MODELS, _unwrap, build_model
+from ..models import MODELS, unwrap, build_model
 from .safe_io import OutputError, clean_stale_temps, temp_path, write_error
 
 __all__ = [
@@ -249,14 +248,14 @@ def _corrupt(path: Path, e: BaseException) -> CheckpointError:
 # ---------------------------------------------------------------------------------------------- models
 def model_metadata(model: nn.Module) -> dict:
     """Plain metadata that identifies an architecture: {'model_name', 'model_config'}."""
-    model = _unwrap(model)
+    model = unwrap(model)
     name = next((n for n, cls in MODELS.items() if type(model) is cls), type(model).__name__)
     config = {k: getattr(model, k) for k in ("num_classes", "feature_dim", "in_channels", "image_size")
               if isinstance(getattr(model, k, None), int)}
     return {"model_name": name, "model_config": config}
 
 
-def _strip_prefixes(sd: dict) -> dict:
+def strip_prefixes(sd: dict) -> dict:
     """Remove 'module.' (DistributedDataParallel) and '_orig_mod.' (torch.compile) key prefixes."""
     out = {}
     for k, v in sd.items():
@@ -270,9 +269,9 @@ def load_model_state(model: nn.Module, state: dict, key: str = "model") -> nn.Mo
     """Load weights into `model` (in place; returned). `state`: a checkpoint dict holding `state[key]`, or
     a plain state_dict. A checkpoint of another architecture raises CheckpointError naming both and the
     first mismatched keys and shapes."""
-    target = _unwrap(model)
+    target = unwrap(model)
     is_checkpoint = key in state and isinstance(state[key], dict)
-    sd = _strip_prefixes(state[key] if is_checkpoint else state)
+    sd = strip_prefixes(state[key] if is_checkpoint else state)
     mine = model_metadata(target)
     theirs = (state.get("model_name"), state.get("model_config")) if is_checkpoint else (None, None)
     if theirs[0] is not None and theirs[0] != mine["model_name"]:
@@ -329,7 +328,7 @@ def checkpoint_dir() -> Path:
     env = os.environ.get("CLEAD_CHECKPOINT_DIR")
     if env:
         return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     return repo / "data" / "checkpoints" if (repo / "clead_lite").is_dir() else Path("data") / "checkpoints"
 
 

@@ -7,7 +7,6 @@
 
 Subcommands are registered in COMMANDS (name -> function that adds its parser); each parser sets
 `func(args) -> int`. Bad arguments and unusable inputs print one clear line to stderr and exit with 2.
-Floor 5: imports anything of the package.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .profiles import DATASETS, PROFILE_NAMES
+from .profiles import DATASETS, PROFILE_NAMES, train_config
 from ..validate import parse_fraction
 
 METHOD_CHOICES = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
@@ -61,7 +60,7 @@ def _load_model(path: str | Path, device):
 
 def _test_split(dataset: str, n: int | None):
     """The first n test images (`data.test_images`): the images the notebooks and the manifest score too."""
-    from ..data import test_images
+    from .datasets import test_images
     return test_images(dataset, n)
 
 
@@ -129,8 +128,7 @@ def _train_config(args, profile, out=None):
     if args.split_views:
         changes["split_views"] = True
     changes["amp"] = {"auto": None, "on": True, "off": False}[args.amp]
-    changes.update(seed=args.seed, compile=args.compile, resume=args.resume,
-                   checkpoint_path=str(out) if out is not None else None)
+    changes.update(seed=args.seed, compile=args.compile)
     online_only = [f for f in ("clean_ce", "supervised_contrastive", "attack_loss", "split_views") if f in changes]
     if online_only and args.method != "clead_online":
         raise UsageError(f"--{online_only[0].replace('_', '-').replace('supervised-contrastive', 'supcon')} only "
@@ -139,7 +137,7 @@ def _train_config(args, profile, out=None):
                                                                       "clead_faithful")):
         if field in changes and args.method != method:
             raise UsageError(f"{flag} only applies to --method {method} (got --method {args.method})")
-    return TrainConfig.from_profile(profile, args.method, **changes)
+    return train_config(profile, args.method, **changes)
 
 
 def cmd_train(args) -> int:
@@ -167,10 +165,12 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
     import torch
 
     from .checkpoints import load_checkpoint, save_checkpoint
-    from ..data import load_dataset
+    from .datasets import load_dataset
     from ..faithful import train_faithful
     from ..models import build_model
     from .profiles import seed_everything
+    from .runs import Checkpoint
+    from .views_cache import ViewsCache
     from ..training import train
 
     n_train = args.n_train if args.n_train is not None else profile.n_train
@@ -195,13 +195,15 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
               flush=True)
     elif args.method == "clead_faithful":
         result = train_faithful(x, y, cfg, dataset=dataset, model_name=profile.model, device=device,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, cache=ViewsCache(progress=not args.no_progress),
+                                hook=Checkpoint(out, resume=args.resume))
         model, surrogate = result.model, result.surrogate
         history = [dict(r) for r in result.history]
         surrogate_path = str(out.with_name(f"{out.stem}.surrogate{out.suffix or '.pt'}"))
     else:
         model = build_model(profile.model, num_classes=profile.info.num_classes)
-        result = train(model, x, y, cfg, dataset=dataset, device=device, progress=not args.no_progress)
+        result = train(model, x, y, cfg, dataset=dataset, device=device, progress=not args.no_progress,
+                       hook=Checkpoint(out, resume=args.resume))
         model, surrogate, history = result.model, None, list(result.history)
     seconds = time.perf_counter() - t0 if hit is None else float(stored.get("train_seconds") or 0.0)
     if not main_rank:
@@ -213,7 +215,8 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
 
     row = None
     if not args.no_eval:
-        from ..evaluation import evaluate, format_table
+        from ..evaluation import evaluate
+        from .tables import format_table
         xt, yt = _test_split(dataset, profile.n_eval)
         row = evaluate(model, xt, yt, eps=profile.eps, steps=profile.eval_steps, restarts=profile.eval_restarts,
                        source=surrogate, name=f"{args.method} (seed {args.seed})",
@@ -314,7 +317,8 @@ def add_evaluate_parser(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from ..evaluation import evaluate, format_table, sanity_checks
+    from ..evaluation import evaluate, sanity_checks
+    from .tables import format_table
     from .profiles import get_device, get_profile
 
     device = get_device(args.device)
@@ -397,8 +401,9 @@ def _shipped_model(profile, method: str, seed: int, device):
 
 
 def cmd_demo(args) -> int:
-    from ..data import load_dataset
-    from ..evaluation import evaluate, format_table
+    from .datasets import load_dataset
+    from ..evaluation import evaluate
+    from .tables import format_table
     from ..models import build_model
     from .profiles import get_device, get_profile, seed_everything
     from ..training import TrainConfig, train
@@ -421,7 +426,7 @@ def cmd_demo(args) -> int:
                     else load_dataset(profile.dataset, "train"))
         seed_everything(args.seed)
         model = build_model(profile.model, num_classes=profile.info.num_classes)
-        cfg = TrainConfig.from_profile(profile, method, seed=args.seed)
+        cfg = train_config(profile, method, seed=args.seed)
         t0 = time.perf_counter()
         models[method] = train(model, x, y, cfg, dataset=profile.dataset, device=device,
                                progress=not args.no_progress).model
@@ -478,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)          # argparse exits with 2 on bad arguments
     from .checkpoints import CheckpointError
-    from ..data import DatasetNotFoundError
+    from .datasets import DatasetNotFoundError
     from ..training import TrainingDivergedError
     try:
         return args.func(args)

@@ -3,7 +3,6 @@
 Reads the run profile (`CLEAD_PROFILE` = smoke | quick | full), picks the device once, seeds every random
 number generator, makes matplotlib figures readable on a projector, and prints one line that says what
 runs where (profile, dataset, device, library versions) — the first thing to look at when a result differs.
-Floor 5: may import anything of the package.
 """
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import torch
 
 from .. import __version__
 from .profiles import Profile, get_device, get_profile, seed_everything
+from .profiles import train_config
 
 REPO_URL = "https://github.com/clead-course/clead-course"
 """The one place the course repository's address lives. Everything else is derived from it: COLAB_URL, the
@@ -132,7 +132,7 @@ def load_data(profile: Profile, seed: int = 0):
     Test: the first `profile.n_test` test images (`data.test_images`; None: all), so that `x_test[:n]` are the
     images every accuracy on "n test images" in the course is computed on (manifest, load messages, CLI).
     """
-    from ..data import load_dataset, test_images
+    from .datasets import load_dataset, test_images
     x_train, y_train = load_dataset(profile.dataset, "train", n=profile.n_train, seed=seed)
     x_test, y_test = test_images(profile.dataset, profile.n_test)
     return x_train, y_train, x_test, y_test
@@ -161,7 +161,7 @@ def _lookup(method: str, profile: Profile, x_train, y_train, changes: dict):
     """(config asked for, store key or None, StoreHit or None)."""
     from .store import find, model_key
     from ..training import TrainConfig
-    config = TrainConfig.from_profile(profile, method, **changes)
+    config = train_config(profile, method, **changes)
     if not profile.use_checkpoints:   # smoke: always train (the tests must run the training code), never store
         return config, None, None
     key = model_key(method, profile.dataset, profile.model, profile.name, config, x_train, y_train)
@@ -260,7 +260,7 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
     from .store import find, load_model, model_key, save_model, store_dir
     from ..training import TrainConfig
 
-    config = TrainConfig.from_profile(profile, "clead_faithful").resolved(profile.dataset)
+    config = train_config(profile, "clead_faithful").resolved(profile.dataset)
     key = None
     if profile.use_checkpoints:
         shipped = find_checkpoint(profile.dataset, "clead_faithful", profile.name, profile.model)
@@ -277,8 +277,9 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
             model, _ = load_model(hit, device)
             print(f"loaded the clead_faithful model from the model store, {hit.path.name} (sha256 verified)")
             return model.eval(), None
+    from .views_cache import ViewsCache
     result = train_faithful(x_train, y_train, config, dataset=profile.dataset, surrogate=copy.deepcopy(surrogate),
-                            device=device, progress=progress)
+                            device=device, progress=progress, cache=ViewsCache(progress=progress))
     path = None
     if key is not None and store_dir() is not None:
         path = save_model(key, result.model, config, result.history, seconds=result.seconds,

@@ -8,7 +8,6 @@
                                            # (and under the standard AutoAttack where it ran: McNemar)
     print(protocol_note(frame))            # which images and which epochs, in words
 
-Floor 0: imports only `stats` of the package; pandas and numpy.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ COLUMNS = ("dataset", "method", "seed", "eps", "n", "clean", "fgsm", "steps", "r
 
 def results_dir() -> Path | None:
     """`benchmarks/results/` of the repository this package was imported from, if it exists (not pip-installed)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     return path if path.is_dir() else None
 
 

@@ -6,7 +6,7 @@ writes the executed notebooks to `out_dir`, every figure found in their outputs 
 `out_dir/figures/`, and a per-notebook time table (`out_dir/times.md`, `out_dir/times.json`: notebook,
 profile, seconds, status, figures), which it also prints. `inplace=True` also writes the executed notebooks
 back into `notebooks/` (how the committed `quick` outputs are made). The command line is
-`python -m clead_lite course` (or `python -m clead_lite.course.runner`). Floor 3.
+`python -m clead_lite course` (or `python -m clead_lite.course.runner`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .profiles import PROFILE_NAMES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NOTEBOOK_DIR = ROOT / "notebooks"
 

@@ -9,7 +9,6 @@ temporary files that a kill cannot leave behind for good.
 - `temp_path(path)` / `clean_stale_temps(path)`: temporary names '.<name>.<pid>.<random>.tmp' in the
   folder of `path`; those of processes that no longer exist (killed mid-save) are removed on the next save.
 - `write_error(path, error)`: an OSError / torch write error turned into one line (full disk, read-only).
-Floor 0: imports nothing of the package.
 """
 from __future__ import annotations
 

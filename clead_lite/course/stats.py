@@ -11,7 +11,6 @@
     paired_bootstrap(a, b)                           # a, b: (seeds, images) 0/1 correctness -> mean(a - b), CI
     mcnemar_exact(a[0], b[0])                        # one seed: discordant counts and the exact two-sided p
 
-Floor 0: numpy only.
 """
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ settings train different weights. A hash of the training source was the alternat
 comment, docstring or refactoring of the training modules (several people edit them at once) and throw away every stored
 and shipped model each time, while a declared version changes only when the math does. The price: someone must
 remember to bump it (train_config.py says so next to the constant).
-Floor 4: imports checkpoints, models, profiles, training.
 """
 from __future__ import annotations
 
@@ -45,7 +44,7 @@ import torch.nn as nn
 from .checkpoints import (CheckpointError, checkpoint_dir, load_checkpoint,
                           load_model_state, model_metadata, read_manifest, save_checkpoint, sha256_file,
                           verify_checkpoint)
-from ..models import MODELS, _unwrap, build_model
+from ..models import MODELS, unwrap, build_model
 from .safe_io import temp_path
 from ..training import TRAIN_STEP_VERSION, TrainConfig
 
@@ -84,7 +83,7 @@ def store_dir() -> Path | None:
         if path.exists() and not path.is_dir():
             raise ValueError(f"{STORE_ENV}={env!r} is a file; it must name a folder (or be 'off')")
         return path
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     return repo / "data" / "store" if (repo / "clead_lite").is_dir() else Path("data") / "store"
 
 
@@ -231,7 +230,7 @@ def save_model(key: dict, model: nn.Module, config: TrainConfig, history=None, *
         raise ValueError(f"the model store is off ({STORE_ENV}={os.environ.get(STORE_ENV)!r}); nothing saved")
     stem = f"{key['dataset']}_{key['method']}_{key['profile']}_{_digest(key)}"
     path = folder / f"{stem}.pt"
-    state = {"format": 1, "kind": "store", **model_metadata(model), "model": _unwrap(model).state_dict(),
+    state = {"format": 1, "kind": "store", **model_metadata(model), "model": unwrap(model).state_dict(),
              "history": [dict(r) for r in (history or [])], "config": config.to_dict(), "method": key["method"],
              "dataset": key["dataset"], "profile": key["profile"], "seed": config.seed, "store_key": key,
              "command": command, "train_seconds": seconds, "metrics": metrics or {}}

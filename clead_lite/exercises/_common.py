@@ -3,7 +3,7 @@ small fixed models and batches, the catalogue-of-mistakes search, and the stand-
 
 Every `check_*` is wrapped by `exercise(reference)`: it records whether the student's object passed, so that
 `or_reference(obj)` in the check cell can hand the rest of the notebook the reference solution when the
-exercise is not solved yet (and say so). Floor 1: imports torch and `models` only.
+exercise is not solved yet (and say so).
 """
 from __future__ import annotations
 

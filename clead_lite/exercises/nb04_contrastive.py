@@ -4,7 +4,7 @@ Each check runs the student's loss on small fixed embeddings, compares it (value
 `clead_lite.losses`, and when they differ, compares it with the typical mistakes (one or two at a time) to
 say *which* mistake it is: "you forgot to normalise the embeddings", "temperature applied twice", ... The
 mistake variants are written here, with the correct formula as one setting of their switches (the tests check
-that this setting equals `clead_lite.losses`). Floor 1: imports `losses` and `models` only.
+that this setting equals `clead_lite.losses`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ _close = _allclose
 _call = _try
 
 
-def _temperature(tau: float, how: str) -> float:
+def scaled_temperature(tau: float, how: str) -> float:
     """The temperature a student effectively divides by."""
     return {"once": tau, "missing": 1.0, "twice": tau * tau, "multiplied": 1.0 / tau, "hard-coded 0.1": 0.1}[how]
 
@@ -49,7 +49,7 @@ def info_nce_variant(anchor: torch.Tensor, view: torch.Tensor, tau: float, norma
     if query == "adversarial":
         anchor, view = view, anchor
     a, v = (F.normalize(anchor, dim=1), F.normalize(view, dim=1)) if normalise else (anchor, view)
-    t = _temperature(tau, temperature)
+    t = scaled_temperature(tau, temperature)
     cross = a @ v.T / t                                   # (B, B): the diagonal holds the positives
     blocks = [_mask(cross, positive)]
     if anchor_negatives:
@@ -111,7 +111,7 @@ def _cosine_candidates(anchor: torch.Tensor, view: torch.Tensor, tau: float) -> 
     return [-cos.mean(), 1 - cos.mean(), -cos.mean() / tau, cos.mean(), -cos.sum(), (1 - cos).sum()]
 
 
-def _info_nce_cases() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+def info_nce_cases() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
     """Small embeddings with varied norms (so normalising matters) and correlated positives."""
     g = torch.Generator().manual_seed(4)
     cases = []
@@ -138,7 +138,7 @@ def info_nce_student(anchor: torch.Tensor, view: torch.Tensor, temperature: floa
 def check_info_nce(student_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
     """Check `student_fn(anchor (B, D), view (B, D), temperature) -> scalar`, one InfoNCE term: anchor i is the
     query, view i its positive, the 2B - 2 other anchors and views the negatives (mean over anchors)."""
-    cases = _info_nce_cases()
+    cases = info_nce_cases()
     student, expected = [], []
     for anchor, view, tau in cases:
         a, v = anchor.clone().requires_grad_(True), view.clone().requires_grad_(True)
@@ -190,7 +190,7 @@ def supcon_variant(z: torch.Tensor, labels: torch.Tensor, tau: float, normalise:
     u = F.normalize(z, dim=1) if normalise else z
     n = len(u)
     eye = torch.eye(n, dtype=torch.bool)
-    logits = _mask(u @ u.T / _temperature(tau, temperature), self_similarity)
+    logits = _mask(u @ u.T / scaled_temperature(tau, temperature), self_similarity)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     pos = labels[:, None] == labels[None, :] if positives == "same label" else torch.ones(n, n, dtype=torch.bool)
     if not self_positive:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..losses import info_nce, supcon
 from ._common import NAN_TRAP, _allclose, _as_scalar_loss, _diagnose, _say, _try, _variants, exercise
-from .nb04_contrastive import (COSINE_INSTEAD, INFO_NCE_MESSAGES, INFO_NCE_OPTIONS, _info_nce_cases, _temperature,
+from .nb04_contrastive import (COSINE_INSTEAD, INFO_NCE_MESSAGES, INFO_NCE_OPTIONS, info_nce_cases, scaled_temperature,
                                info_nce_variant)
 
 __all__ = ["check_clead_step", "check_contrastive_attack_loss"]
@@ -83,7 +83,7 @@ def clead_step_variant(out: dict[str, torch.Tensor], y: torch.Tensor, lam: float
     if query == "adversarial":
         z_clean, z_adv = z_adv, z_clean
     con = part((embedding, query, temperature, loss), lambda: _contrast(
-        z_clean, z_adv, y, _temperature(tau, temperature), loss, symmetric=(query == "both")))
+        z_clean, z_adv, y, scaled_temperature(tau, temperature), loss, symmetric=(query == "both")))
     if sign == "-":
         con = -con
     return {"contrastive": ce + lam * con, "cross-entropy": lam * ce + con, "missing": ce + con}[weight]
@@ -220,7 +220,7 @@ def check_contrastive_attack_loss(student_fn: Callable[[torch.Tensor, torch.Tens
     """Check `student_fn(z_clean (B, D), z_adv (B, D), temperature) -> (B,)`: the per-example InfoNCE that PGD
     maximises to craft views against the contrastive loss (clean_i the query, adv_i its positive, the other
     2B - 2 embeddings the negatives; its mean is `info_nce(z_clean, z_adv)`). z_clean is fixed (no gradient)."""
-    cases = _info_nce_cases()
+    cases = info_nce_cases()
     student, expected = [], []
     for z_clean, z_adv, tau in cases:
         za = z_adv.clone().requires_grad_(True)
