@@ -1,30 +1,23 @@
-"""Contrastive and robustness losses: InfoNCE / SimCLR NT-Xent, the C-LEAD 3-view loss, SupCon, TRADES KL.
+"""Contrastive and robustness losses: InfoNCE / SimCLR NT-Xent (with two views the C-LEAD loss), SupCon, TRADES' KL.
 
-All losses take embeddings as plain tensors, normalise them to unit length inside, and compute in float32
-(also under bf16 / fp16 autocast). Vectorised: one (batched) matmul, masks by -inf, cross-entropy /
-logsumexp. Notation in the docstrings: u_i = z_i / ||z_i||, s(a, b) = u_a . u_b (cosine similarity),
-tau = the temperature.
-
-A zero embedding has no direction: like `torch.nn.functional.normalize`, it is mapped to the zero vector,
-so its cosine similarity with everything is 0. The loss and its gradients stay finite (the gradient of
-that row is large, ~1 / 1e-12, as for any normalisation at the origin), so a training loop does not stop
-on it; no error is raised because checking would force a device sync at every step.
-
-Floor 0: imports only `validate`.
+Embeddings are (B, D) float tensors, normalised to unit length inside; every loss computes in float32, also
+under bf16 / fp16 autocast. Notation: u_i = z_i / |z_i|, s(a, b) = u_a . u_b (cosine similarity), tau = the
+temperature. A zero embedding has no direction: like `F.normalize` it becomes the zero vector (similarity 0 with
+everything, finite gradients). It is not an error, because finding it would read the values: a device sync at
+every training step.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .validate import check_positive
+from .validate import check_choice, check_positive
 
-__all__ = ["info_nce", "clead_loss", "supcon", "trades_kl"]
+__all__ = ["info_nce", "supcon", "trades_kl"]
 
 
-# ---------------------------------------------------------------------------------------------- checks
-def _check_embeddings(z: torch.Tensor, name: str, min_batch: int = 2) -> torch.Tensor:
-    """z: (B, D) floating tensor with B >= min_batch."""
+def _check_embeddings(z: torch.Tensor, name: str, min_batch: int = 2) -> None:
+    """z: (B, D) float tensor with B >= min_batch (2 for contrastive losses: the other samples are the negatives)."""
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, D), got {type(z).__name__}")
     if z.dim() != 2:
@@ -32,52 +25,31 @@ def _check_embeddings(z: torch.Tensor, name: str, min_batch: int = 2) -> torch.T
                          "flatten the embeddings first, e.g. z.flatten(1)")
     if not z.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor (embeddings), got dtype {z.dtype}")
-    if z.shape[0] < min_batch:
-        if min_batch >= 2:
-            raise ValueError(f"contrastive losses need at least two samples (the other samples are the "
-                             f"negatives); {name} has batch size {z.shape[0]} (shape {tuple(z.shape)})")
+    if z.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(z.shape)}); pass at least one sample")
-    if z.shape[1] == 0:
-        raise ValueError(f"{name} has embedding dimension 0 (shape {tuple(z.shape)})")
-    return z
+    if z.shape[0] < min_batch:
+        raise ValueError(f"contrastive losses need at least two samples (the other samples are the negatives); "
+                         f"{name} has batch size {z.shape[0]} (shape {tuple(z.shape)})")
 
 
-def _check_temperature(temperature: float) -> float:
-    return check_positive(temperature, "temperature")
+def info_nce(anchor: torch.Tensor, *views: torch.Tensor, temperature: float = 0.1, symmetric: bool = False,
+             reduction: str = "mean") -> torch.Tensor:
+    r"""InfoNCE with the anchor as query, one term per view (K views); float32.
 
+    anchor, views[k]: (B, D); row i of every tensor is the same sample (e.g. clean image i and its adversarial
+    views). Term k, query a_i, positive v^k_i, negatives the 2B - 2 other rows of anchor and view k:
 
-def _no_autocast(t: torch.Tensor):
-    """A context that switches autocast off on t's device, so the loss is computed in float32."""
-    return torch.autocast(device_type=t.device.type, enabled=False)
+        l^k_i = -log( exp(s(a_i, v^k_i)/tau) / ( sum_{j != i} exp(s(a_i, a_j)/tau) + sum_j exp(s(a_i, v^k_j)/tau) ) )
 
-
-def _unit(z: torch.Tensor) -> torch.Tensor:
-    """Rows of z in float32, scaled to unit length (zero rows stay zero)."""
-    return F.normalize(z.float(), dim=-1)
-
-
-# ---------------------------------------------------------------------------------------------- losses
-def info_nce(anchor: torch.Tensor, *views: torch.Tensor, temperature: float = 0.1,
-             symmetric: bool = False) -> torch.Tensor:
-    r"""InfoNCE with the anchor as query, one term per view; a scalar float32 tensor.
-
-    anchor: (B, D) and each view: (B, D), row i of every tensor is the same sample (e.g. clean image i and
-    its adversarial versions). Embeddings are L2-normalised inside; similarities are cosine / tau.
-
-    Term k, anchor i as the query, positive v^k_i, negatives the 2B - 2 others of anchor and view k:
-
-        l^k_i = -log( exp(s(a_i, v^k_i)/tau)
-                      / ( sum_{j != i} exp(s(a_i, a_j)/tau) + sum_j exp(s(a_i, v^k_j)/tau) ) )
-
-        loss = 1/(K B) sum_k sum_i l^k_i          (K = number of views)
-
-    With two views this is the published C-LEAD 3-view loss (clean = anchor, two adversarial views).
-    symmetric=True also makes every view sample a query (positive a_i, negatives {v^k_j, j != i} U
-    {a_j, j != i}) and averages the 2B queries of each term: with one view that is exactly SimCLR's
-    NT-Xent (Chen et al. 2020). For unrelated embeddings the loss is about log(2B - 1); for perfectly
-    aligned pairs it goes to 0 as tau -> 0.
+    With two views this is the published C-LEAD 3-view loss (clean = anchor). symmetric=True also makes each
+    view row a query (positive a_i, negatives v^k_j and a_j for j != i): with one view, SimCLR's NT-Xent.
+    reduction="mean": the mean over all queries, a scalar. reduction="none": (B,), per sample i the mean of
+    the terms that query with sample i (l^k_i over k, and with symmetric also the view queries): its mean is
+    the "mean" loss (up to rounding); for one view and symmetric=False it is exactly (l_1, ..., l_B), what an
+    attack on the contrastive loss maximises. Unrelated embeddings give about log(2B - 1).
     """
-    tau = _check_temperature(temperature)
+    tau = check_positive(temperature, "temperature")
+    check_choice(reduction, "reduction", ("mean", "none"))
     if not views:
         raise ValueError("info_nce needs at least one view besides the anchor: info_nce(anchor, view, ...)")
     _check_embeddings(anchor, "anchor")
@@ -87,73 +59,69 @@ def info_nce(anchor: torch.Tensor, *views: torch.Tensor, temperature: float = 0.
             raise ValueError(f"view {k} (views[{k}]) has shape {tuple(v.shape)}, but anchor has shape "
                              f"{tuple(anchor.shape)}; every view must match the anchor row for row")
     b = anchor.shape[0]
-    with _no_autocast(anchor):
-        a = _unit(anchor)
-        pairs = torch.stack([torch.cat([a, _unit(v)]) for v in views])        # (K, 2B, D): [anchor; view k]
-        queries = pairs if symmetric else pairs[:, :b]                         # (K, Q, D), Q = 2B or B
-        logits = queries @ pairs.transpose(1, 2) / tau                         # (K, Q, 2B)
-        q = queries.shape[1]
-        self_mask = torch.eye(q, 2 * b, dtype=torch.bool, device=a.device)     # query vs itself
-        logits = logits.masked_fill(self_mask, float("-inf"))
-        targets = (torch.arange(q, device=a.device) + b) % (2 * b)            # the partner in the other half
-        return F.cross_entropy(logits.reshape(-1, 2 * b), targets.repeat(len(views)))
-
-
-def clead_loss(z_clean: torch.Tensor, z_adv: torch.Tensor, z_adv2: torch.Tensor | None = None,
-               temperature: float = 0.1) -> torch.Tensor:
-    r"""The C-LEAD contrastive loss: InfoNCE with the clean embedding as the only query.
-
-    z_clean, z_adv, z_adv2: (B, D). With z_adv2 it is the published 3-view loss (mean of the two terms
-    clean -> adv and clean -> adv2, see `info_nce`); without it, the single term clean -> adv.
-    """
-    views = (z_adv,) if z_adv2 is None else (z_adv, z_adv2)
-    return info_nce(z_clean, *views, temperature=temperature, symmetric=False)
+    with torch.autocast(anchor.device.type, enabled=False):
+        a = F.normalize(anchor.float(), dim=1)
+        us = [F.normalize(v.float(), dim=1) for v in views]
+        # Per view, the queries a_i (and with symmetric then u_i) against the 2B columns [a_j, u_j]. The same
+        # products in two arrangements whose values are equal but whose gradients may differ in the last bit:
+        # one batched matmul for the mean (what training minimises), two matmuls per block for the per-query
+        # losses (what an attack on the loss climbs); each reproduces the results recorded before (tests/golden).
+        if reduction == "mean":
+            pairs = torch.stack([torch.cat([a, u]) for u in us])                   # (K, 2B, D)
+            queries = pairs if symmetric else pairs[:, :b]                        # (K, Q, D), Q = 2B or B
+            logits = (queries @ pairs.transpose(1, 2)).flatten(0, 1)              # (K Q, 2B)
+        else:
+            logits = torch.cat([torch.cat([q @ a.T, q @ u.T], dim=1)
+                                for u in us for q in ((a, u) if symmetric else (a,))])
+        q = logits.shape[0] // len(views)
+        self_mask = torch.eye(q, 2 * b, dtype=torch.bool, device=a.device).repeat(len(views), 1)
+        logits = (logits / tau).masked_fill(self_mask, float("-inf"))   # a query is not its own negative
+        target = ((torch.arange(q, device=a.device) + b) % (2 * b)).repeat(len(views))   # its partner
+        loss = F.cross_entropy(logits, target, reduction=reduction)
+        return loss if reduction == "mean" else loss.view(-1, b).mean(0)
 
 
 def supcon(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    r"""Supervised contrastive loss L_out (Khosla et al. 2020); a scalar float32 tensor.
+    r"""Supervised contrastive loss L_out (Khosla et al. 2020); a float32 scalar.
 
-    z: (N, D) embeddings (L2-normalised inside), labels: (N,) int64. For several views of each sample,
-    concatenate them: supcon(torch.cat([z_clean, z_adv]), torch.cat([y, y])).
+    z: (N, D) embeddings, labels: (N,) int64. For several views of each sample concatenate them:
+    supcon(torch.cat([z_clean, z_adv]), torch.cat([y, y])).
 
         P(i) = {p != i : labels_p = labels_i},   A(i) = {a != i}
         l_i  = -1/|P(i)| sum_{p in P(i)} log( exp(s(z_i, z_p)/tau) / sum_{a in A(i)} exp(s(z_i, z_a)/tau) )
         loss = mean of l_i over the anchors i with |P(i)| > 0
 
-    Anchors whose label occurs only once have no positive and are left out of the mean; if no anchor has
-    a positive the loss is undefined and a ValueError is raised.
+    If no anchor has a positive the loss is undefined: a ValueError on the CPU, NaN on a GPU (raising there
+    would cost a device sync at every step).
     """
-    tau = _check_temperature(temperature)
+    tau = check_positive(temperature, "temperature")
     _check_embeddings(z, "z")
     n = z.shape[0]
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor of int64 class indices, got {type(labels).__name__}")
-    if labels.dtype != torch.int64:
-        raise TypeError(f"labels must have dtype torch.int64 (class indices), got {labels.dtype}")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
+        got = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise TypeError(f"labels must be a torch.Tensor with dtype torch.int64 (class indices), got {got}")
     if labels.shape != (n,):
-        raise ValueError(f"labels must have shape (N,) = ({n},) to match z {tuple(z.shape)}, "
-                         f"got {tuple(labels.shape)}")
+        raise ValueError(f"labels must have shape (N,) = ({n},) to match z {tuple(z.shape)}, got {tuple(labels.shape)}")
     labels = labels.to(z.device)
-    with _no_autocast(z):
-        u = _unit(z)
+    with torch.autocast(z.device.type, enabled=False):
+        u = F.normalize(z.float(), dim=1)
         self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
         logits = (u @ u.T / tau).masked_fill(self_mask, float("-inf"))
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)      # log p(a | i), a != i
         positives = (labels[:, None] == labels[None, :]) & ~self_mask
         n_pos = positives.sum(1)
         has_pos = n_pos > 0
-        if not bool(has_pos.any()):
+        if z.device.type == "cpu" and not has_pos.any():
             raise ValueError(f"supcon needs at least two samples with the same label (a positive pair), but all "
                              f"{n} labels are distinct; use a larger batch or add views of the same samples")
-        pos_sum = log_prob.masked_fill(~positives, 0.0).sum(1)                 # -inf on the diagonal masked out
-        per_anchor = -pos_sum[has_pos] / n_pos[has_pos]
-        return per_anchor.mean()
+        per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(1) / n_pos.clamp(min=1)  # the diagonal's -inf out
+        return torch.where(has_pos, per_anchor, 0.0).sum() / has_pos.sum()
 
 
 def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-    r"""TRADES robustness term (Zhang et al. 2019): KL(p_clean || p_adv), averaged over the batch.
+    r"""TRADES' robustness term (Zhang et al. 2019): KL(p_clean || p_adv) averaged over the batch; float32 scalar.
 
-    logits_clean, logits_adv: (B, C). p = softmax(logits);
+    logits_clean, logits_adv: (B, C), p = softmax(logits):
         loss = 1/B sum_i sum_c p_clean[i, c] (log p_clean[i, c] - log p_adv[i, c])   (>= 0, 0 iff equal)
     Gradients flow into both arguments (as in TRADES' training loss); detach one if you need otherwise.
     """
@@ -162,7 +130,7 @@ def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Ten
     if logits_adv.shape != logits_clean.shape:
         raise ValueError(f"logits_adv has shape {tuple(logits_adv.shape)}, but logits_clean has shape "
                          f"{tuple(logits_clean.shape)}; they must match")
-    with _no_autocast(logits_clean):
+    with torch.autocast(logits_clean.device.type, enabled=False):
         log_p_clean = F.log_softmax(logits_clean.float(), dim=1)
         log_p_adv = F.log_softmax(logits_adv.float(), dim=1)
         return F.kl_div(log_p_adv, log_p_clean, reduction="batchmean", log_target=True)

@@ -1,12 +1,13 @@
 """Models that take pixels in [0, 1]: input normalisation lives inside the model, so attacks and
 eps-balls are defined in pixel space.
 
-Every model has
+Every model takes x: (B, C, H, W) float in [0, 1] and has
 - `forward(x) -> logits (B, num_classes)`,
 - `features(x) -> (B, feature_dim)`, the penultimate embedding,
 - `project(x) -> (B, proj_dim)`, the projection head on top of the features, for contrastive losses
   (not normalised: the losses normalise).
-Floor 0 (imports only `validate`).
+`unwrap(model)` finds the model under DDP / torch.compile wrappers; `eval_mode(model)` is a context with every
+module in eval mode that restores each module's own mode afterwards.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ STDS = {1: (0.3081,), 3: (0.2471, 0.2435, 0.2616)}
 
 
 class Normalize(nn.Module):
-    """(x - mean) / std per channel, as buffers so they follow `.to(device)`."""
+    """(x - mean) / std per channel, as buffers so they follow `.to(device)`. x: (B, C, H, W) in [0, 1]."""
 
     def __init__(self, mean, std):
         super().__init__()
@@ -37,7 +38,7 @@ class Normalize(nn.Module):
 
 
 class ProjectionHead(nn.Sequential):
-    """SimCLR projection: Linear -> ReLU -> Linear."""
+    """SimCLR projection: Linear -> ReLU -> Linear, (B, in_dim) -> (B, out_dim)."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int):
         super().__init__(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
@@ -58,7 +59,8 @@ class CourseModel(nn.Module):
         self.head = ProjectionHead(feature_dim, feature_dim, proj_dim)
 
     def _check(self, x: torch.Tensor) -> None:
-        # Shape checks only (cheap, compile-friendly); value-range checks belong to attacks/evaluation.
+        # Shape checks only: free, and torch.compile-friendly. Reading values here would sync on every forward
+        # pass; the range x in [0, 1] is checked where a user calls in (attacks on the CPU, evaluation, training).
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects x of shape (B, {self.in_channels}, {self.image_size}, "
@@ -67,6 +69,7 @@ class CourseModel(nn.Module):
             raise ValueError(f"{type(self).__name__} got an empty batch (shape {tuple(x.shape)})")
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised (B, C, H, W) images -> (B, feature_dim); each architecture defines it."""
         raise NotImplementedError
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +89,8 @@ class CourseModel(nn.Module):
         return self.classifier(self.features(x))
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and projection from one pass through the body (what contrastive training needs)."""
+        """x: (B, C, H, W) in [0, 1] -> (logits (B, num_classes), projection (B, proj_dim)) from one pass
+        through the body (what contrastive training needs)."""
         f = self.features(x)
         return self.classifier(f), self.head(f)
 
@@ -113,7 +117,7 @@ class SmallCNN(CourseModel):
 
 
 class PreActBlock(nn.Module):
-    expansion = 1
+    """BN -> ReLU -> conv, twice, plus the shortcut (a 1x1 conv where the shape changes)."""
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
@@ -167,12 +171,13 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> CourseModel:
 
 
 def model_input_check(model: nn.Module, x: torch.Tensor) -> None:
-    """Check that x is (B, C, H, W) in [0, 1] with the channel count `model` expects (if it says)."""
-    check_images(x, channels=getattr(_unwrap(model), "in_channels", None))
+    """Check that x is (B, C, H, W) in [0, 1] with the channel count `model` expects (if it says). Reads x's
+    values: call it once per data set, not per batch on a GPU."""
+    check_images(x, channels=getattr(unwrap(model), "in_channels", None))
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under DDP / torch.compile wrappers."""
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under DDP (`.module`) / torch.compile (`._orig_mod`) wrappers."""
     while True:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if inner is None:
@@ -181,8 +186,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode; each module's own mode restored afterwards (evaluation and embeddings)."""
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode inside (BatchNorm uses its running statistics, dropout is off); each module's own
+    mode restored afterwards, so a partly frozen model (e.g. an encoder kept in eval) comes back as it was."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -190,3 +196,8 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+# temporary aliases until every caller uses the public names
+_unwrap = unwrap
+_eval_mode = eval_mode

@@ -1,5 +1,6 @@
-"""Argument checks shared by every module: each raises with the argument's name, its value and what is
-allowed. Floor 0: imports nothing of the package."""
+"""Argument checks shared by every module: each raises a one-line error with the argument's name, its value and
+what is allowed. Call them once where a user calls in, never inside a loop: reading a tensor's values (the range
+checks below) waits for the device when the tensor is on a GPU."""
 from __future__ import annotations
 
 import math
@@ -49,8 +50,10 @@ def check_choice(value: str, name: str, allowed) -> str:
     return value
 
 
-def check_images(x: torch.Tensor, name: str = "x", channels: int | None = None) -> torch.Tensor:
-    """x: (B, C, H, W) floating tensor in [0, 1] with B >= 1."""
+def check_images(x: torch.Tensor, name: str = "x", channels: int | None = None, values: bool = True) -> torch.Tensor:
+    """x: (B, C, H, W) floating tensor in [0, 1] with B >= 1 (and `channels` channels if given).
+
+    values=False skips the range check, the only part that reads x (a GPU->CPU sync when x is on a GPU)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
@@ -61,6 +64,8 @@ def check_images(x: torch.Tensor, name: str = "x", channels: int | None = None) 
         raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype} (divide uint8 by 255)")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} has {x.shape[1]} channels, the model expects {channels} (shape {tuple(x.shape)})")
+    if not values:
+        return x
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0 or math.isnan(lo) or math.isnan(hi):
         raise ValueError(
@@ -69,8 +74,9 @@ def check_images(x: torch.Tensor, name: str = "x", channels: int | None = None) 
     return x
 
 
-def check_labels(y: torch.Tensor, batch: int, num_classes: int | None = None, name: str = "y") -> torch.Tensor:
-    """y: (B,) int64 class indices in [0, num_classes)."""
+def check_labels(y: torch.Tensor, batch: int, num_classes: int | None = None, name: str = "y",
+                 values: bool = True) -> torch.Tensor:
+    """y: (B,) int64 class indices in [0, num_classes); values=False skips the range check (it reads y)."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of int64 labels, got {type(y).__name__}")
     if y.dtype != torch.int64:
@@ -79,7 +85,7 @@ def check_labels(y: torch.Tensor, batch: int, num_classes: int | None = None, na
         raise ValueError(f"{name} must have shape (B,), got {tuple(y.shape)}")
     if y.shape[0] != batch:
         raise ValueError(f"x and {name} disagree on the batch size: x has {batch}, {name} has {y.shape[0]}")
-    if num_classes is not None and y.numel():
+    if values and num_classes is not None and y.numel():
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"{name} must be in [0, {num_classes - 1}], got values in [{lo}, {hi}]")

@@ -1,7 +1,10 @@
-"""Tests for clead_lite.attacks: equality with torchattacks 3.5.1 (an independent implementation), measured
-properties (eps ball, [0, 1], loss goes up, PGD >= FGSM, restarts never weaker, targeted, loss_fn hook),
-bookkeeping (model modes, no parameter grads, no_grad / autocast callers) and one test per bad input."""
+"""Tests for clead_lite.attacks: equality with torchattacks 3.5.1 (an independent implementation) and with TRADES'
+inner maximisation (pgd from a given start), measured properties (eps ball, [0, 1], loss goes up, PGD >= FGSM,
+restarts never weaker, targeted, loss_fn hook), bookkeeping (model modes, no parameter grads, no_grad / autocast
+callers, half-precision inputs, no value read off the CPU) and one test per bad input."""
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -10,8 +13,8 @@ import torch.nn.functional as F
 import torchattacks
 
 from clead_lite.attacks import ATTACKS, Attack, cw_l2, fgsm, make_attack, pgd, random_noise
-from clead_lite.data import load_dataset
-from clead_lite.models import SmallCNN
+from clead_lite.course.datasets import load_dataset
+from clead_lite.models import SmallCNN, eval_mode
 
 # A power-of-two batch: our attacks step on the gradient of the SUM of per-example losses (so a step does
 # not depend on the batch size), torchattacks on the MEAN. Dividing by 64 is exact in floating point, so the
@@ -377,6 +380,123 @@ def test_works_under_autocast(model, mnist):
     assert per_example_ce(model, x_adv, y).mean() > per_example_ce(model, x, y).mean()
 
 
+HALF_CASES = {
+    "pgd-linf": lambda m, x, y: pgd(m, x, y, 8 / 255, 2 / 255, 3, generator=torch.Generator().manual_seed(0)),
+    "pgd-restarts": lambda m, x, y: pgd(m, x, y, 8 / 255, 8 / 255, 1, restarts=2,
+                                        generator=torch.Generator().manual_seed(0)),
+    "pgd-l2": lambda m, x, y: pgd(m, x, y, 0.5, 0.2, 3, norm="l2", generator=torch.Generator().manual_seed(0)),
+    "fgsm": lambda m, x, y: fgsm(m, x, y, 8 / 255),
+    "noise-linf": lambda m, x, y: random_noise(m, x, y, 8 / 255, generator=torch.Generator().manual_seed(0)),
+    "noise-l2": lambda m, x, y: random_noise(m, x, y, 0.5, norm="l2", generator=torch.Generator().manual_seed(0)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_attacked_and_returned_in_float32(model, mnist, dtype):
+    # The decision: fp16 / bf16 images are attacked in float32 and x_adv comes back in float32 (cast back to half,
+    # it could leave the eps ball by half a unit in the last place). float64 stays float64.
+    x, y = mnist
+    xh = (x[:16] * 0.98 + 0.01).to(dtype)
+    for name, attack in HALF_CASES.items():
+        x_adv = attack(model, xh, y[:16])
+        assert x_adv.dtype == torch.float32, name
+        assert torch.equal(x_adv, attack(model, xh.float(), y[:16])), name   # exactly the float32 attack
+        delta = (x_adv - xh.float()).flatten(1)
+        eps = 0.5 if name.endswith("l2") else 8 / 255
+        bound = delta.norm(dim=1).max() if name.endswith("l2") else delta.abs().max()
+        assert bound <= eps * (1 + 1e-6) and 0 < delta.abs().max(), name
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert HALF_CASES["pgd-linf"](model, x[:4].double(), y[:4]).dtype == torch.float64
+
+
+def trades_reference(model, x, eps, alpha, steps, noise):
+    """The body of TrainStep.trades_attack (clead_lite/train_step.py before issue 19), the TRADES authors' inner
+    maximisation: from x + 0.001 * noise, signed steps on the summed KL(p(x) || p(x')), each projected by
+    min(max(., x - eps), x + eps) and clamped to [0, 1]; the model in eval mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.enable_grad():
+            with torch.no_grad():
+                p_clean = F.softmax(model(x).float(), dim=1)
+            x_adv = x.detach() + 0.001 * noise
+            for _ in range(steps):
+                x_adv.requires_grad_(True)
+                kl = F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), p_clean, reduction="sum")
+                grad, = torch.autograd.grad(kl, x_adv)
+                x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp_(0.0, 1.0)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return x_adv.detach().clamp_(0.0, 1.0)
+
+
+class BatchNormNet(nn.Module):
+    """conv -> BatchNorm -> ReLU -> linear: eval mode matters (running statistics vs the batch's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(4 * 13 * 13, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("eps, alpha, steps, autocast", [(0.3, 0.05, 5, False), (8 / 255, 2 / 255, 10, False),
+                                                         (0.1, 0.1, 1, False), (0.3, 0.05, 3, True)])
+def test_pgd_from_a_given_start_is_trades_inner_maximisation(eps, alpha, steps, autocast):
+    torch.manual_seed(0)
+    model = BatchNormNet()
+    with torch.no_grad():                 # running statistics unlike a batch's, so the mode shows
+        model(torch.rand(64, 1, 28, 28) * 3)
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(32, 1, 28, 28, generator=g)
+    x[:4] = x[:4].round()                 # pixels at 0 and 1: the [0, 1] clamp binds
+    y = torch.randint(0, 10, (32,), generator=g)
+    noise = torch.randn(x.shape, generator=g)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with ctx:
+        expected = trades_reference(model, x, eps, alpha, steps, noise)
+        with torch.no_grad(), eval_mode(model):
+            p_clean = F.softmax(model(x).float(), dim=1)
+        kl = lambda m, xa, ya: F.kl_div(F.log_softmax(m(xa).float(), dim=1), p_clean, reduction="none").sum(1)
+        start = x + 0.001 * noise
+        start_copy = start.clone()
+        got = pgd(model, x, y, eps, alpha, steps, random_start=False, start=start, loss_fn=kl)
+    assert torch.equal(got, expected)
+    assert torch.equal(start, start_copy) and model.training     # start untouched, the mode restored
+    assert (got - x).abs().max() <= eps + 1e-6 and not torch.equal(got, x)
+
+
+def test_start_replaces_the_random_start(model, mnist):
+    x, y = mnist
+    start = (x + 0.1).clamp(0, 1)
+    # random_start is ignored when a start is given: no draw, the same result either way
+    a = pgd(model, x, y, EPS, ALPHA, 2, start=start, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, pgd(model, x, y, EPS, ALPHA, 2, start=start, random_start=False))
+    # a start equal to x is the run without random start
+    assert torch.equal(pgd(model, x, y, EPS, ALPHA, 2, start=x), pgd(model, x, y, EPS, ALPHA, 2, random_start=False))
+
+
+def test_public_attacks_read_no_value_off_the_cpu():
+    # On the meta device a tensor has a shape and no values: reading one (float(x.min()), .item(), a boolean
+    # mask) raises. The attacks run there end to end, so off the CPU their checks and steps never wait for
+    # the device (no GPU->CPU sync per call); only CW's early abort reads its cost (once per 10 % of the steps).
+    torch.manual_seed(0)
+    meta = SmallCNN(width=4, feature_dim=16, proj_dim=8).to("meta").eval()
+    x, y = torch.empty(8, 1, 28, 28, device="meta"), torch.empty(8, dtype=torch.int64, device="meta")
+    with pytest.raises(RuntimeError):
+        float(x.min())
+    custom = lambda m, xa, ya: F.cross_entropy(m(xa), ya, reduction="none")  # noqa: E731
+    for out in (pgd(meta, x, y, EPS, ALPHA, 2), pgd(meta, x, y, EPS, ALPHA, 2, restarts=2, loss_fn=custom),
+                pgd(meta, x, y, EPS_L2, ALPHA_L2, 2, norm="l2", generator=torch.Generator().manual_seed(0)),
+                pgd(meta, x, y, EPS, ALPHA, 2, targeted=True, start=x), fgsm(meta, x, y, EPS),
+                random_noise(meta, x, y, EPS), make_attack("pgd", eps=EPS, alpha=ALPHA, steps=1)(meta, x, y)):
+        assert out.shape == x.shape and out.device.type == "meta"
+
+
 def test_cw_returns_x_or_a_misclassified_example(model, mnist):
     x, y = mnist
     x_adv = cw_l2(model, x, y, c=5.0, steps=30, lr=0.05)
@@ -472,6 +592,11 @@ BAD = {
                    r"y must be in \[0, 9\], got values in \[-1, 3\]"),
     "batch mismatch": (lambda m: pgd(m, _x(), _y()[:3], 0.3, 0.01, 2), ValueError,
                        r"x and y disagree on the batch size: x has 4, y has 3"),
+    "start wrong shape": (lambda m: pgd(m, _x(), _y(), 0.3, 0.01, 2, start=_x()[:2]), ValueError,
+                          r"start must be a tensor of x's shape \(4, 1, 28, 28\), with restarts=1; "
+                          r"got \(2, 1, 28, 28\)"),
+    "start with restarts": (lambda m: pgd(m, _x(), _y(), 0.3, 0.01, 2, restarts=2, start=_x()), ValueError,
+                            r"start must be .* with restarts=1; got \(4, 1, 28, 28\), restarts=2"),
     "y not a tensor": (lambda m: random_noise(m, _x(), [0, 1, 2, 3], 0.3), TypeError,
                        r"y must be a torch.Tensor.*got list"),
     "inference mode": (lambda m: _in_inference_mode(lambda: fgsm(m, _x(), _y(), 0.3)), RuntimeError,

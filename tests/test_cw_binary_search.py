@@ -1,7 +1,8 @@
 """Carlini-Wagner L2 with the search over c (Carlini and Wagner 2017): the update rule on hand-made cases,
 then on a trained SmallCNN (conftest's `standard_model`) every run of the search recorded and checked: the c's
 follow the rule, the kept example is the smallest over the runs, every returned success is misclassified,
-and the search fools at least as many images as the fixed c it starts from (here: more)."""
+and the search fools at least as many images as the fixed c it starts from (here: more). White-box: it wraps and
+re-runs the private `attacks._cw_run` (one run of the search) to see every run."""
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ import torch
 
 import clead_lite.attacks as A
 from clead_lite.attacks import cw_l2, cw_search_update
+from clead_lite.models import eval_mode
 
 INF = math.inf
 N, STEPS, LR, RUNS = 32, 20, 0.1, 4    # 32 test images, 20 Adam steps per run, 4 runs: a few seconds
@@ -122,7 +124,7 @@ def test_kept_l2_is_the_minimum_over_the_runs(search):
     # is, per image, the smallest misclassified one over all runs (x itself where no run succeeded).
     model, x, y, _, found, runs = search
     per_run = []
-    with A._attack_mode(model):
+    with eval_mode(model), torch.enable_grad():
         for k, run in enumerate(runs):
             c = 1.0 if k == 0 else run["c"]   # the first run gets c as a float, as in cw_l2
             _, best_l2, success = A._cw_run(model, x, y, run["w0"], c, 0.0, STEPS, LR, x.clone(),

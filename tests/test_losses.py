@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from clead_lite.losses import clead_loss, info_nce, supcon, trades_kl
+from clead_lite.losses import info_nce, supcon, trades_kl
 
 E = math.exp
 LOG = math.log
@@ -93,9 +94,8 @@ def test_clead_three_view_loss_by_hand():
     term1 = ((LOG(1 + E(1.2) + E(2.0)) - 1.2) + LOG(2 + E(1.6))) / 2
     term2 = LOG(2 + E(2.0))            # both anchors: log(e^0 + e^0 + e^2) - 0
     expected = (term1 + term2) / 2
-    assert clead_loss(a, v1, v2, temperature=tau).item() == pytest.approx(expected, rel=1e-6)
     assert info_nce(a, v1, v2, temperature=tau).item() == pytest.approx(expected, rel=1e-6)
-    assert clead_loss(a, v1, temperature=tau).item() == pytest.approx(term1, rel=1e-6)
+    assert info_nce(a, v1, temperature=tau).item() == pytest.approx(term1, rel=1e-6)
 
 
 def test_supcon_by_hand():
@@ -157,6 +157,57 @@ def test_supcon_with_pair_labels_equals_nt_xent():
     y = torch.arange(6).repeat(2)
     assert supcon(torch.cat([z1, z2]), y, 0.1).item() == pytest.approx(
         info_nce(z1, z2, temperature=0.1, symmetric=True).item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------ reduction="none": the per-query losses
+def contrastive_attack_loss(z_clean, z_adv, temperature):
+    """The body of train_step.contrastive_attack_loss (before issue 19), what the contrastive attack climbed."""
+    b = z_clean.shape[0]
+    a = F.normalize(z_clean.float(), dim=1)
+    v = F.normalize(z_adv.float(), dim=1)
+    logits = torch.cat([a @ a.T, a @ v.T], dim=1) / temperature                     # (B, 2B)
+    logits = logits.masked_fill(torch.eye(b, 2 * b, dtype=torch.bool, device=a.device), float("-inf"))
+    return F.cross_entropy(logits, torch.arange(b, device=a.device) + b, reduction="none")
+
+
+def _values_and_grads(fn, tensors, weights):
+    leaves = [t.clone().requires_grad_(True) for t in tensors]
+    out = fn(*leaves)
+    return out, torch.autograd.grad((out * weights).sum(), leaves)
+
+
+@pytest.mark.parametrize("b,d,tau", [(2, 3, 0.1), (7, 5, 0.5), (12, 16, 0.1), (64, 128, 0.07), (256, 64, 0.2)])
+def test_reduction_none_is_the_contrastive_attack_loss_bit_for_bit(b, d, tau):
+    g = torch.Generator().manual_seed(b)
+    z_clean, z_adv = torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+    weights = torch.rand(b, generator=g)          # any upstream gradient, not only the sum's ones
+    ref, ref_grads = _values_and_grads(lambda a, v: contrastive_attack_loss(a, v, tau), [z_clean, z_adv], weights)
+    got, got_grads = _values_and_grads(lambda a, v: info_nce(a, v, temperature=tau, reduction="none"),
+                                       [z_clean, z_adv], weights)
+    assert got.shape == (b,) and torch.equal(got, ref)
+    assert all(torch.equal(x, y) for x, y in zip(got_grads, ref_grads))
+    assert got.mean().item() == pytest.approx(info_nce(z_clean, z_adv, temperature=tau).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("n_views, symmetric", [(1, True), (2, False), (3, True)])
+def test_reduction_none_averages_each_samples_queries(n_views, symmetric):
+    # (B,): per sample i the mean of its K anchor queries (and with symmetric its K view queries); the mean of
+    # the (B,) is the "mean" loss
+    a, *views = _random(12, b=6, d=5, n=1 + n_views)
+    per_sample = info_nce(a, *views, temperature=0.3, symmetric=symmetric, reduction="none")
+    assert per_sample.shape == (6,)
+    assert per_sample.mean().item() == pytest.approx(
+        info_nce(a, *views, temperature=0.3, symmetric=symmetric).item(), rel=1e-6)
+    terms = [info_nce(a, v, temperature=0.3, reduction="none") for v in views]
+    if symmetric:
+        terms += [info_nce(v, a, temperature=0.3, reduction="none") for v in views]   # v_i queries: roles swap
+    assert torch.allclose(per_sample, torch.stack(terms).mean(0), rtol=1e-5)
+
+
+def test_reduction_must_be_mean_or_none():
+    a, v, _ = _random(0)
+    with pytest.raises(ValueError, match=r"unknown reduction 'sum'; allowed: 'mean', 'none'"):
+        info_nce(a, v, reduction="sum")
 
 
 # ------------------------------------------------------------------ invariances
@@ -226,7 +277,7 @@ def test_gradients_are_finite_and_reach_every_input(loss_name):
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     loss = {"info_nce": lambda: info_nce(a, v1, temperature=0.05),
             "info_nce_sym": lambda: info_nce(a, v1, temperature=0.05, symmetric=True),
-            "clead3": lambda: clead_loss(a, v1, v2, temperature=0.05),
+            "clead3": lambda: info_nce(a, v1, v2, temperature=0.05),
             "supcon": lambda: supcon(torch.cat([a, v1]), torch.cat([y, y]), temperature=0.05),
             "trades": lambda: trades_kl(a, v1)}[loss_name]()
     loss.backward()
@@ -256,7 +307,7 @@ def test_a_few_gradient_steps_decrease_the_loss(which):
     a, v1, v2 = (x.requires_grad_() for x in _random(11, b=8, d=4))
     y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     fn = {"info_nce": lambda: info_nce(a, v1, temperature=0.2, symmetric=True),
-          "clead3": lambda: clead_loss(a, v1, v2, temperature=0.2),
+          "clead3": lambda: info_nce(a, v1, v2, temperature=0.2),
           "supcon": lambda: supcon(torch.cat([a, v1, v2]), y.repeat(3), temperature=0.2)}[which]
     opt = torch.optim.SGD([a, v1, v2], lr=0.5)
     first = fn().item()
@@ -295,10 +346,10 @@ def test_low_precision_inputs_under_autocast_compute_in_float32(dtype):
     a, v1, v2 = (x.to(dtype) for x in _random(6, b=8, d=16))
     y = torch.tensor([0, 1, 2, 3] * 2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = [info_nce(a, v1, temperature=0.05), clead_loss(a, v1, v2, temperature=0.05),
+        got = [info_nce(a, v1, temperature=0.05), info_nce(a, v1, v2, temperature=0.05),
                supcon(a, y, temperature=0.05), trades_kl(a, v1)]
     ref = [info_nce(a.float(), v1.float(), temperature=0.05),
-           clead_loss(a.float(), v1.float(), v2.float(), temperature=0.05),
+           info_nce(a.float(), v1.float(), v2.float(), temperature=0.05),
            supcon(a.float(), y, temperature=0.05), trades_kl(a.float(), v1.float())]
     for g, r in zip(got, ref):
         assert g.dtype == torch.float32
@@ -314,7 +365,7 @@ def test_temperature_must_be_positive(tau):
     with pytest.raises(ValueError, match="temperature"):
         supcon(a, torch.zeros(6, dtype=torch.int64), temperature=tau)
     with pytest.raises(ValueError, match="temperature"):
-        clead_loss(a, v, temperature=tau)
+        info_nce(a, v, v, temperature=tau)
 
 
 def test_temperature_must_be_a_number():
@@ -328,7 +379,7 @@ def test_mismatched_view_shape_names_the_view_and_both_shapes():
     with pytest.raises(ValueError, match=r"view 1 .*shape \(5, 5\).*anchor has shape \(6, 5\)"):
         info_nce(a, v, v[:5], temperature=0.1)
     with pytest.raises(ValueError, match=r"view 0 .*\(6, 4\).*\(6, 5\)"):
-        clead_loss(a, v[:, :4])
+        info_nce(a, v[:, :4])
 
 
 def test_missing_view_is_an_error():
@@ -367,9 +418,9 @@ def test_non_tensor_and_integer_inputs_are_errors():
 
 def test_supcon_label_errors():
     z = torch.randn(4, 3)
-    with pytest.raises(TypeError, match="labels must have dtype torch.int64"):
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor with dtype torch.int64.*got torch.float32"):
         supcon(z, torch.tensor([0.0, 0.0, 1.0, 1.0]))
-    with pytest.raises(TypeError, match="labels must be a torch.Tensor"):
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor.*got list"):
         supcon(z, [0, 0, 1, 1])
     with pytest.raises(ValueError, match=r"labels must have shape \(N,\) = \(4,\).*got \(3,\)"):
         supcon(z, torch.tensor([0, 0, 1]))
