@@ -342,6 +342,3 @@ def make_attack(name: str, **kwargs) -> Attack:
     _check_params({p.name: kwargs.get(p.name, p.default) for p in params})
     return Attack(name, fn, kwargs)
 
-
-# temporary alias until tests/test_gpu_profile.py uses the public name
-_random_start = random_in_ball
