@@ -143,32 +143,58 @@ class DeviceLoader:
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         idx = self._indices(g)
-        for start in range(0, len(idx), self.batch_size):
+        starts = [s for s in range(0, len(idx), self.batch_size)
+                  if not (self.drop_last and len(idx) - s < self.batch_size)]
+        # the epoch's random crops and flips, drawn on the CPU (the same numbers on every device) and copied to the
+        # device once: a small copy per batch would make the host wait for the GPU at every step
+        draws = [augment_draws(min(self.batch_size, len(idx) - s), self.crop_pad, self.flip, g) for s in starts]
+        on_device = _to_device([d for batch in draws for d in batch], self.device)
+        for i, start in enumerate(starts):
             b = idx[start:start + self.batch_size]
-            if self.drop_last and len(b) < self.batch_size:
-                break
             xb, yb = self.x[b], self.y[b]
             if self.crop_pad or self.flip:
-                xb = augment_batch(xb, self.crop_pad, self.flip, g)
+                xb = augment_batch(xb, self.crop_pad, self.flip, *on_device[2 * i:2 * i + 2])
             yield xb, yb
 
 
-def augment_batch(x: torch.Tensor, crop_pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+def augment_draws(b: int, crop_pad: int, flip: bool, generator: torch.Generator):
+    """The random numbers of one batch's augmentation, from the CPU `generator`: ((B, 2) crop offsets or None,
+    (B,) flip mask or None)."""
+    offsets = None
+    if crop_pad:       # rows first, then columns: the order every earlier version drew them in
+        oy = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator)
+        offsets = torch.stack([oy, torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator)], dim=1)
+    mask = torch.rand(b, generator=generator) < 0.5 if flip else None
+    return offsets, mask
+
+
+def _to_device(tensors: list, device: torch.device) -> list:
+    """Tensors (or None) to `device` in one copy: pinned host memory and a non-blocking transfer on CUDA."""
+    present = [t for t in tensors if t is not None]
+    if not present or device.type == "cpu":
+        return tensors
+    sizes = [t.numel() for t in present]
+    flat = torch.cat([t.reshape(-1).to(torch.int64) for t in present])
+    flat = flat.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else flat.to(device)  # device-ok
+    parts = iter(flat.split(sizes))
+    return [None if t is None else next(parts).view(t.shape).to(t.dtype) for t in tensors]
+
+
+def augment_batch(x: torch.Tensor, crop_pad: int, flip: bool, offsets: torch.Tensor | None,
+                  mask: torch.Tensor | None) -> torch.Tensor:
     """Random crop after zero-padding by `crop_pad`, and random horizontal flip, on x's device.
 
-    x: (B, C, H, W). Random numbers come from the CPU `generator` (tiny) so results match across devices.
+    x: (B, C, H, W); offsets: (B, 2) crop corners (row, column) in [0, 2 * crop_pad]; mask: (B,) bool, flip where
+    True (both from `augment_draws`, on x's device).
     """
     b, c, h, w = x.shape
     if crop_pad:
         xp = torch.nn.functional.pad(x, (crop_pad,) * 4)
-        oy = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator).to(x.device)
-        ox = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator).to(x.device)
-        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B,1,H,1)
-        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B,1,1,W)
+        rows = (offsets[:, 0, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B,1,H,1)
+        cols = (offsets[:, 1, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B,1,1,W)
         bi = torch.arange(b, device=x.device)[:, None, None, None]
         ci = torch.arange(c, device=x.device)[None, :, None, None]
         x = xp[bi, ci, rows, cols]
     if flip:
-        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)[:, None, None, None]
-        x = torch.where(mask, x.flip(3), x)
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from clead_lite.data import DeviceLoader, augment_batch
+from clead_lite.data import DeviceLoader, augment_batch, augment_draws
 from clead_lite.course.datasets import DatasetNotFoundError, load_dataset, write_synthetic_cifar10
 from clead_lite.models import PreActResNet18, SmallCNN, build_model, eval_mode, unwrap
 from clead_lite.course.profiles import get_profile
@@ -88,10 +88,10 @@ def test_device_loader_covers_every_sample_and_is_deterministic_per_epoch():
 def test_augmentation_crops_and_flips_within_the_padded_image():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, 3, 8, 8)
-    out = augment_batch(x, crop_pad=2, flip=True, generator=g)
+    out = augment_batch(x, 2, True, *augment_draws(64, 2, True, g))
     assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
     assert not torch.equal(out, x)
-    same = augment_batch(x, crop_pad=0, flip=False, generator=g)
+    same = augment_batch(x, 0, False, *augment_draws(64, 0, False, g))
     assert torch.equal(same, x)
 
 
