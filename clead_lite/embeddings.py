@@ -6,18 +6,13 @@
   and of their adversarial versions.
 - `separation_metrics(z_clean, z_adv, y)` -> numbers that say whether the attack moves an embedding far
   (towards another class) or keeps it close to its clean version.
-- `umap_projection(z_clean, z_adv)` -> one UMAP fitted on both sets together, cached on disk;
-  `warm_up_umap()` pays numba's one-off compilation early.
-
-Floor 1: imports `validate`, `models`, `data` (for the cache folder), `safe_io`, `checkpoints` (errors).
+- `umap_projection(z_clean, z_adv)` -> one UMAP fitted on both sets together; `warm_up_umap()` pays
+  numba's one-off compilation early.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -25,8 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import cache_dir as _cache_root
-from .models import _eval_mode, _unwrap, model_input_check
+from .models import eval_mode, model_input_check, unwrap
 from .validate import check_choice, check_int, check_labels, check_nonnegative
 
 SPACES = ("features", "projection")
@@ -45,7 +39,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _embedder(model: nn.Module, space: str) -> Callable[[torch.Tensor], torch.Tensor]:
     check_choice(space, "space", SPACES)
-    inner = _unwrap(model)
+    inner = unwrap(model)
     method = "features" if space == "features" else "project"
     fn = getattr(inner, method, None)
     if not callable(fn):
@@ -67,7 +61,7 @@ def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 512, space: str =
     model_input_check(model, x)
     device = _device_of(model)
     out = []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for i in range(0, len(x), batch_size):
             out.append(fn(x[i:i + batch_size].to(device)).float().cpu())
     return torch.cat(out)
@@ -88,27 +82,23 @@ def clean_and_adversarial_embeddings(model: nn.Module, x: torch.Tensor, y: torch
         raise TypeError(f"attack must be a callable(model, x, y) -> x_adv, got {type(attack).__name__}; "
                         "e.g. clead_lite.attacks.make_attack('pgd', eps=0.3, alpha=0.01, steps=20)")
     model_input_check(model, x)
-    check_labels(y, len(x), getattr(_unwrap(model), "num_classes", None))
+    check_labels(y, len(x), getattr(unwrap(model), "num_classes", None))
     device = _device_of(model)
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("z_clean", "z_adv", "pred_clean", "pred_adv", "x_adv")}
-    with _eval_mode(model):
+    parts = []     # per batch: z_clean, z_adv, pred_clean, pred_adv, x_adv
+    with eval_mode(model):
         for i in range(0, len(x), batch_size):
             xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
             xb_adv = attack(model, xb, yb)
             if not isinstance(xb_adv, torch.Tensor) or xb_adv.shape != xb.shape:
                 got = tuple(xb_adv.shape) if isinstance(xb_adv, torch.Tensor) else type(xb_adv).__name__
                 raise ValueError(f"attack must return x_adv with the shape of its input {tuple(xb.shape)}, got {got}")
-            with torch.no_grad():
+            with torch.no_grad():     # clean and adversarial images in one batch
                 both = torch.cat([xb, xb_adv.detach().to(xb.dtype)])
                 z = fn(both).float().cpu()
                 pred = model(both).argmax(1).cpu()
             b = len(xb)
-            parts["z_clean"].append(z[:b])
-            parts["z_adv"].append(z[b:])
-            parts["pred_clean"].append(pred[:b])
-            parts["pred_adv"].append(pred[b:])
-            parts["x_adv"].append(xb_adv.detach().float().cpu())
-    out = {k: torch.cat(v) for k, v in parts.items()}
+            parts.append((z[:b], z[b:], pred[:b], pred[b:], xb_adv.detach().float().cpu()))
+    out = {k: torch.cat(v) for k, v in zip(("z_clean", "z_adv", "pred_clean", "pred_adv", "x_adv"), zip(*parts))}
     out["y"] = y.detach().cpu()
     return out
 
@@ -198,114 +188,45 @@ def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------- UMAP
-def _import_umap():
+def _fit_umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, metric: str) -> np.ndarray:
+    """z: (N, D) float32 -> (N, 2) float32, UMAP imported only here (numba compiles it on first use)."""
     try:
         import umap
     except ImportError as e:
         raise ImportError("UMAP projections need the package umap-learn: pip install umap-learn "
                           f"(import failed: {e})") from e
-    return umap
-
-
-def _as_array(z, name: str) -> np.ndarray:
-    return np.ascontiguousarray(_as_embeddings(z, name).numpy(), dtype=np.float32)
-
-
-def _cache_key(z_clean: np.ndarray, z_adv: np.ndarray, params: dict) -> str:
-    h = hashlib.sha256(b"clead_lite.umap_projection v1")
-    h.update(repr(sorted(params.items())).encode())
-    for z in (z_clean, z_adv):
-        h.update(repr(z.shape).encode())
-        h.update(z.tobytes())
-    return h.hexdigest()[:32]
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> bool:
-    """Write the cache file (usual file mode, atomic rename); a folder that cannot be written (read-only,
-    full) costs only the cache: a warning, and the computed map is still returned. True when written."""
-    from .course.safe_io import clean_stale_temps, temp_path
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(path)
-        tmp = temp_path(path)
-        with open(tmp, "xb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-        return True
-    except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        warnings.warn(f"the UMAP map was not cached: cannot write {path} ({e.strerror or e}); set "
-                      "CLEAD_CACHE_DIR to a writable folder to cache it", RuntimeWarning, stacklevel=3)
-        return False
-
-
-def _read_cache(path: Path, n: int) -> np.ndarray:
-    """A cached (n, 2) float32 map; CheckpointError (one line) for a file that is not one."""
-    from .course.checkpoints import CheckpointError
-    try:
-        cached = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - random bytes reach several parsers
-        raise CheckpointError(f"the UMAP cache file {path} is corrupt or truncated ({type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:150] or 'no detail'})") from None
-    if not isinstance(cached, np.ndarray) or cached.shape != (n, 2) or cached.dtype != np.float32:
-        raise CheckpointError(f"the UMAP cache file {path} holds {getattr(cached, 'dtype', '?')} "
-                              f"{getattr(cached, 'shape', '?')}, not a ({n}, 2) float32 map")
-    return cached
-
-
-def _fit_umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, metric: str) -> np.ndarray:
-    umap = _import_umap()
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_components=2, metric=metric,
-                        random_state=seed)
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_components=2, metric=metric, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")   # a seed makes UMAP single-threaded
         return np.asarray(reducer.fit_transform(z), dtype=np.float32)
 
 
-def umap_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where UMAP results are cached: `cache_dir`, else <cache dir>/umap: data/cache/umap, or
-    $CLEAD_CACHE_DIR/umap (the cache of the precomputed views too)."""
-    return Path(cache_dir) if cache_dir is not None else _cache_root() / "umap"
-
-
 def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
-                    cache_dir: str | os.PathLike | None = None, metric: str = "cosine") -> np.ndarray:
+                    metric: str = "cosine") -> np.ndarray:
     """One 2-D UMAP map of clean and adversarial embeddings together; (N_clean + N_adv, 2) float32 numpy.
 
     z_clean: (N_clean, D), z_adv: (N_adv, D) (tensors or arrays). Rows [0, N_clean) of the result are the
     clean points, the rest the adversarial ones, in input order. A single UMAP is fitted on the union so
     that both sets live in the same map (fitting them separately would make their positions
-    incomparable). Seeded (deterministic, single-threaded). The result is cached on disk under
-    `umap_cache_dir(cache_dir)` (default data/cache/umap), keyed by a hash of the inputs and the
-    settings, so calling again with the same inputs returns at once without importing UMAP.
-    Below 4,096 points UMAP uses exact neighbours; above, pynndescent, whose first use compiles for a minute.
+    incomparable). Seeded (deterministic, single-threaded). Below 4,096 points UMAP uses exact neighbours;
+    above, pynndescent, whose first use compiles for a minute. (The course caches the maps on disk:
+    `clead_lite.course.umap_cache.cached_umap_projection`.)
     """
-    zc, za = _as_array(z_clean, "z_clean"), _as_array(z_adv, "z_adv")
+    zc, za = _as_embeddings(z_clean, "z_clean"), _as_embeddings(z_adv, "z_adv")
     if zc.shape[1] != za.shape[1]:
-        raise ValueError(f"z_clean and z_adv must have the same embedding dimension, got {zc.shape} and {za.shape}")
+        raise ValueError(f"z_clean and z_adv must have the same embedding dimension, got {tuple(zc.shape)} and "
+                         f"{tuple(za.shape)}")
     n = len(zc) + len(za)
     check_int(n_neighbors, "n_neighbors", minimum=2)
     if n_neighbors >= n:
         raise ValueError(f"n_neighbors must be smaller than the number of points ({n}), got {n_neighbors}")
-    min_dist = check_nonnegative(min_dist, "min_dist")
-    if min_dist > 1.0:
+    if check_nonnegative(min_dist, "min_dist") > 1.0:
         raise ValueError(f"min_dist must be in [0, 1] (UMAP's spread is 1), got {min_dist}")
     check_int(seed, "seed", minimum=0)
     if not isinstance(metric, str):
         raise TypeError(f"metric must be a metric name such as 'cosine' or 'euclidean', got {metric!r}")
-    params = {"n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "metric": metric}
-    path = umap_cache_dir(cache_dir) / f"umap-{_cache_key(zc, za, params)}.npy"
-    if path.is_file():
-        from .course.checkpoints import CheckpointError
-        try:
-            return _read_cache(path, n)
-        except CheckpointError as e:                   # a broken cache file: recompute and overwrite it
-            warnings.warn(f"{e}; computing the map again", RuntimeWarning, stacklevel=2)
-    result = _fit_umap(np.concatenate([zc, za]), n_neighbors, min_dist, seed, metric)
-    _save_atomic(path, result)
-    return result
+    z = np.ascontiguousarray(torch.cat([zc, za]).numpy(), dtype=np.float32)
+    return _fit_umap(z, n_neighbors, float(min_dist), seed, metric)
 
 
 def warm_up_umap(metric: str = "cosine") -> float:

@@ -1,5 +1,6 @@
-"""Honest robustness evaluation: clean and robust accuracy, eps sweeps, transfer attacks, the original
-AutoAttack, and the automated sanity checks of Carlini et al. (2019) and Croce & Hein (2020).
+"""Honest robustness evaluation: clean, robust and transfer accuracy, eps sweeps, the automated sanity checks of
+Carlini et al. (2019) and Croce & Hein (2020), the original AutoAttack, and one results row that states its
+threat model.
 
 Every function takes plain tensors:
 - `x`: (N, C, H, W) float in [0, 1] (any device: batches are moved to the model's device),
@@ -7,45 +8,243 @@ Every function takes plain tensors:
 - `attack`: a callable `attack(model, xb, yb) -> x_adv`, e.g. `attacks.make_attack("pgd", eps=0.3,
   alpha=0.0375, steps=20)`.
 
-The threat model is always stated: `evaluate` returns a row with norm, eps, step size, steps, restarts and
-which model generated the attack, and `sanity_checks` returns a `SanityReport` whose checks each say what
-was measured, what was expected and whether it held (or that the check does not apply: never a fake pass).
-The pieces live in `accuracies` (clean / robust / transfer accuracy and the shared helpers) and `sanity` (the
-sanity checks); this module adds eps sweeps, AutoAttack and the results row, and re-exports the rest.
-Floor 3: imports `accuracies`, `sanity`, `attacks`, `models`, `validate`.
+Arguments are checked once, where you call; the loops over batches then trust them.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from .accuracies import (AttackFn, _channels_last, _check_budget, _check_data, _check_norm,  # noqa: F401
-                         _device, _distance, _eval_mode, _generator, _in_channels_last, _single_step, accuracy,
-                         default_alpha, predict, robust_accuracy, transfer_accuracy)
 from .attacks import make_attack
-from .models import _unwrap
-from .sanity import Check, SanityReport, sanity_checks
-from .validate import check_choice, check_eps, check_int, check_logits, check_positive
+from .models import eval_mode, model_input_check, unwrap
+from .validate import check_choice, check_eps, check_int, check_labels, check_logits, check_nonnegative, check_positive
 
-__all__ = ["predict", "accuracy", "robust_accuracy", "eps_sweep", "transfer_accuracy", "autoattack_accuracy",
-           "AutoAttackResult", "sanity_checks", "SanityReport", "Check", "evaluate", "results_table",
-           "format_table", "default_alpha", "SWEEP_ATTACKS"]
+AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+AttackFactory = Callable[[float, int, int], AttackFn]   # (eps, steps, restarts) -> attack(model, x, y)
+
+__all__ = ["predict", "accuracy", "robust_accuracy", "transfer_accuracy", "eps_sweep", "sanity_checks",
+           "SanityReport", "Check", "autoattack_accuracy", "AutoAttackResult", "random_subset", "evaluate",
+           "default_alpha", "SWEEP_ATTACKS"]
 
 SWEEP_ATTACKS = ("fgsm", "pgd", "pgd_l2", "noise")
 AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+BALL_ATOL = 1e-6        # float32 slack when checking |x_adv - x| <= eps
+BALL_RTOL = 1e-5        # relative slack for the L2 norm (a sum of 784+ squares)
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Argument checks: called once by each public function
+
+def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1,
+                  name: str = "model") -> None:
+    """model: nn.Module; x: (N, C, H, W) float in [0, 1] with the model's channels; y: (N,) int64 labels in
+    [0, num_classes) (when given); batch_size >= 1."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    model_input_check(model, x)
+    if y is not None:
+        check_labels(y, x.shape[0], getattr(unwrap(model), "num_classes", None))
+    check_int(batch_size, "batch_size")
+
+
+def _check_attack(attack: AttackFn) -> AttackFn:
+    if not callable(attack):
+        raise TypeError("attack must be a callable attack(model, x, y) -> x_adv (e.g. attacks.make_attack("
+                        f"'pgd', eps=0.3, alpha=0.0375, steps=20)), got {type(attack).__name__}")
+    return attack
+
+
+def _check_norm(norm: str) -> str:
+    """'linf' or 'l2' (any case) -> lower case."""
+    if not isinstance(norm, str):
+        raise TypeError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    return check_choice(norm.lower(), "norm", ("linf", "l2"))
+
+
+def _check_budget(eps: float, norm: str, name: str = "eps") -> float:
+    """L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) are any finite number >= 0."""
+    if norm == "linf":
+        return check_eps(eps, name)
+    eps = check_nonnegative(eps, name)
+    if math.isinf(eps):
+        raise ValueError(f"{name} must be finite, got {eps}")
+    return eps
+
+
+def _check_ints(minimum: int = 1, **values: int) -> None:
+    for name, value in values.items():
+        check_int(value, name, minimum)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small helpers
+
+def default_alpha(eps: float, steps: int) -> float:
+    """PGD step size 2.5 * eps / steps (Madry et al. 2018): the steps can cross the ball 2.5 times.
+    eps = 0 gets 1/255 (an eps-0 attack returns x unchanged; the step size only has to be valid)."""
+    return 2.5 * eps / steps if eps > 0 else 1 / 255
+
+
+def _device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without any)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def _generator(seed: int) -> torch.Generator:
+    """A CPU generator: the attacks draw from it on the CPU and move the draws to the data's device."""
+    return torch.Generator().manual_seed(seed)
+
+
+def _distance(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """(B,) per-example distance in norm 'linf', 'l2' or 'l1'."""
+    d = (x_adv - x).flatten(1).float()
+    return d.abs().amax(1) if norm == "linf" else d.norm(p=2 if norm == "l2" else 1, dim=1)
+
+
+def _single_step(eps: float, norm: str) -> AttackFn:
+    """FGSM for L-inf; for L2 its counterpart, one normalised-gradient step of length eps (FGM)."""
+    if norm == "linf":
+        return make_attack("fgsm", eps=eps)
+    return make_attack("pgd", eps=eps, alpha=max(eps, 1e-12), steps=1, norm="l2", random_start=False)
+
+
+@contextmanager
+def _channels_last(model: nn.Module) -> Iterator[None]:
+    """4-D weights in the channels_last memory layout for the duration; each one's layout restored afterwards.
+
+    Only the layout changes, not a value: outputs agree to float rounding (1e-7). On the CPU it makes
+    SmallCNN's forward 1.8x and forward + backward to the input 1.3x faster (oneDNN prefers it;
+    benchmarks/bench_eval_layout.py), which matters for AutoAttack's 5,000 Square queries. Nested use
+    converts nothing twice.
+    """
+    def channels_last_strides(p: torch.Tensor) -> tuple[int, ...]:
+        _, c, h, w = p.shape
+        return (h * w * c, 1, w * c, c)
+
+    # compared by strides, not is_contiguous(memory_format=...): a (O, 1, k, k) kernel counts as channels_last
+    # either way, but its strides decide the layout oneDNN picks for the first convolution and all after it
+    converted = [p for p in model.parameters() if p.dim() == 4 and p.stride() != channels_last_strides(p)]
+    layouts = [p.data for p in converted]
+    for p in converted:
+        p.data = torch.empty_like(p.data, memory_format=torch.channels_last).copy_(p.data)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, data in zip(converted, layouts):
+                data.copy_(p.data)   # the same values (evaluation does not change weights), original layout
+                p.data = data
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Accuracy: one forward pass, or one attack run with its per-example outcomes
+
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    device, preds = _device(model), []
+    with torch.no_grad(), eval_mode(model):
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size].to(device)
+            preds.append(check_logits(model(xb), xb.shape[0]).argmax(1).to(x.device))
+    return torch.cat(preds)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    return (_predict(model, x, batch_size) == y).float().mean().item()
+
+
+@dataclass
+class _Run:
+    """What one attack run over a data set measured: per-example correctness and x_adv statistics."""
+    correct: torch.Tensor          # (N,) bool, on the CPU
+    max_distance: float            # largest |x_adv - x| in the run's norm
+    min_value: float
+    max_value: float
+    n_nonfinite: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct.float().mean().item()
+
+
+def _run_attack(attack: AttackFn, source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                batch_size: int, norm: str = "linf") -> _Run:
+    """x_adv = attack(source, xb, yb) batch by batch, scored on `target` (the same model for white-box)."""
+    src_device, tgt_device = _device(source), _device(target)
+    correct, dist, lo, hi, bad = [], [], [], [], []
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size].to(src_device)
+        yb = y[start:start + batch_size].to(src_device)
+        x_adv = attack(source, xb, yb)
+        if not isinstance(x_adv, torch.Tensor) or x_adv.shape != xb.shape:   # a shape, not a value: no sync
+            got = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
+            raise ValueError(f"attack must return x_adv of the input's shape {tuple(xb.shape)}, got {got}")
+        x_adv = x_adv.detach()
+        flat = x_adv.flatten(1)      # per-example statistics, read once after the loop (for `within_ball`)
+        lo.append(flat.amin(1))
+        hi.append(flat.amax(1))
+        bad.append(~torch.isfinite(flat).all(1))
+        dist.append(_distance(x_adv, xb, norm))
+        with torch.no_grad(), eval_mode(target):
+            pred = check_logits(target(x_adv.to(tgt_device)), x_adv.shape[0]).argmax(1)
+        correct.append(pred == yb.to(tgt_device))
+
+    def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([p.cpu() for p in parts])
+
+    return _Run(cat(correct), float(cat(dist).nan_to_num(nan=math.inf).max()), float(cat(lo).min()),
+                float(cat(hi).max()), int(cat(bad).sum()))
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted classes. x: (N, C, H, W) float in [0, 1] -> (N,) int64 on x's device (eval mode, no grad)."""
+    _check_inputs(model, x, batch_size=batch_size)
+    return _predict(model, x, batch_size)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Clean accuracy in [0, 1]. x: (N, C, H, W) float in [0, 1]; y: (N,) int64."""
+    _check_inputs(model, x, y, batch_size)
+    return _accuracy(model, x, y, batch_size)
+
+
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackFn, batch_size: int = 512,
+                    return_correct: bool = False) -> float | tuple[float, torch.Tensor]:
+    """White-box robust accuracy in [0, 1]: x_adv = attack(model, xb, yb) per batch, scored on the same model.
+
+    x: (N, C, H, W) float in [0, 1]; y: (N,) int64; attack: callable(model, x, y) -> x_adv.
+    return_correct: also return the (N,) bool per-example correctness (CPU).
+    """
+    _check_inputs(model, x, y, batch_size)
+    run = _run_attack(_check_attack(attack), model, model, x, y, batch_size)
+    return (run.accuracy, run.correct) if return_correct else run.accuracy
+
+
+def transfer_accuracy(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackFn,
+                      batch_size: int = 512, return_correct: bool = False) -> float | tuple[float, torch.Tensor]:
+    """Black-box transfer accuracy in [0, 1]: x_adv = attack(source, xb, yb) is made on `source` (the
+    surrogate) and scored on `target`. x: (N, C, H, W) float in [0, 1]; y: (N,) int64."""
+    _check_inputs(source, x, y, batch_size, "source")
+    _check_inputs(target, x, y, batch_size, "target")
+    run = _run_attack(_check_attack(attack), source, target, x, y, batch_size)
+    return (run.accuracy, run.correct) if return_correct else run.accuracy
+
+
+# ----------------------------------------------------------------------------------------------------------
+# eps sweeps
 
 def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
               attack: str | Callable[[float], AttackFn] = "pgd", *, batch_size: int = 512, seed: int = 0,
@@ -57,8 +256,7 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Se
     attack_kwargs go to the attack; PGD defaults: steps=20, alpha=2.5 * eps / steps at each eps (pass alpha
     to fix it). Each eps draws its random starts from a fresh generator seeded with `seed`.
     """
-    _check_data(model, x, y)
-    check_int(batch_size, "batch_size")
+    _check_inputs(model, x, y, batch_size)
     check_int(seed, "seed", minimum=0)
     if not callable(attack):
         check_choice(attack, "attack", SWEEP_ATTACKS)
@@ -69,14 +267,15 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Se
         raise ValueError("eps_values is empty; pass at least one budget, e.g. [0, 0.1, 0.2, 0.3]")
     if attack in ("pgd", "fgsm") and str(attack_kwargs.get("norm", "linf")).lower() == "l2":
         raise ValueError(f"attack={attack!r} with norm='l2': {attack!r} is the L-inf attack here; for L2 use "
-                         "attack='pgd_l2' (without norm), e.g. eps_sweep(model, x, y, [0.5, 1.0, 2.0], attack='pgd_l2')")
+                         "attack='pgd_l2' (without norm), e.g. eps_sweep(model, x, y, [0.5, 1.0, 2.0], "
+                         "attack='pgd_l2')")
     norm = "l2" if attack == "pgd_l2" or (attack == "noise" and attack_kwargs.get("norm") == "l2") else "linf"
     eps_values = [_check_budget(e, norm, f"eps_values[{i}]") for i, e in enumerate(eps_values)]
     rows = []
     for e in eps_values:
-        fn = attack(e) if callable(attack) else _sweep_attack(attack, e, seed, attack_kwargs)
-        acc = robust_accuracy(model, x, y, fn, batch_size)
-        rows.append({"eps": e, "accuracy": acc, "attack": getattr(attack, "__name__", attack), "n": x.shape[0]})
+        fn = _check_attack(attack(e)) if callable(attack) else _sweep_attack(attack, e, seed, attack_kwargs)
+        rows.append({"eps": e, "accuracy": _run_attack(fn, model, model, x, y, batch_size).accuracy,
+                     "attack": getattr(attack, "__name__", attack), "n": x.shape[0]})
     return pd.DataFrame(rows)
 
 
@@ -95,8 +294,223 @@ def _sweep_attack(name: str, eps: float, seed: int, kwargs: dict) -> AttackFn:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# AutoAttack (the original, Croce & Hein 2020, from the PyPI package `pyautoattack`)
+# The sanity checks of one evaluation: each says what was measured, what was expected and whether it held
+# (or that it does not apply: never a fake pass)
 
+@dataclass
+class Check:
+    """One sanity check: passed is True / False, or None when the check does not apply."""
+    name: str
+    passed: bool | None
+    detail: str
+    numbers: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "n/a" if self.passed is None else ("pass" if self.passed else "FAIL")
+
+
+@dataclass
+class SanityReport:
+    """The sanity checks of one evaluation. passed: every applicable check passed."""
+    checks: list[Check]
+    settings: dict
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks if c.passed is not None)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.passed is False]
+
+    def __getitem__(self, name: str) -> Check:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check named {name!r}; checks: {', '.join(c.name for c in self.checks)}")
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"check": c.name, "status": c.status, "passed": c.passed, "detail": c.detail}
+                             for c in self.checks])
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "settings": dict(self.settings), "checks": [asdict(c) for c in self.checks]}
+
+    def __str__(self) -> str:
+        s = self.settings
+        head = (f"Sanity checks: {s['attack']}, norm {s['norm']}, eps {s['eps']:.4g}, {s['steps']} steps, "
+                f"{s['restarts']} restart(s), n={s['n']}, tolerance {s['tolerance']} example(s) -> "
+                f"{'ALL PASSED' if self.passed else f'{len(self.failed)} FAILED'}")
+        width = max(len(c.name) for c in self.checks)
+        return "\n".join([head] + [f"  {c.status:<4}  {c.name:<{width}}  {c.detail}" for c in self.checks])
+
+    def _repr_html_(self) -> str:  # notebooks show the table
+        return self.to_frame().to_html(index=False)
+
+
+def _pgd_factory(norm: str, eps: float, alpha: float, seed: int) -> AttackFactory:
+    """PGD with the step size proportional to eps (alpha at the main eps) and a fresh seeded generator per
+    run, so that runs with different steps or restarts start from the same random points."""
+    ratio = alpha / eps if eps > 0 else 0.0
+
+    def factory(e: float, steps: int, restarts: int) -> AttackFn:
+        a = ratio * e if ratio * e > 0 else default_alpha(e, steps)
+        return make_attack("pgd", eps=e, alpha=a, steps=steps, norm=norm, restarts=restarts,
+                           generator=_generator(seed))
+
+    factory.__name__ = "PGD"
+    return factory
+
+
+def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf", *,
+                  alpha: float | None = None, steps: int = 20, restarts: int = 1, source: nn.Module | None = None,
+                  undefended: bool = False, attack: AttackFactory | None = None,
+                  sweep: Sequence[float] | None = None, large_eps: float | None = None,
+                  more_restarts: int | None = None, tolerance: int = 2, large_eps_max: float = 0.05,
+                  undefended_max: float = 0.05, noise_ratio: float = 0.5, batch_size: int = 512,
+                  seed: int = 0) -> SanityReport:
+    """Run the automated sanity checks (Carlini et al. 2019; Croce & Hein 2020) of one evaluation.
+
+    The attack under test is PGD (norm, eps, alpha = 2.5 * eps / steps unless given, steps, restarts) or
+    `attack`, a factory attack(eps, steps, restarts) -> callable(model, x, y) -> x_adv. Checks:
+    - eps0_equals_clean: the attack at eps 0 gives exactly the clean accuracy;
+    - monotone_in_eps: accuracy does not rise along `sweep` (default 0, eps/4, eps/2, 3eps/4, eps);
+    - large_eps_breaks: at `large_eps` (1 for L-inf, the [0, 1]-cube diameter sqrt(C*H*W) for L2: any image
+      is reachable) accuracy <= large_eps_max (0.05);
+    - more_steps_not_weaker: steps/4, steps, 2*steps never raise accuracy;
+    - more_restarts_not_weaker: `more_restarts` (default restarts + 2) never raise accuracy;
+    - attack_beats_single_step: accuracy <= FGSM's (FGM for L2);
+    - whitebox_le_transfer: accuracy <= that of the same attack made on `source` (n/a without a source);
+    - noise_much_weaker: random noise of the same size removes at most `noise_ratio` of what the attack
+      removes from the clean accuracy, and the attack removes more than `tolerance` examples;
+    - within_ball: every x_adv of every run here is finite, in [0, 1] and within eps (float slack 1e-6);
+    - undefended_near_zero: with undefended=True, accuracy <= undefended_max (n/a otherwise: it is a
+      check for models without a defence, at the dataset's standard eps).
+    Comparisons between attacks allow `tolerance` examples (default 2) of noise; eps 0 must match exactly.
+    x: (N, C, H, W) float in [0, 1]; y: (N,) int64.
+    """
+    _check_inputs(model, x, y, batch_size)
+    norm = _check_norm(norm)
+    eps = _check_budget(eps, norm)
+    if eps == 0:
+        raise ValueError("eps must be > 0 for the sanity checks (eps 0 is one of the checks)")
+    _check_ints(steps=steps, restarts=restarts)
+    _check_ints(0, tolerance=tolerance, seed=seed)
+    alpha = default_alpha(eps, steps) if alpha is None else check_positive(alpha, "alpha")
+    for name, value in (("large_eps_max", large_eps_max), ("undefended_max", undefended_max),
+                        ("noise_ratio", noise_ratio)):
+        if check_nonnegative(value, name) > 1:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if not isinstance(undefended, bool):
+        raise TypeError(f"undefended must be True or False, got {undefended!r}")
+    if source is not None:
+        _check_inputs(source, x, y, batch_size, "source")
+    if attack is not None and not callable(attack):
+        raise TypeError("attack must be None (PGD) or a factory attack(eps, steps, restarts) -> "
+                        f"callable(model, x, y) -> x_adv, got {type(attack).__name__}")
+    more_restarts = restarts + 2 if more_restarts is None else check_int(more_restarts, "more_restarts")
+    if more_restarts <= restarts:
+        raise ValueError(f"more_restarts must be > restarts ({restarts}), got {more_restarts}")
+    if large_eps is None:
+        large_eps = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
+    large_eps = _check_budget(large_eps, norm, "large_eps")
+    if large_eps <= eps:
+        raise ValueError(f"large_eps must be > eps ({eps}), got {large_eps}")
+    sweep = sorted({0.0, eps / 4, eps / 2, 3 * eps / 4, eps} if sweep is None else
+                   {_check_budget(e, norm, f"sweep[{i}]") for i, e in enumerate(sweep)} | {0.0, eps})
+
+    factory = attack or _pgd_factory(norm, eps, alpha, seed)
+    name = getattr(factory, "__name__", type(factory).__name__)
+    n = x.shape[0]
+    tol = tolerance / n
+    runs: dict[str, tuple[_Run, float]] = {}      # label -> (run, its eps): every x_adv made on `model`
+
+    def run(label: str, fn: AttackFn, e: float, src: nn.Module = model) -> float:
+        result = _run_attack(fn, src, model, x, y, batch_size, norm)
+        runs[label] = (result, e)
+        return result.accuracy
+
+    with _channels_last(model):     # first every run, in a fixed order (a factory may draw from global RNG)
+        clean = _accuracy(model, x, y, batch_size)
+        sweep_acc = [run(f"{name} eps={e:.4g}", factory(e, steps, restarts), e) for e in sweep]
+        acc = sweep_acc[sweep.index(eps)]
+        acc_large = run(f"{name} eps={large_eps:.4g}", factory(large_eps, steps, restarts), large_eps)
+        step_list = sorted({max(1, steps // 4), steps, 2 * steps})
+        step_acc = [acc if s == steps else run(f"{name} steps={s}", factory(eps, s, restarts), eps)
+                    for s in step_list]
+        acc_more = run(f"{name} restarts={more_restarts}", factory(eps, steps, more_restarts), eps)
+        single = "FGSM" if norm == "linf" else "FGM-L2"
+        acc_single = run(single, _single_step(eps, norm), eps)
+        acc_tr = None if source is None else run(f"{name} from source", factory(eps, steps, restarts), eps,
+                                                 src=source)
+        noise = make_attack("random_noise", eps=eps, norm=norm, generator=_generator(seed))
+        acc_noise = run("random noise", noise, eps)
+
+    # then the checks
+    def rises(points: list, accs: list[float]) -> list[tuple]:   # neighbours where accuracy rises beyond tol
+        return [(points[i], points[i + 1]) for i in range(len(points) - 1) if accs[i + 1] > accs[i] + tol]
+
+    acc0, eps_rises, step_rises = sweep_acc[0], rises(sweep, sweep_acc), rises(step_list, step_acc)
+    drop_attack, drop_noise = clean - acc, clean - acc_noise
+    ok = drop_attack > tol and drop_noise <= noise_ratio * drop_attack
+    outside, worst = [], 0.0            # runs with an x_adv outside the image range or the eps ball
+    for label, (r, e) in runs.items():
+        slack = BALL_ATOL + (BALL_RTOL * e if norm == "l2" else 0.0)
+        worst = max(worst, r.max_distance - e)
+        if r.n_nonfinite or r.min_value < 0 or r.max_value > 1 or r.max_distance > e + slack:
+            outside.append(f"{label}: max dist {r.max_distance:.4g} (eps {e:.4g}), values in "
+                           f"[{r.min_value:.3g}, {r.max_value:.3g}], {r.n_nonfinite} non-finite")
+    checks = [
+        # 1. the attack at eps 0 gives exactly the clean accuracy (the same inputs)
+        Check("eps0_equals_clean", acc0 == clean, f"eps 0: {acc0:.2%} vs clean {clean:.2%} (must be equal)",
+              {"eps0": acc0, "clean": clean}),
+        # 2. accuracy does not rise with eps
+        Check("monotone_in_eps", not eps_rises, ", ".join(f"{e:.3g}: {a:.1%}" for e, a in zip(sweep, sweep_acc)) +
+              (f"; rises between eps {eps_rises}" if eps_rises else " (non-increasing)"),
+              {f"eps={e:.4g}": a for e, a in zip(sweep, sweep_acc)}),
+        # 3. a very large eps drives accuracy to about 0
+        Check("large_eps_breaks", acc_large <= large_eps_max, f"eps {large_eps:.3g}: {acc_large:.2%} (must be <= "
+              f"{large_eps_max:.0%}: any image is reachable)", {"large_eps": large_eps, "accuracy": acc_large}),
+        # 4. more steps never raise accuracy
+        Check("more_steps_not_weaker", not step_rises,
+              ", ".join(f"{s} steps: {a:.1%}" for s, a in zip(step_list, step_acc)) +
+              (f"; rises {step_rises}" if step_rises else ""), {f"steps={s}": a for s, a in zip(step_list, step_acc)}),
+        # 5. more restarts never raise accuracy
+        Check("more_restarts_not_weaker", acc_more <= acc + tol,
+              f"{restarts} restart(s): {acc:.1%}, {more_restarts}: {acc_more:.1%}",
+              {f"restarts={restarts}": acc, f"restarts={more_restarts}": acc_more}),
+        # 6. the iterative attack is at least as strong as the single-step one
+        Check("attack_beats_single_step", acc <= acc_single + tol,
+              f"{name} {acc:.1%} vs {single} {acc_single:.1%} (must be <=)",
+              {"attack": acc, "single_step": acc_single}),
+        # 7. white-box at least as strong as transfer from a source model
+        Check("whitebox_le_transfer", None, "no source model given", {}) if acc_tr is None else
+        Check("whitebox_le_transfer", acc <= acc_tr + tol,
+              f"white-box {acc:.1%} vs transfer from source {acc_tr:.1%} (must be <=)",
+              {"whitebox": acc, "transfer": acc_tr}),
+        # 8. random noise of the same size is much weaker than the attack
+        Check("noise_much_weaker", ok, f"clean {clean:.1%}, noise {acc_noise:.1%}, {name} {acc:.1%}: noise removes "
+              f"{drop_noise:.1%}, the attack {drop_attack:.1%} (noise must remove <= {noise_ratio:.0%} of it, the "
+              f"attack > {tolerance} examples)", {"clean": clean, "noise": acc_noise, "attack": acc}),
+        # 9. every x_adv of every run finite, in [0, 1] and in the eps ball
+        Check("within_ball", not outside, (f"{len(runs)} runs, all x_adv finite, in [0, 1] and within eps"
+                                           if not outside else "; ".join(outside)),
+              {"runs": len(runs), "max_excess": worst}),
+        # 10. an undefended model scores about 0
+        Check("undefended_near_zero", acc <= undefended_max,
+              f"{name} {acc:.1%} (an undefended model must be <= {undefended_max:.0%})", {"attack": acc})
+        if undefended else Check("undefended_near_zero", None, "model not flagged undefended", {}),
+    ]
+    settings = {"attack": name, "norm": norm, "eps": eps, "alpha": alpha if attack is None else None,
+                "steps": steps, "restarts": restarts, "n": n, "tolerance": tolerance, "seed": seed,
+                "source": None if source is None else type(unwrap(source)).__name__, "clean": clean,
+                "accuracy": acc}
+    return SanityReport(checks, settings)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# AutoAttack (the original, Croce & Hein 2020, from the PyPI package `pyautoattack`)
 
 @dataclass
 class AutoAttackResult:
@@ -120,37 +534,36 @@ class AutoAttackResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class _LogRecords(logging.Handler):
-    """Collects AutoAttack's log records (and echoes them when verbose)."""
-
-    def __init__(self, verbose: bool):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self.verbose = verbose
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        if self.verbose:
-            print(f"[autoattack] {record.getMessage()}", flush=True)
+def random_subset(total: int, n: int | None, seed: int) -> torch.Tensor:
+    """Positions of a seeded random subset of n out of `total` (all of them, in order, for n=None): the
+    images AutoAttack evaluates."""
+    return torch.arange(total) if n is None else torch.randperm(total, generator=_generator(seed))[:n]
 
 
 @contextmanager
-def _capture_autoattack_log(verbose: bool) -> Iterator[_LogRecords]:
-    logger = logging.getLogger("auto-attack")
-    handler = _LogRecords(verbose)
+def _autoattack_log(verbose: bool) -> Iterator[list[logging.LogRecord]]:
+    """AutoAttack's log records, collected instead of printed (and echoed when verbose)."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+            if verbose:
+                print(f"[autoattack] {record.getMessage()}", flush=True)
+
+    logger, handler = logging.getLogger("auto-attack"), Collect(logging.DEBUG)
     saved = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     try:
-        yield handler
+        yield records
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
 
 
-@_in_channels_last
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "Linf",
                         version: str = "standard", n: int | None = None, seed: int = 0, *,
                         attacks: Sequence[str] | None = None, batch_size: int = 500, verbose: bool = False,
@@ -160,14 +573,13 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     x: (N, C, H, W) float in [0, 1]; y: (N,) int64; eps > 0 (L-inf: at most 1); norm 'Linf' | 'L2' | 'L1'
     (any case); version 'standard' (APGD-CE, APGD-T, FAB-T, Square: the headline number), 'plus', 'rand',
     or 'custom' with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's settings).
-    n: evaluate a random subset of n examples (drawn with `seed`; None = all). Runs on the model's device, seeded with `seed`; the global RNG state
-    is restored afterwards. AutoAttack's log is silent unless `verbose`; its warnings (e.g. "it seems to be
-    a randomized defense") are re-issued as Python warnings. return_details: return an AutoAttackResult
-    (attacks run, accuracy after each, per-example correctness, subset indices) instead of the float.
+    n: evaluate a random subset of n examples (`random_subset`, drawn with `seed`; None = all). Runs on the
+    model's device, seeded with `seed`; the global RNG state is restored afterwards. AutoAttack's log is
+    silent unless `verbose`; its warnings (e.g. "it seems to be a randomized defense") are re-issued as
+    Python warnings. return_details: return an AutoAttackResult (attacks run, accuracy after each,
+    per-example correctness, subset indices) instead of the float.
     """
-    from pyautoattack import AutoAttack
-
-    _check_data(model, x, y)
+    _check_inputs(model, x, y, batch_size)
     if not isinstance(norm, str) or norm.lower() not in AUTOATTACK_NORMS:
         raise ValueError(f"unknown norm {norm!r}; allowed: 'Linf', 'L2', 'L1'")
     aa_norm = AUTOATTACK_NORMS[norm.lower()]
@@ -184,64 +596,49 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         for a in attacks:
             check_choice(a, "AutoAttack attack", AUTOATTACK_ATTACKS)
     check_int(seed, "seed", minimum=0)
-    check_int(batch_size, "batch_size")
-    indices = _subset(x.shape[0], n, seed)
+    if n is not None and check_int(n, "n") > x.shape[0]:
+        raise ValueError(f"n must be at most the number of examples ({x.shape[0]}), got {n}")
+    from pyautoattack import AutoAttack
 
+    indices = random_subset(x.shape[0], n, seed)
     device = _device(model)
     xs, ys = x[indices].to(device), y[indices].to(device)
-    with torch.no_grad(), _eval_mode(model):   # AutoAttack assumes (B, C) logits: say so before it starts
+    with torch.no_grad(), eval_mode(model):   # AutoAttack assumes (B, C) logits: say so before it starts
         check_logits(model(xs[:2]), min(2, xs.shape[0]))
     rng_devices = [device] if device.type == "cuda" else []  # device-ok
     start = time.perf_counter()
-    with _eval_mode(model), torch.random.fork_rng(devices=rng_devices), _capture_autoattack_log(verbose) as log:
-        # 'custom' runs the listed attacks with the standard version's settings (1 APGD restart, 9 target
-        # classes, 5000 Square queries): built as 'standard', then given the list
-        adversary = AutoAttack(model, device=device, eps=eps, norm=aa_norm, seed=seed,
-                               version="standard" if version == "custom" else version)
-        if version == "custom":
-            adversary.version, adversary.attacks_to_run = "custom", list(attacks)
-        x_adv, _ = adversary.run_standard_evaluation(xs, ys, batch_size=batch_size)
-    seconds = time.perf_counter() - start
+    with _channels_last(model):
+        with eval_mode(model), torch.random.fork_rng(devices=rng_devices), _autoattack_log(verbose) as log:
+            # 'custom' runs the listed attacks with the standard version's settings (1 APGD restart, 9 target
+            # classes, 5000 Square queries): built as 'standard', then given the list
+            adversary = AutoAttack(model, device=device, eps=eps, norm=aa_norm, seed=seed,
+                                   version="standard" if version == "custom" else version)
+            if version == "custom":
+                adversary.version, adversary.attacks_to_run = "custom", list(attacks)
+            x_adv, _ = adversary.run_standard_evaluation(xs, ys, batch_size=batch_size)
+        seconds = time.perf_counter() - start
+        correct = (_predict(model, x_adv, batch_size) == ys).cpu()
+        clean = (_predict(model, xs, batch_size) == ys).cpu()
 
-    correct = (predict(model, x_adv, batch_size) == ys).cpu()
-    clean = (predict(model, xs, batch_size) == ys).cpu()
-    messages = [r.getMessage() for r in log.records]
     after = {}   # AutoAttack logs this line once an attack has run on every remaining robust example
-    for m in messages:
-        match = re.match(r"robust accuracy after (\S+): ([\d.]+)%", m)
+    for r in log:
+        match = re.match(r"robust accuracy after (\S+): ([\d.]+)%", r.getMessage())
         if match:
             after[match.group(1).lower()] = float(match.group(2)) / 100
-    warned = [r.getMessage() for r in log.records if r.levelno >= logging.WARNING]
+    warned = [r.getMessage() for r in log if r.levelno >= logging.WARNING]
     for w in warned:
         warnings.warn(f"AutoAttack: {w}", RuntimeWarning, stacklevel=2)
-    dist = _distance(x_adv, xs, aa_norm.lower())
     result = AutoAttackResult(
         accuracy=correct.float().mean().item(), clean_accuracy=clean.float().mean().item(), n=len(indices),
         eps=eps, norm=aa_norm, version=version, seed=seed, attacks=list(adversary.attacks_to_run),
-        attacks_run=list(after), accuracy_after=after, max_perturbation=float(dist.max()), seconds=seconds,
-        correct=correct, indices=indices, warnings=warned)
+        attacks_run=list(after), accuracy_after=after, seconds=seconds, correct=correct, indices=indices,
+        max_perturbation=float(_distance(x_adv, xs, aa_norm.lower()).max()), warnings=warned)
     return result if return_details else result.accuracy
 
 
-def _subset(total: int, n: int | None, seed: int) -> torch.Tensor:
-    """Positions of a seeded random subset of n out of `total` (all of them, in order, for n=None)."""
-    if n is None:
-        return torch.arange(total)
-    check_int(n, "n")
-    if n > total:
-        raise ValueError(f"n must be at most the number of examples ({total}), got {n}")
-    return torch.randperm(total, generator=_generator(seed))[:n]
-
-
 # ----------------------------------------------------------------------------------------------------------
-# One evaluation row and the results table
+# One evaluation: a results row that states its threat model
 
-TABLE_COLUMNS = ["model", "norm", "eps", "alpha", "steps", "restarts", "attack_source", "n", "clean", "fgsm",
-                 "pgd", "autoattack", "n_autoattack", "transfer", "transfer_source"]
-ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer")
-
-
-@_in_channels_last
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float | None = None,
              steps: int = 20, restarts: int = 1, n_autoattack: int = 0, source: nn.Module | None = None,
              batch_size: int = 512, seed: int = 0, *, norm: str = "linf", name: str | None = None,
@@ -256,83 +653,38 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
     later comparison on a subset (e.g. AutoAttack's) reuses this run instead of attacking again.
     x: (N, C, H, W) float in [0, 1]; y: (N,) int64.
     """
-    _check_data(model, x, y)
+    _check_inputs(model, x, y, batch_size)
     if not isinstance(per_image, bool):
         raise TypeError(f"per_image must be True or False, got {per_image!r}")
     norm = _check_norm(norm)
     eps = _check_budget(eps, norm)
-    check_int(steps, "steps")
-    check_int(restarts, "restarts")
-    check_int(n_autoattack, "n_autoattack", minimum=0)
-    check_int(batch_size, "batch_size")
-    check_int(seed, "seed", minimum=0)
+    _check_ints(steps=steps, restarts=restarts)
+    _check_ints(0, n_autoattack=n_autoattack, seed=seed)
+    if n_autoattack > x.shape[0]:
+        raise ValueError(f"n_autoattack must be at most the number of examples ({x.shape[0]}), got {n_autoattack}")
     alpha = default_alpha(eps, steps) if alpha is None else check_positive(alpha, "alpha")
     if source is not None:
-        _check_data(source, x, y, "source")
-    attack = make_attack("pgd", eps=eps, alpha=alpha, steps=steps, restarts=restarts, norm=norm,
-                         generator=_generator(seed))
-    row = {"model": name or type(_unwrap(model)).__name__, "norm": norm, "eps": eps, "alpha": alpha,
+        _check_inputs(source, x, y, batch_size, "source")
+
+    def pgd() -> AttackFn:     # the same seeded PGD for the white-box and the transfer run
+        return make_attack("pgd", eps=eps, alpha=alpha, steps=steps, restarts=restarts, norm=norm,
+                           generator=_generator(seed))
+
+    row = {"model": name or type(unwrap(model)).__name__, "norm": norm, "eps": eps, "alpha": alpha,
            "steps": steps, "restarts": restarts, "attack_source": "white-box (the model itself)",
-           "n": x.shape[0], "clean": accuracy(model, x, y, batch_size),
-           "fgsm": robust_accuracy(model, x, y, _single_step(eps, norm), batch_size), "pgd": math.nan,
-           "autoattack": math.nan, "n_autoattack": n_autoattack, "transfer": math.nan, "transfer_source": None}
-    row["pgd"], pgd_correct = robust_accuracy(model, x, y, attack, batch_size, return_correct=True)
-    if per_image:
-        row["pgd_correct"] = pgd_correct
-    if n_autoattack and eps > 0:
-        row["autoattack"] = autoattack_accuracy(model, x, y, eps, norm=AUTOATTACK_NORMS[norm], n=n_autoattack,
-                                                seed=seed, batch_size=batch_size)
-    if source is not None:
-        transfer = make_attack("pgd", eps=eps, alpha=alpha, steps=steps, restarts=restarts, norm=norm,
-                               generator=_generator(seed))
-        row["transfer"] = transfer_accuracy(source, model, x, y, transfer, batch_size)
-        row["transfer_source"] = source_name or type(_unwrap(source)).__name__
+           "n": x.shape[0], "clean": math.nan, "fgsm": math.nan, "pgd": math.nan, "autoattack": math.nan,
+           "n_autoattack": n_autoattack, "transfer": math.nan, "transfer_source": None}
+    with _channels_last(model):
+        row["clean"] = _accuracy(model, x, y, batch_size)
+        row["fgsm"] = _run_attack(_single_step(eps, norm), model, model, x, y, batch_size).accuracy
+        pgd_run = _run_attack(pgd(), model, model, x, y, batch_size)
+        row["pgd"] = pgd_run.accuracy
+        if per_image:
+            row["pgd_correct"] = pgd_run.correct
+        if n_autoattack and eps > 0:
+            row["autoattack"] = autoattack_accuracy(model, x, y, eps, AUTOATTACK_NORMS[norm], n=n_autoattack,
+                                                    seed=seed, batch_size=batch_size)
+        if source is not None:
+            row["transfer"] = _run_attack(pgd(), source, model, x, y, batch_size).accuracy
+            row["transfer_source"] = source_name or type(unwrap(source)).__name__
     return row
-
-
-def results_table(rows: Sequence[dict]) -> pd.DataFrame:
-    """Rows of `evaluate` -> DataFrame, threat-model columns first, then the accuracies."""
-    rows = list(rows)
-    if not rows or not all(isinstance(r, dict) for r in rows):
-        raise TypeError("rows must be a non-empty list of dicts returned by evaluate()")
-    frame = pd.DataFrame(rows)
-    return frame[[c for c in TABLE_COLUMNS if c in frame] + [c for c in frame if c not in TABLE_COLUMNS]]
-
-
-def format_table(rows: Sequence[dict] | pd.DataFrame, ci: bool = True) -> str:
-    """A plain-text table for the terminal: accuracies as percentages, missing values as '-'.
-
-    ci: follow each accuracy by the half-width of its 95 % interval in points ('45.1% ±3.1'; binomial,
-    normal approximation, n = the row's `n`, `n_autoattack` for AutoAttack): the sampling error of a
-    small evaluation set."""
-    from .course.stats import half_width_95
-    frame = rows if isinstance(rows, pd.DataFrame) else results_table(rows)
-    if frame.empty:
-        raise ValueError("rows is empty: nothing to format")
-
-    def cell(column: str, value, n=None) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        if column in ACCURACY_COLUMNS:
-            if ci and isinstance(n, (int, float)) and not math.isnan(n) and n >= 1 and 0 <= value <= 1:
-                return f"{100 * value:.1f}% ±{100 * half_width_95(float(value), int(n)):.1f}"
-            return f"{100 * value:.1f}%"
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value)
-
-    columns = list(frame.columns)
-
-    def size(column: str, record: dict):
-        return record.get("n_autoattack" if column == "autoattack" else "n")
-
-    body = [[cell(c, v, size(c, dict(zip(columns, r)))) for c, v in zip(columns, r)]
-            for r in frame.itertuples(index=False)]
-    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(s.rjust(w) if columns[i] in ACCURACY_COLUMNS else s.ljust(w)
-                         for i, (s, w) in enumerate(zip(cells, widths))).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(columns), rule] + [line(r) for r in body])

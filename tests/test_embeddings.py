@@ -1,5 +1,5 @@
 """Tests for clead_lite.embeddings: embeddings of clean/adversarial images, separation metrics on
-constructed cases (some by hand), and the cached shared UMAP map."""
+constructed cases (some by hand), and the shared UMAP map (cached on disk by clead_lite.course.umap_cache)."""
 import math
 import os
 import sys
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from clead_lite import embeddings as E
 from clead_lite.attacks import make_attack
-from clead_lite.embeddings import (clean_and_adversarial_embeddings, embed, separation_metrics,
-                                   umap_projection, warm_up_umap)
+from clead_lite.course.umap_cache import cached_umap_projection
+from clead_lite.embeddings import (clean_and_adversarial_embeddings, embed, separation_metrics, umap_projection,
+                                   warm_up_umap)
 from clead_lite.models import SmallCNN
 
 
@@ -234,7 +234,7 @@ def test_warm_up_umap_runs():
 def test_umap_projection_shape_cache_and_separation(tmp_path, monkeypatch):
     z, y = clusters(n_per_class=20, noise=0.05)            # 60 clean points, 3 classes
     z_adv = z + 0.02 * torch.randn(z.shape, generator=torch.Generator().manual_seed(3))
-    first = umap_projection(z, z_adv, n_neighbors=10, cache_dir=tmp_path)
+    first = cached_umap_projection(z, z_adv, n_neighbors=10, cache_dir=tmp_path)
     assert isinstance(first, np.ndarray) and first.shape == (120, 2) and first.dtype == np.float32
     assert np.isfinite(first).all()
     files = list(tmp_path.glob("umap-*.npy"))
@@ -254,28 +254,28 @@ def test_umap_projection_shape_cache_and_separation(tmp_path, monkeypatch):
         raise AssertionError("UMAP was fitted again instead of reading the cache")
 
     monkeypatch.setattr(umap, "UMAP", refuse)
-    np.testing.assert_array_equal(umap_projection(z, z_adv, n_neighbors=10, cache_dir=tmp_path), first)
-    np.testing.assert_array_equal(umap_projection(z.numpy(), z_adv.numpy(), n_neighbors=10, cache_dir=tmp_path),
-                                  first)
+    np.testing.assert_array_equal(cached_umap_projection(z, z_adv, n_neighbors=10, cache_dir=tmp_path), first)
+    np.testing.assert_array_equal(
+        cached_umap_projection(z.numpy(), z_adv.numpy(), n_neighbors=10, cache_dir=tmp_path), first)
     # Other inputs or settings are other keys: they would have to be fitted (and here that refuses).
     for kwargs in ({"n_neighbors": 11}, {"min_dist": 0.2}, {"seed": 1}, {"metric": "euclidean"}):
         with pytest.raises(AssertionError, match="fitted again"):
-            umap_projection(z, z_adv, **{"n_neighbors": 10, **kwargs}, cache_dir=tmp_path)
+            cached_umap_projection(z, z_adv, **{"n_neighbors": 10, **kwargs}, cache_dir=tmp_path)
     with pytest.raises(AssertionError, match="fitted again"):
-        umap_projection(z, z_adv * 1.001, n_neighbors=10, cache_dir=tmp_path)
+        cached_umap_projection(z, z_adv * 1.001, n_neighbors=10, cache_dir=tmp_path)
     with pytest.raises(AssertionError, match="fitted again"):
-        umap_projection(z_adv, z, n_neighbors=10, cache_dir=tmp_path)    # order matters: clean rows come first
+        cached_umap_projection(z_adv, z, n_neighbors=10, cache_dir=tmp_path)   # order matters: clean rows first
 
 
 def test_umap_default_cache_dir_and_broken_cache_file(tmp_path, monkeypatch):
     monkeypatch.setenv("CLEAD_CACHE_DIR", str(tmp_path / "cache"))   # the views' cache folder: data/cache
     z, _ = clusters(n_per_class=10, d=8, seed=4)
-    first = umap_projection(z, z + 0.01, n_neighbors=5)
+    first = cached_umap_projection(z, z + 0.01, n_neighbors=5)
     (path,) = (tmp_path / "cache" / "umap").glob("umap-*.npy")
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the usual file mode, not mkstemp's 0600
     path.write_bytes(b"<html>not an array</html>")          # a broken cache file is recomputed
     with pytest.warns(RuntimeWarning, match="UMAP cache file .* is corrupt"):
-        again = umap_projection(z, z + 0.01, n_neighbors=5)
+        again = cached_umap_projection(z, z + 0.01, n_neighbors=5)
     np.testing.assert_array_equal(again, first)            # seeded: the same map
     np.testing.assert_array_equal(np.load(path), first)
 
@@ -290,7 +290,7 @@ def test_umap_missing_package_gives_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "umap", None)          # import umap now raises ImportError
     z, _ = clusters(n_per_class=10, d=8)
     with pytest.raises(ImportError, match="pip install umap-learn"):
-        umap_projection(z, z, n_neighbors=5, cache_dir=tmp_path)
+        cached_umap_projection(z, z, n_neighbors=5, cache_dir=tmp_path)
     with pytest.raises(ImportError, match="umap-learn"):
         warm_up_umap()
 
@@ -298,22 +298,27 @@ def test_umap_missing_package_gives_clear_error(tmp_path, monkeypatch):
 def test_umap_argument_errors(tmp_path):
     z, _ = clusters(n_per_class=5, d=8)
     with pytest.raises(ValueError, match=r"n_neighbors must be smaller than the number of points \(30\), got 30"):
-        umap_projection(z, z, n_neighbors=30, cache_dir=tmp_path)
+        cached_umap_projection(z, z, n_neighbors=30, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="n_neighbors must be >= 2, got 1"):
-        umap_projection(z, z, n_neighbors=1, cache_dir=tmp_path)
+        cached_umap_projection(z, z, n_neighbors=1, cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"min_dist must be in \[0, 1\]"):
-        umap_projection(z, z, min_dist=2.0, n_neighbors=5, cache_dir=tmp_path)
+        cached_umap_projection(z, z, min_dist=2.0, n_neighbors=5, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="min_dist must be >= 0"):
-        umap_projection(z, z, min_dist=-0.1, n_neighbors=5, cache_dir=tmp_path)
+        cached_umap_projection(z, z, min_dist=-0.1, n_neighbors=5, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="same embedding dimension"):
-        umap_projection(z, z[:, :4], n_neighbors=5, cache_dir=tmp_path)
+        cached_umap_projection(z, z[:, :4], n_neighbors=5, cache_dir=tmp_path)
     with pytest.raises(TypeError, match="seed must be an integer"):
-        umap_projection(z, z, seed=None, n_neighbors=5, cache_dir=tmp_path)
+        cached_umap_projection(z, z, seed=None, n_neighbors=5, cache_dir=tmp_path)
     assert not list(tmp_path.iterdir())                      # nothing was fitted or cached
+    with pytest.raises(ValueError, match="n_neighbors must be >= 2, got 1"):
+        umap_projection(z, z, n_neighbors=1)                 # the core function checks, the cache only passes on
 
 
-def test_module_floor_imports():
-    # embeddings is floor 1: it must not import training, viz or the command line.
-    src = open(E.__file__).read()
-    for name in ("training", "viz", "__main__", "evaluation", "checks"):
-        assert f"from .{name}" not in src and f"clead_lite.{name}" not in src
+def test_core_umap_projection_fits_without_a_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLEAD_CACHE_DIR", str(tmp_path))
+    z, _ = clusters(n_per_class=10, d=8, seed=4)
+    coords = umap_projection(z, z + 0.01, n_neighbors=5)
+    assert coords.shape == (60, 2) and coords.dtype == np.float32
+    assert not list(tmp_path.rglob("*"))                     # the core function writes nothing
+    np.testing.assert_array_equal(coords, cached_umap_projection(z, z + 0.01, n_neighbors=5))   # the same map
+    assert len(list(tmp_path.rglob("umap-*.npy"))) == 1

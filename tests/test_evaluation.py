@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from clead_lite import evaluation as E
 from clead_lite.attacks import make_attack
+from clead_lite.course.tables import TABLE_COLUMNS, format_table, results_table
 
 EPS = 0.3           # the MNIST L-inf threat model
 N_EVAL = 200        # test images for the PGD-20 comparisons
@@ -325,9 +326,9 @@ def test_evaluate_row_states_the_threat_model_and_matches_the_parts(standard_mod
         E.evaluate(robust_model, x, y, EPS, steps=5, per_image="yes")
 
     other = E.evaluate(standard_model, x, y, EPS, steps=5, name="standard")
-    table = E.results_table([row, other])
-    assert list(table.columns) == E.TABLE_COLUMNS and list(table.model) == ["pgd-at", "standard"]
-    text = E.format_table([row, other])
+    table = results_table([row, other])
+    assert list(table.columns) == TABLE_COLUMNS and list(table.model) == ["pgd-at", "standard"]
+    text = format_table([row, other])
     lines = text.splitlines()
     assert len(lines) == 4 and lines[0].split()[0] == "model"
     assert f"{100 * row['pgd']:.1f}%" in lines[2] and lines[3].split()[-2:] == ["-", "-"]
@@ -438,10 +439,12 @@ def test_bad_autoattack_arguments(standard_model, small):
         E.autoattack_accuracy(standard_model, x, y, EPS, version="custom", attacks=["apgd-ce", "pgd"])
     with pytest.raises(ValueError, match="n must be at most the number of examples"):
         E.autoattack_accuracy(standard_model, x, y, EPS, n=65)
+    with pytest.raises(ValueError, match="n_autoattack must be at most the number of examples"):
+        E.evaluate(standard_model, x, y, EPS, n_autoattack=65)      # refused before any attack runs
 
 
 def test_bad_tables():
     with pytest.raises(TypeError, match="non-empty list of dicts"):
-        E.results_table([])
+        results_table([])
     with pytest.raises(TypeError, match="non-empty list of dicts"):
-        E.format_table([1, 2])
+        format_table([1, 2])

@@ -193,8 +193,8 @@ def test_bad_arguments_give_clear_errors(setup):
 
 
 def test_default_projection_is_a_cached_umap_of_both_sets(setup, tmp_path):
-    """With the default projector, each map is one UMAP on clean + adversarial (from embeddings.umap_projection,
-    cached on disk): a second precomputation reads the cache and gives identical maps."""
+    """With the default projector, each map is one UMAP on clean + adversarial (course.umap_cache, on disk:
+    cached_umap_projection): a second precomputation reads the cache and gives identical maps."""
     models, x, y, _ = setup
     kw = dict(attacks=("fgsm",), eps_values=(0.3,), n_neighbors=5, cache_dir=tmp_path, progress=False)
     first = precompute_explorer_data({"m": models["standard"]}, x, y, **kw)

@@ -9,7 +9,7 @@ shipped checkpoint and writes the per-image outcomes to `data/checkpoints/autoat
 
 `autoattack_with_cache` returns the cached outcome when one matches and runs the same standard AutoAttack live
 on `n_check` of the cached images, reporting how many per-image outcomes agree; with no match it runs
-AutoAttack live on all n images (and says so). Floor 4: imports `checkpoints`, `evaluation`.
+AutoAttack live on all n images (and says so).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoints import _strip_prefixes, checkpoint_dir
-from ..evaluation import AutoAttackResult, _subset, autoattack_accuracy
+from .checkpoints import strip_prefixes, checkpoint_dir
+from ..evaluation import AutoAttackResult, autoattack_accuracy, random_subset
 from ..validate import check_int
 
 CACHE_NAME = "autoattack_cache.json"
@@ -45,7 +45,7 @@ def weights_sha256(model: nn.Module) -> str:
     """Hex sha256 of the model's state dict (names, dtypes, shapes, values; DDP/compile prefixes removed).
     Independent of device and memory layout (channels_last), so a model identifies itself however loaded."""
     h = hashlib.sha256()
-    for name, value in sorted(_strip_prefixes(model.state_dict()).items()):
+    for name, value in sorted(strip_prefixes(model.state_dict()).items()):
         t = value.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
@@ -184,7 +184,7 @@ def autoattack_with_cache(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ep
         return CachedAutoAttack(r.accuracy, r.clean_accuracy, r.n, "live", r.attacks_run, r.seconds,
                                 r.correct, r.indices, live=r)
     indices = torch.tensor(entry["indices"], dtype=torch.long)
-    if not torch.equal(indices, _subset(x.shape[0], n, seed)):
+    if not torch.equal(indices, random_subset(x.shape[0], n, seed)):
         raise ValueError("the cached subset differs from autoattack_accuracy's seeded subset; rebuild the cache "
                          "with scripts/make_aa_cache.py")
     correct = torch.tensor([c == "1" for c in entry["correct"]])

@@ -5,7 +5,7 @@ Two parts, kept apart so that the slow one is testable and the fast one stays fa
 - `precompute_explorer_data(models, x, y, attacks, eps_values)` (in `explorer_data.py`, re-exported here) does
   all the work up front: for every model,
   attack and eps it attacks the images (white-box, against that model), embeds the clean and adversarial
-  images, fits ONE 2-D UMAP map on both sets together (cached on disk by `embeddings.umap_projection`), and
+  images, fits ONE 2-D UMAP map on both sets together (cached on disk by `course.umap_cache`), and
   stores predictions, probabilities and separation metrics. Returns an `ExplorerData`.
 - `embedding_explorer(data)` builds the ipywidgets explorer on top: choose the model, the attack, eps and the
   colouring; pick a point (index slider, "next fooled" button, or the point nearest to typed map coordinates)
@@ -17,7 +17,6 @@ Stable CSS classes for the browser test: `clead-embedding-explorer` (the whole w
 `clead-explorer-attack`, `clead-explorer-eps`, `clead-explorer-color`, `clead-explorer-point`,
 `clead-explorer-next-fooled`, `clead-explorer-find-x`, `clead-explorer-find-y`, `clead-explorer-find`,
 `clead-explorer-plot`, `clead-explorer-images`, `clead-explorer-caption`, `clead-explorer-metrics`.
-Floor 3: imports explorer_data, viz, validate.
 """
 from __future__ import annotations
 

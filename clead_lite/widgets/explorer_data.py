@@ -1,9 +1,8 @@
 """The embedding explorer's data (notebook 07), computed once up front so that the widget (`explorer.py`) only
 redraws: for every model, attack and eps, attack the images (white-box, against that model), embed the clean and
-adversarial images, fit ONE 2-D UMAP map on both sets together (cached on disk by `embeddings.umap_projection`),
+adversarial images, fit ONE 2-D UMAP map on both sets together (cached on disk by `course.umap_cache`),
 and store predictions, probabilities and separation metrics (`ExplorerData`); plus the queries the widget asks
 of it (`nearest_point`, `point_details`, `fooled_indices`).
-Floor 2: imports embeddings, viz (its attacks), models, validate.
 """
 from __future__ import annotations
 
@@ -15,8 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..embeddings import clean_and_adversarial_embeddings, separation_metrics, umap_projection
-from ..models import _unwrap
+from ..course.umap_cache import cached_umap_projection
+from ..embeddings import clean_and_adversarial_embeddings, separation_metrics
+from ..models import unwrap
 from ..validate import check_eps, check_images, check_int, check_labels
 from .viz import EXPLORER_ATTACKS, make_explorer_attack
 
@@ -65,7 +65,7 @@ class ExplorerData:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    p = next(_unwrap(model).parameters(), None)
+    p = next(unwrap(model).parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
@@ -117,8 +117,8 @@ def precompute_explorer_data(models: Mapping[str, nn.Module], x: torch.Tensor, y
     -> x_adv}. eps_values: budgets (> 0, pixel units). Every attack is white-box against the model shown.
     space: "features" (penultimate layer) or "projection" (contrastive head). projector(z_clean, z_adv) ->
     (2N, 2): default one UMAP per (model, attack, eps) on clean and adversarial embeddings together, cached on
-    disk (`embeddings.umap_projection(..., n_neighbors, seed, cache_dir)`). Cost: one attack and one UMAP fit
-    per combination, paid once; nothing is computed while the widget is used.
+    disk (`course.umap_cache.cached_umap_projection(..., n_neighbors, seed, cache_dir)`). Cost: one attack and
+    one UMAP fit per combination, paid once; nothing is computed while the widget is used.
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict {display name: model}, e.g. {'standard': model}")
@@ -148,7 +148,7 @@ def precompute_explorer_data(models: Mapping[str, nn.Module], x: torch.Tensor, y
         n_nb = min(n_neighbors, 2 * len(x) - 1)
 
         def projector(zc, za):
-            return umap_projection(zc, za, n_neighbors=n_nb, seed=seed, cache_dir=cache_dir)
+            return cached_umap_projection(zc, za, n_neighbors=n_nb, seed=seed, cache_dir=cache_dir)
 
     data = ExplorerData(x=x, y=y, classes=classes, models=tuple(models), attacks=tuple(attack_fns),
                         eps_values=eps_values, space=space)
