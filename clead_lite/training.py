@@ -74,6 +74,19 @@ class TrainingDivergedError(RuntimeError):
     """The loss or the weights became non-finite (NaN / inf): training stopped."""
 
 
+# what TrainConfig.validate checks, field by field
+_CHOICES = {"method": METHODS + STAGES, "schedule": SCHEDULES, "norm": NORMS, "attack": TRAIN_ATTACKS,
+            "attack_loss": ATTACK_LOSSES, "faithful_recipe": tuple(FAITHFUL_RECIPES), "encoder_init": ("surrogate", "scratch"),
+            "head_fgsm_mode": ("random", "alternate"), "head_schedule": SCHEDULES, "head_select": ("clean", "pgd")}
+_INTS = {"epochs": 1, "batch_size": 2, "attack_steps": 1, "step_every": 1, "log_every": 1, "seed": 0, "n_val": 0,
+         "val_steps": 1, "view_steps": 1, "cw_steps": 1, "early_stop_patience": 1, "surrogate_epochs": 1,
+         "encoder_epochs": 1, "head_epochs": 1}
+_OPTIONAL = ("head_fgsm_mode", "head_schedule", "head_select", "early_stop_patience", "surrogate_epochs",
+             "encoder_epochs", "head_epochs")      # None allowed
+_FRACTIONS = {"momentum": "[0, 1)", "warmup": "(0, 1)", "eps_warmup": "[0, 1)", "co_drop": "(0, 1)",
+              "head_fgsm_p": "[0, 1]"}    # the interval is the rule: ( ) open, [ ] closed
+
+
 # ============================================================================================== settings
 @dataclass(frozen=True)
 class TrainConfig:
@@ -165,46 +178,25 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Each bad value raises one line naming the field, its value and what is allowed."""
-        check_choice(self.method, "method", METHODS + STAGES)
-        check_int(self.epochs, "epochs")
-        check_int(self.batch_size, "batch_size", minimum=2)
-        check_positive(self.lr, "lr")
-        _fraction(self.momentum, "momentum", "[0, 1)", upper_open=True)
-        check_nonnegative(self.weight_decay, "weight_decay")
-        check_choice(self.schedule, "schedule", SCHEDULES)
-        _fraction(self.warmup, "warmup", "(0, 1)", lower_open=True, upper_open=True)
-        check_choice(self.norm, "norm", NORMS)
-        if self.eps is not None:
-            check_eps(self.eps) if self.norm == "linf" else check_nonnegative(self.eps, "eps")
-        if self.alpha is not None:
-            check_positive(self.alpha, "alpha")
-        check_int(self.attack_steps, "attack_steps")
-        check_choice(self.attack, "attack", TRAIN_ATTACKS)
-        if self.attack == "fgsm_rs" and (self.attack_steps != 1 or self.norm != "linf"):
-            raise ValueError(f"attack 'fgsm_rs' is one L-inf step: it needs attack_steps=1 and norm='linf', got "
-                             f"attack_steps={self.attack_steps}, norm={self.norm!r}")
-        if self.co_drop is not None:
-            _fraction(self.co_drop, "co_drop", "(0, 1) (an accuracy drop)", lower_open=True, upper_open=True)
-            if not self.keep_best:
-                raise ValueError("co_drop needs keep_best=True (the weights from before the collapse are kept)")
-        _fraction(self.eps_warmup, "eps_warmup", "[0, 1)", upper_open=True)
-        check_nonnegative(self.contrastive_weight, "contrastive_weight (lambda)")
-        check_positive(self.temperature, "temperature")
-        check_choice(self.attack_loss, "attack_loss", ATTACK_LOSSES)
-        check_nonnegative(self.trades_beta, "trades_beta (beta)")
-        if self.method == "trades" and self.norm != "linf":
-            raise ValueError(f"method 'trades' implements the L-inf attack only, got norm {self.norm!r}")
-        check_int(self.step_every, "step_every")
-        check_positive(self.step_gamma, "step_gamma")
-        check_choice(self.faithful_recipe, "faithful_recipe", tuple(FAITHFUL_RECIPES))
-        for name, allowed in (("head_fgsm_mode", ("random", "alternate")), ("head_schedule", SCHEDULES),
-                              ("head_select", ("clean", "pgd"))):
-            if getattr(self, name) is not None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) is not None or name not in _OPTIONAL:
                 check_choice(getattr(self, name), name, allowed)
-        _fraction(self.head_fgsm_p, "head_fgsm_p", "[0, 1] (a probability)")
-        for name in ("head_lr", "view_alpha"):
+        for name, minimum in _INTS.items():
+            if getattr(self, name) is not None or name not in _OPTIONAL:
+                check_int(getattr(self, name), name, minimum=minimum)
+        for name in ("lr", "temperature", "step_gamma", "alpha", "head_lr", "view_alpha"):
             if getattr(self, name) is not None:
                 check_positive(getattr(self, name), name)
+        for name, label in (("weight_decay", "weight_decay"), ("contrastive_weight", "contrastive_weight (lambda)"),
+                            ("trades_beta", "trades_beta (beta)")):
+            check_nonnegative(getattr(self, name), label)
+        for name, interval in _FRACTIONS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = check_nonnegative(value, name)
+            if (interval[0] == "(" and value == 0) or value > 1 or (interval[-1] == ")" and value == 1):
+                raise ValueError(f"{name} must be in {interval}, got {value}")
         for name in ("clean_ce", "supervised_contrastive", "split_views", "compile", "augment", "keep_best",
                      "nesterov", "head_fgsm"):
             if not isinstance(getattr(self, name), bool):
@@ -212,32 +204,31 @@ class TrainConfig:
         for name in ("amp", "channels_last"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be None (automatic), True or False, got {getattr(self, name)!r}")
+        if self.eps is not None:
+            check_eps(self.eps) if self.norm == "linf" else check_nonnegative(self.eps, "eps")
+        if self.attack == "fgsm_rs" and (self.attack_steps != 1 or self.norm != "linf"):
+            raise ValueError(f"attack 'fgsm_rs' is one L-inf step: it needs attack_steps=1 and norm='linf', got "
+                             f"attack_steps={self.attack_steps}, norm={self.norm!r}")
+        if self.co_drop is not None and not self.keep_best:
+            raise ValueError("co_drop needs keep_best=True (the weights from before the collapse are kept)")
+        if self.method == "trades" and self.norm != "linf":
+            raise ValueError(f"method 'trades' implements the L-inf attack only, got norm {self.norm!r}")
         if self.method != "clead_online":
             for name, default in (("attack_loss", "ce"), ("supervised_contrastive", False), ("clean_ce", False),
                                   ("split_views", False)):
                 if getattr(self, name) != default:
                     raise ValueError(f"{name}={getattr(self, name)!r} only applies to method 'clead_online', "
                                      f"got method {self.method!r}")
-        for name in ("log_every", "val_steps", "view_steps", "cw_steps"):
-            check_int(getattr(self, name), name)
-        check_int(self.seed, "seed", minimum=0)
-        check_int(self.n_val, "n_val", minimum=0)
-        for name in ("early_stop_patience", "surrogate_epochs", "encoder_epochs", "head_epochs"):
-            if getattr(self, name) is not None:
-                check_int(getattr(self, name), name)
         view_kinds, encoder_views = self.recipe("view_kinds"), self.recipe("encoder_views")
         for kind in view_kinds:
             check_choice(kind, "view kind (view_kinds)", VIEW_KINDS)
-        if len(encoder_views) != 2:
-            raise ValueError(f"encoder_views must name two views (the 3-view loss: clean + 2), got {encoder_views}")
-        for kind in encoder_views:
-            if kind not in view_kinds:
-                raise ValueError(f"encoder view {kind!r} is not computed; view_kinds={view_kinds}")
+        if len(encoder_views) != 2 or any(kind not in view_kinds for kind in encoder_views):
+            raise ValueError(f"encoder_views must name two of the computed view_kinds {view_kinds} (the 3-view "
+                             f"loss: clean + 2), got {encoder_views}")
         for name in ("crop_scale", "aug_crop_scale"):
             lo, hi = getattr(self, name)
             if not 0.0 < lo <= hi <= 1.0:
                 raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {getattr(self, name)}")
-        check_choice(self.encoder_init, "encoder_init", ("surrogate", "scratch"))
 
     def recipe(self, name: str):
         """The field `name`, or its faithful recipe's value when it is None (e.g. view_kinds, head_select)."""
@@ -266,12 +257,6 @@ class TrainConfig:
     @property
     def adversarial(self) -> bool:
         return self.method in ("pgd_at", "trades", "clead_online")
-
-
-def _fraction(value: float, name: str, allowed: str, lower_open: bool = False, upper_open: bool = False) -> None:
-    value = check_nonnegative(value, name)
-    if (lower_open and value == 0) or value > 1 or (upper_open and value == 1):
-        raise ValueError(f"{name} must be in {allowed}, got {value}")
 
 
 # ============================================================================================== schedule
