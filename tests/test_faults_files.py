@@ -22,7 +22,7 @@ from clead_lite.course.cli import build_parser, main
 from clead_lite.course.views_cache import ViewsCache
 from clead_lite.attacks import fgsm, pgd, random_noise
 from clead_lite.course.datasets import DatasetFileError, _read_cifar_batch, _read_idx, load_dataset, write_synthetic_cifar10
-from clead_lite.embeddings import _read_cache, _save_atomic
+from clead_lite.course.umap_cache import read_map as _read_cache, save_map as _save_atomic
 from clead_lite.evaluation import accuracy, eps_sweep
 from clead_lite.faithful import precompute_adversarial_views
 from clead_lite.models import SmallCNN
