@@ -352,19 +352,21 @@ def test_model_output_of_the_wrong_shape(tiny):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_stay_inside_the_eps_ball(tiny, dtype):
+    """fp16 / bf16 inputs are attacked in float32 and returned in float32: rounding back to half precision could
+    leave the ball by half a unit in the last place (up to 0.002 in bf16). In the ball up to float32 rounding."""
     model, x, y = tiny
     xh = (x * 0.98 + 0.01).to(dtype)
     eps = 8 / 255
     for x_adv in (pgd(model, xh, y, eps=eps, alpha=2 / 255, steps=3), fgsm(model, xh, y, eps=eps),
                   random_noise(model, xh, y, eps=eps), pgd(model, xh, y, eps=eps, alpha=eps, steps=1, restarts=2)):
-        assert x_adv.dtype == dtype
-        d = (x_adv.float() - xh.float()).abs().max().item()
-        assert d <= eps, (dtype, d - eps)
+        assert x_adv.dtype == torch.float32
+        d = (x_adv - xh.float()).abs().max().item()
+        assert d <= eps + 1e-6, (dtype, d - eps)
         assert x_adv.float().min() >= 0 and x_adv.float().max() <= 1
     for x_adv in (pgd(model, xh, y, eps=0.5, alpha=0.2, steps=3, norm="l2"),
                   random_noise(model, xh, y, eps=0.5, norm="l2")):
         norms = (x_adv.float() - xh.float()).flatten(1).norm(dim=1)
-        assert (norms <= 0.5).all(), norms.max().item() - 0.5
+        assert x_adv.dtype == torch.float32 and (norms <= 0.5 + 1e-6).all(), norms.max().item() - 0.5
 
 
 def test_eps_sweep_pgd_with_l2_suggests_pgd_l2(tiny):
