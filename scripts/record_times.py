@@ -1,4 +1,4 @@
-"""Write measured per-notebook run times into the notebooks' headers and the README's time table.
+"""Write measured per-notebook run times into the README's time table (and each notebook's one-line estimate).
 
 The times come from the `times.json` files that `python -m clead_lite course --profile P --out DIR` writes;
 nothing is typed in by hand.
@@ -6,10 +6,10 @@ nothing is typed in by hand.
     python scripts/record_times.py --smoke build/course-smoke/times.json --quick build/course/times.json \
         --machine "2026-11-21, 2-core x86 CPU, 1 torch thread"
 
-A profile without a file keeps "not measured". With --keep, a notebook missing from a profile's file keeps
-the time its header and the README already show (re-measure one notebook without re-running the rest). Only the `time` column of each header table (the `| `smoke` |`,
-`| `quick` (CPU) |`, `| `full` (GPU) |` rows) and the README block between `<!-- times:start -->` and
-`<!-- times:end -->` are rewritten.
+A profile without a file is left out of the table. With --keep, a notebook missing from a profile's file keeps
+the time the README already shows (re-measure one notebook without re-running the rest). The README block between
+`<!-- times:start -->` and `<!-- times:end -->` is rewritten, then each notebook's `*Time: ...*` header line
+(scripts/write_gpu_estimates.py: the `quick` time from this table, the `colab` estimate from flops.json).
 """
 from __future__ import annotations
 
@@ -18,10 +18,15 @@ import json
 import re
 from pathlib import Path
 
-from clead_lite.course.results import replace_marked_block
+import sys
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE_ROWS = {"smoke": "| `smoke` |", "quick": "| `quick` (CPU) |", "full": "| `full` (GPU) |"}
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from clead_lite.course.results import replace_marked_block  # noqa: E402
+
+PROFILE_ROWS = ("smoke", "quick", "colab", "paper")
 
 
 def fmt(seconds: float) -> str:
@@ -35,14 +40,6 @@ def read_times(path: str | None) -> dict[str, dict]:
         return {}
     rows = json.loads(Path(path).read_text())
     return {r["notebook"]: r for r in rows}
-
-
-def cell_text(row: dict | None, machine: str) -> str:
-    if row is None:
-        return "not measured"
-    if row["status"] != "ok":
-        return f"failed ({row['status'][:40]})"
-    return f"{fmt(row['seconds'])} ({machine})"
 
 
 def parse_seconds(text: str) -> float | None:
@@ -73,20 +70,6 @@ def kept_times(readme_text: str) -> dict[str, dict[str, dict]]:
     return out
 
 
-def update_header(source: str, times: dict[str, dict | None], machines: dict[str, str],
-                  keep: frozenset = frozenset()) -> str:
-    lines = source.split("\n")
-    for i, line in enumerate(lines):
-        for profile, prefix in PROFILE_ROWS.items():
-            if profile in keep and times.get(profile) is None:
-                continue                 # --keep: this notebook was not re-measured in this profile
-            if line.startswith(prefix):
-                cells = line.split("|")          # ['', profile, what, time, '']
-                cells[-2] = f" {cell_text(times.get(profile), machines.get(profile, ''))} "
-                lines[i] = "|".join(cells)
-    return "\n".join(lines)
-
-
 def readme_block(names: list[str], times: dict[str, dict[str, dict]], machines: dict[str, str]) -> str:
     profiles = [p for p in PROFILE_ROWS if times.get(p)]
     head = "| notebook | " + " | ".join(f"`{p}`" for p in profiles) + " |"
@@ -111,6 +94,7 @@ def main(argv=None) -> int:
         p.add_argument(f"--{profile}-machine", default="", help=f"where and how the `{profile}` run was measured")
     p.add_argument("--notebooks", default=str(ROOT / "notebooks"))
     p.add_argument("--readme", default=str(ROOT / "README.md"))
+    p.add_argument("--flops", default=str(ROOT / "benchmarks" / "results" / "flops.json"))
     p.add_argument("--keep", action="store_true", help="notebooks missing from a profile's file keep their times")
     args = p.parse_args(argv)
     measured = {prof: read_times(getattr(args, prof)) for prof in PROFILE_ROWS}   # this run's files, read once
@@ -126,16 +110,6 @@ def main(argv=None) -> int:
             if not machines[prof] and old:
                 machines[prof] = old.group(1)        # the kept figures' machine line, as it was
     paths = sorted(Path(args.notebooks).glob("[0-9][0-9]_*.ipynb"))
-    for path in paths:
-        nb = json.loads(path.read_text())
-        first = nb["cells"][0]
-        source = "".join(first["source"])
-        fresh = {prof: (measured[prof] if prof in keep else t).get(path.name) for prof, t in times.items()}
-        new = update_header(source, fresh, machines, keep)
-        if new != source:
-            first["source"] = new.splitlines(keepends=True)
-            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-            print("updated", path.name)
     readme = Path(args.readme)
     block = readme_block([q.name for q in paths], times, machines)
     try:
@@ -143,6 +117,14 @@ def main(argv=None) -> int:
     except ValueError as error:
         raise SystemExit(str(error)) from None
     print(f"updated {readme.name}:\n{block}")
+    import write_gpu_estimates
+    try:
+        flops = json.loads(Path(args.flops).read_text())
+    except (OSError, ValueError):
+        flops = None
+    changed = write_gpu_estimates.update_headers(args.notebooks, readme.read_text(), flops)
+    if changed:
+        print("updated the time line of", ", ".join(changed))
     return 0
 
 

@@ -1,5 +1,5 @@
 """Write every derived copy of the repository address from the one constant, `notebook_setup.REPO_URL`:
-each notebook's "Open in Colab" badge and first code cell (`colab_setup_cell()`), and the README's Colab badge.
+each notebook's "Open in Colab" badge (student notebooks and solutions) and first code cell (`colab_setup_cell()`), and the README's Colab badge.
 
     python scripts/sync_repo_url.py            # rewrite what differs
     python scripts/sync_repo_url.py --check    # exit 1 if anything differs (tests/test_colab_sim.py checks too)
@@ -27,14 +27,15 @@ def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def sync_notebook(path: Path) -> bool:
-    """Rewrite the badge and the setup cell of one notebook; returns whether it changed."""
+def sync_notebook(path: Path, name: str | None = None) -> bool:
+    """Rewrite the badge and the setup cell of one notebook; returns whether it changed. name: its path inside
+    notebooks/ ('01_x.ipynb', 'solutions/01_x.ipynb'; default: from `path`)."""
     raw = path.read_text()
     nb = json.loads(raw)
     cells = nb["cells"]
     first_md = next(c for c in cells if c["cell_type"] == "markdown")
     md = "".join(first_md["source"])
-    new_md = BADGE.sub(lambda _: colab_badge(path.name), md) if BADGE.search(md) else md
+    new_md = BADGE.sub(lambda _: colab_badge(name or path), md) if BADGE.search(md) else md
     if new_md != md:
         first_md["source"] = _lines(new_md)
     first_code = next(c for c in cells if c["cell_type"] == "code")
@@ -45,6 +46,11 @@ def sync_notebook(path: Path) -> bool:
         path.write_text(out)
         return True
     return False
+
+
+def notebooks() -> list[Path]:
+    """The student notebooks (notebooks/) and their instructor versions (notebooks/solutions/)."""
+    return sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 
 
 def readme_block() -> str:
@@ -72,18 +78,18 @@ def main() -> int:
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:
             changed = []
-            for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+            for nb in notebooks():
                 copy = Path(tmp) / nb.name
                 shutil.copy(nb, copy)
-                if sync_notebook(copy):
-                    changed.append(nb.name)
+                if sync_notebook(copy, nb.relative_to(ROOT / "notebooks").as_posix()):
+                    changed.append(nb.relative_to(ROOT).as_posix())
             copy = Path(tmp) / "README.md"
             shutil.copy(ROOT / "README.md", copy)
             if sync_readme(copy):
                 changed.append("README.md")
         print("in sync" if not changed else f"out of sync: {', '.join(changed)}")
         return 1 if changed else 0
-    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    for nb in notebooks():
         if sync_notebook(nb):
             print(f"updated {nb.relative_to(ROOT)}")
     if sync_readme(ROOT / "README.md"):

@@ -1,14 +1,15 @@
-"""Write each notebook's estimated GPU time and its distance from the published setting into its header.
+"""Write the course's GPU estimates into the README and each notebook's one-line time estimate.
 
 The figures come from `benchmarks/results/flops.json` (written by `python benchmarks/bench_flops.py`): the
-model FLOPs the notebook runs in the `colab` and `paper` profiles and the T4 minutes they imply at the assumed
-rate. Only the block between `<!-- gpu-estimate:start -->` and `<!-- gpu-estimate:end -->` in the first
-markdown cell is rewritten (appended at the end of that cell the first time); the run-time table that
-`scripts/record_times.py` maintains is left alone. The README's FLOP table (block `flops`) is rewritten too.
+model FLOPs each notebook runs in the `colab` and `paper` profiles and the T4 minutes they imply at the assumed
+rate. Rewritten: the README's FLOP table (block `flops`), its table of each notebook's distance from the
+published setting (block `distance`), and in every notebook's header (notebooks/ and notebooks/solutions/) the
+one line that starts with `*Time:`: the measured `quick` time (the README's block `times`, written by
+`scripts/record_times.py`) and the estimated `colab` time on a T4. Nothing else in a notebook changes.
 
     python scripts/write_gpu_estimates.py [--flops benchmarks/results/flops.json] [--check]
 
---check: exit 1 (changing nothing) when a notebook or the README is not up to date with the JSON.
+--check: exit 1 (changing nothing) when a notebook or the README is not up to date.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from clead_lite.course.profiles import train_config  # noqa: E402
 from clead_lite.course.stats import half_width_95  # noqa: E402
 from clead_lite.training import TrainConfig  # noqa: E402
 
-START, END = "<!-- gpu-estimate:start -->", "<!-- gpu-estimate:end -->"
 WONG = ("fast adversarial training (Wong, Rice & Kolter 2020, *Fast is better than free*, ICLR): FGSM from a "
         "random start, step 1.25 eps, cyclic learning rate, 15 epochs; published on CIFAR-10 at eps 8/255 with "
         "PreAct ResNet-18: 86.06 % clean, 46.06 % under PGD-50 x 10 restarts, 12 min on one RTX 2080 Ti "
@@ -46,7 +46,8 @@ def distance(notebook: str) -> str:
     train = (f"{c.epochs} epochs of FGSM-RS training instead of {p.epochs} epochs of PGD-{p.train_steps} "
              f"({WONG})")
     texts = {
-        "00": "nothing is trained here; the data and the model are the published ones (CIFAR-10, PreAct ResNet-18).",
+        "00": "nothing is trained here; in `colab` and `paper` the data and the model are the published ones "
+              "(CIFAR-10, PreAct ResNet-18).",
         "01": f"the standard model trains {c.epochs} epochs (batch {c.batch_size}, cyclic lr to {c.lr}) instead of "
               f"{p.epochs}; attacks {evals}.",
         "02": f"the attacks are the published ones (PGD-{c.eval_steps}, CW, restarts), {evals}.",
@@ -69,29 +70,69 @@ def fmt_min(m: float) -> str:
     return f"{m:.1f} min" if m < 60 else f"{m / 60:.1f} h"
 
 
-def block(notebook: str, flops: dict) -> str:
-    rate = flops["t4_rate"]["tflops"]
-    rows = {p: next(r for r in t["notebooks"] if r["notebook"] == notebook) for p, t in flops["profiles"].items()
-            if p in ("colab", "paper")}
-    colab, paper = rows["colab"], rows["paper"]
-    return (f"**GPU time, estimated** (not measured on a T4): `colab` profile, the default on a GPU: about "
-            f"**{fmt_min(colab['t4_minutes'])}** on a Colab T4 ({colab['flops'] / 1e15:.2f} PFLOP); `paper` profile: "
-            f"about {fmt_min(paper['t4_minutes'])} ({paper['flops'] / 1e15:.2f} PFLOP). Model FLOPs of every pass this "
-            f"notebook runs, measured with torch's flop counter on the real model, at an assumed {rate:.1f} TFLOP/s "
-            f"(NVIDIA's published T4 ResNet-50 mixed-precision inference throughput; training passes may run slower; `benchmarks/bench_flops.py`). A model "
-            f"is trained once in the course, in the first notebook that needs it, and loaded from the model store "
-            f"afterwards.\n\n"
-            f"**Distance from the published setting** (`colab` vs `paper`): {distance(notebook)}")
+TIME_LINE = re.compile(r"^\*Time: .*\*$", re.M)
 
 
-def update_source(source: str, content: str) -> str:
-    text = f"{START}\n{content}\n{END}"
-    if START in source:
-        new, n = re.subn(f"{re.escape(START)}.*?{re.escape(END)}", lambda m: text, source, flags=re.S)
-        if n != 1:
-            raise ValueError(f"expected one {START} ... {END} block, found {n}")
-        return new
-    return source.rstrip("\n") + "\n\n" + text
+def _about(minutes: float | None, where: str) -> str | None:
+    if minutes is None:
+        return None
+    return f"under a minute {where}" if minutes < 1 else f"about {round(minutes)} min {where}"
+
+
+def time_line(quick_seconds: float | None, colab_minutes: float | None) -> str:
+    """The header's one line of expected time, e.g. '*Time: about 2 min on a laptop CPU (`quick`), about 4 min
+    on a Colab T4 (`colab`, estimated).*'"""
+    parts = [_about(None if quick_seconds is None else quick_seconds / 60, "on a laptop CPU (`quick`)"),
+             _about(colab_minutes, "on a Colab T4 (`colab`, estimated)")]
+    parts = [p for p in parts if p] or ["not measured yet"]
+    return "*Time: " + ", ".join(parts) + ".*"
+
+
+def update_time_line(source: str, line: str) -> str:
+    """`source` (a header cell) with its `*Time: ...*` line replaced by `line` (appended when it has none)."""
+    if TIME_LINE.search(source):
+        return TIME_LINE.sub(lambda _: line, source, count=1)
+    return source.rstrip("\n") + "\n\n" + line
+
+
+def quick_times(readme_text: str) -> dict[str, float]:
+    """{notebook stem: seconds} of the `quick` column of the README's times block."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from record_times import kept_times
+    return {Path(name).stem: row["seconds"] for name, row in kept_times(readme_text).get("quick", {}).items()}
+
+
+def header_paths(notebooks: Path | str) -> list[Path]:
+    """The student notebooks in `notebooks` and their instructor versions in `notebooks`/solutions."""
+    notebooks = Path(notebooks)
+    return sorted(notebooks.glob("[0-9][0-9]_*.ipynb")) + sorted((notebooks / "solutions").glob("[0-9][0-9]_*.ipynb"))
+
+
+def update_headers(notebooks: Path | str, readme_text: str, flops: dict | None, check: bool = False) -> list[str]:
+    """Rewrite each notebook's time line; returns the notebooks that changed (or would, with check)."""
+    quick = quick_times(readme_text)
+    colab = {} if flops is None else {r["notebook"]: r["t4_minutes"] for r in flops["profiles"]["colab"]["notebooks"]}
+    changed = []
+    for path in header_paths(notebooks):
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        new = update_time_line(source, time_line(quick.get(path.stem), colab.get(path.stem)))
+        if new != source:
+            changed.append(path.name)
+            if not check:
+                cell["source"] = new.splitlines(keepends=True)
+                path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return changed
+
+
+def distance_table() -> str:
+    """The README's table: how far each notebook's `colab` budget is from the published (`paper`) setting."""
+    lines = ["| notebook | `colab` vs `paper` |", "|---|---|"]
+    for stem in ("00_setup_and_data", "01_adversarial_examples", "02_stronger_attacks", "03_adversarial_training",
+                 "04_contrastive_learning", "05_clead", "06_honest_evaluation", "07_embedding_separation"):
+        lines.append(f"| `{stem}` | {distance(stem)} |")
+    return "\n".join(lines)
 
 
 def readme_table(flops: dict) -> str:
@@ -132,28 +173,20 @@ def main(argv=None) -> int:
         print(f"error: cannot read {args.flops}: {e}", file=sys.stderr)
         return 2
     stale = []
-    for path in sorted(Path(args.notebooks).glob("[0-9][0-9]_*.ipynb")):
-        nb = json.loads(path.read_text())
-        cell = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
-        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        new = update_source(source, block(path.stem, flops))
-        if new != source:
-            stale.append(path.name)
-            if not args.check:
-                cell["source"] = new.splitlines(keepends=True)
-                path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     readme = Path(args.readme)
+    text = readme.read_text() if readme.exists() else ""
+    stale += update_headers(args.notebooks, text, flops, check=args.check)
     if readme.exists():
-        text = readme.read_text()
-        table = readme_table(flops)
-        start, end = "<!-- flops:start -->", "<!-- flops:end -->"
-        if start in text:
-            new = re.sub(f"({re.escape(start)}\n).*?({re.escape(end)})", lambda m: m[1] + table + "\n" + m[2], text,
-                         flags=re.S)
-            if new != text:
-                stale.append(readme.name)
-                if not args.check:
-                    readme.write_text(new)
+        new = text
+        for name, content in (("flops", readme_table(flops)), ("distance", distance_table())):
+            start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+            if start in new:
+                new = re.sub(f"({re.escape(start)}\n).*?({re.escape(end)})", lambda m: m[1] + content + "\n" + m[2],
+                             new, flags=re.S)
+        if new != text:
+            stale.append(readme.name)
+            if not args.check:
+                readme.write_text(new)
     if args.check:
         print("up to date" if not stale else "not up to date: " + ", ".join(stale))
         return 1 if stale else 0

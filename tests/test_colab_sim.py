@@ -68,7 +68,7 @@ def test_the_repository_address_is_written_once():
             nb = json.loads(text)
             first_md = "".join(next(c for c in nb["cells"] if c["cell_type"] == "markdown")["source"])
             first_code = "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
-            assert colab_badge(path.name) in first_md, f"{rel}: badge differs (python scripts/sync_repo_url.py)"
+            assert colab_badge(rel) in first_md, f"{rel}: badge differs (python scripts/sync_repo_url.py)"
             assert first_code == colab_setup_cell(), f"{rel}: setup cell differs (python scripts/sync_repo_url.py)"
             assert text.count(OWNER_NAME) == 2, f"{rel}: the address appears outside the badge and the setup cell"
         elif rel == "README.md":

@@ -1,11 +1,11 @@
 """Structure of the course notebooks (their execution is nbval's job: `CLEAD_PROFILE=smoke pytest --nbval-lax
 notebooks/`), and the headless course runner `clead_lite.course.runner.run_course` on a tiny notebook.
 
-Every notebook: nbformat-valid, kernel python3; cell 1 a header (title, Colab badge for its own file, goals,
-prerequisites, a run-time table per profile); cell 2 the identical setup cell; from 01 on at least two
-exercises; explicit `assert` checks that also run in the student version; a summary with pointers at the end;
-no absolute paths, no 'cuda' literal, no hard-coded dataset; committed outputs (if any) from the quick
-profile and free of errors.
+Every notebook, student (notebooks/) and solved (notebooks/solutions/): nbformat-valid, kernel python3; cell 1 a
+header (title, Colab badge for its own file, goals, prerequisites, one line of expected time; no timing tables,
+FLOP estimates or stale profile names); cell 2 the identical setup cell; from 01 on at least two exercises;
+explicit `assert` checks that also run in the student version; a summary with pointers at the end; no absolute
+paths, no 'cuda' literal, no hard-coded dataset; committed outputs from the quick profile and free of errors.
 """
 import json
 import re
@@ -27,6 +27,9 @@ LOCAL_PATH = re.compile(r"/(home|work|Users|root)/")
 ABSOLUTE_PATH = re.compile(r"""(['"])(/(home|work|tmp|Users|root|mnt|data)/|[A-Za-z]:\\)""")
 
 
+EVERY = EXPECTED + [f"solutions/{name}" for name in EXPECTED]   # student notebooks, then the solved ones
+
+
 def load(name):
     path = ROOT / "notebooks" / name
     assert path.exists(), f"notebooks/{name} is missing"
@@ -40,29 +43,34 @@ def code_cells(nb):
 def test_the_course_has_its_eight_notebooks_in_order():
     names = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
     assert names == EXPECTED
+    assert sorted(p.name for p in (ROOT / "notebooks" / "solutions").glob("*.ipynb")) == EXPECTED
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", EVERY)
 def test_valid_notebook_with_python3_kernel(name):
     nb = load(name)
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", EVERY)
 def test_header_cell(name):
     first = load(name).cells[0]
     assert first.cell_type == "markdown"
     assert first.source.startswith("# ")
     assert f"]({colab_url(name)})" in first.source, "the Colab badge must link to this notebook"
     assert colab_url(name).startswith("https://colab.research.google.com/github/" + REPO_URL.split("github.com/")[1])
+    assert ("/notebooks/solutions/" in colab_url(name)) == name.startswith("solutions/")
     assert "colab-badge.svg" in first.source
-    for word in ("Goals", "Prerequisites", "smoke", "quick", "full"):
+    for word in ("Goals", "Prerequisites"):
         assert word in first.source, f"the header lacks {word!r}"
-    assert re.search(r"\|\s*`?smoke`?\s*\|", first.source), "the header needs a run-time table per profile"
+    assert len(re.findall(r"^\*Time: .*\*$", first.source, re.M)) == 1, "one line of expected time"
+    for machinery in ("| `smoke` |", "PFLOP", "TFLOP", "`full` (GPU)", "gpu-estimate", "sha256"):
+        assert machinery not in first.source, f"{machinery!r} belongs in the README, not in the header"
+    assert ("Instructor version" in first.source) == name.startswith("solutions/")
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", EVERY)
 def test_setup_cell_is_identical_everywhere(name):
     second = load(name).cells[1]
     assert second.cell_type == "code" and second.source == SETUP
@@ -70,28 +78,28 @@ def test_setup_cell_is_identical_everywhere(name):
 
 @pytest.mark.parametrize("name", EXPECTED[1:])
 def test_at_least_two_exercises_each_with_a_check(name):
-    cells = code_cells(load(name))
+    cells = code_cells(load(f"solutions/{name}"))
     exercises = [i for i, c in enumerate(cells) if "# BEGIN SOLUTION" in c.source]
     assert len(exercises) >= 2, f"{name} has {len(exercises)} exercise(s)"
     for i in exercises:
         assert i + 1 < len(cells) and re.search(r"\bcheck_\w+\(", cells[i + 1].source)
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", EVERY)
 def test_explicit_asserts_that_students_run_too(name):
     shared = [c for c in code_cells(load(name))
               if re.search(r"^\s*assert\b", c.source, re.MULTILINE) and "# test: instructor only" not in c.source]
     assert shared, f"{name} needs assert cells on what must hold (nbval --nbval-lax relies on them)"
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", EVERY)
 def test_summary_and_pointers_at_the_end(name):
     last = load(name).cells[-1]
     assert last.cell_type == "markdown" and "Summary" in last.source
     assert re.search(r"Pointers|References|Further reading", last.source)
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", EVERY)
 def test_no_absolute_paths_no_cuda_no_hard_coded_dataset(name):
     for cell in code_cells(load(name)):
         assert not ABSOLUTE_PATH.search(cell.source), f"absolute path in {cell.source[:80]!r}"
@@ -99,7 +107,7 @@ def test_no_absolute_paths_no_cuda_no_hard_coded_dataset(name):
         assert not re.search(r"""['"]mnist5k['"]""", cell.source), f"use profile.dataset: {cell.source[:80]!r}"
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", EVERY)
 def test_committed_outputs_come_from_the_quick_profile_without_errors(name):
     nb = load(name)
     for cell in code_cells(nb):
@@ -108,8 +116,7 @@ def test_committed_outputs_come_from_the_quick_profile_without_errors(name):
             text = output.get("text", "") if output.output_type == "stream" else ""
             assert not LOCAL_PATH.search(text), f"{name}: a local path in the outputs: {text[:200]!r}"
     setup_out = "".join(o.get("text", "") for o in nb.cells[1].get("outputs", []))
-    if setup_out:
-        assert "profile quick" in setup_out, f"{name}: committed outputs must come from the quick profile"
+    assert "profile quick" in setup_out, f"{name}: committed outputs must come from the quick profile"
 
 
 # ------------------------------------------------------------------------------------------------ course runner

@@ -10,9 +10,25 @@ spec = importlib.util.spec_from_file_location("record_times", ROOT / "scripts" /
 record_times = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(record_times)
 
-HEADER = ("# 01 · Title\n\n| profile | what it runs | time |\n|---|---|---|\n"
-          "| `smoke` | tiny | measured: see README |\n| `quick` (CPU) | lesson | measured: see README |\n"
-          "| `full` (GPU) | paper | measured: see README |\n\nText | with a bar.")
+HEADER = "# 01 · Title\n\n**Goals.**\n- a goal\n\n*Time: not measured yet.*"
+FLOPS = {"profiles": {"colab": {"notebooks": [{"notebook": "01_x", "t4_minutes": 4.4},
+                                             {"notebook": "02_y", "t4_minutes": 0.2}]}}}
+
+
+def _notebooks(tmp_path, names=("01_x",)):
+    nbdir = tmp_path / "notebooks"
+    (nbdir / "solutions").mkdir(parents=True)
+    for name in names:
+        nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": HEADER.splitlines(True)}],
+              "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+        for folder in (nbdir, nbdir / "solutions"):
+            (folder / f"{name}.ipynb").write_text(json.dumps(nb))
+    (tmp_path / "flops.json").write_text(json.dumps(FLOPS))
+    return nbdir
+
+
+def _header(path):
+    return "".join(json.loads(path.read_text())["cells"][0]["source"])
 
 
 def test_fmt():
@@ -20,25 +36,21 @@ def test_fmt():
     assert record_times.fmt(312) == "5 min 12 s"
 
 
-def test_header_and_readme(tmp_path):
-    nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
-    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": HEADER.splitlines(True)}],
-          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    (nbdir / "01_x.ipynb").write_text(json.dumps(nb))
+def test_readme_table_and_the_one_time_line_of_each_header(tmp_path):
+    nbdir = _notebooks(tmp_path)
     (tmp_path / "smoke.json").write_text(json.dumps([{"notebook": "01_x.ipynb", "seconds": 41.2, "status": "ok"}]))
-    (tmp_path / "quick.json").write_text(json.dumps([{"notebook": "01_x.ipynb", "seconds": 312, "status": "ok"}]))
+    (tmp_path / "quick.json").write_text(json.dumps([{"notebook": "01_x.ipynb", "seconds": 112, "status": "ok"}]))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- times:start -->\nold\n<!-- times:end -->\nend\n")
     record_times.main(["--smoke", str(tmp_path / "smoke.json"), "--quick", str(tmp_path / "quick.json"),
-                       "--quick-machine", "2 cores", "--notebooks", str(nbdir), "--readme", str(readme)])
-    header = "".join(json.loads((nbdir / "01_x.ipynb").read_text())["cells"][0]["source"])
-    assert "| `smoke` | tiny | 41 s () |" in header
-    assert "| `quick` (CPU) | lesson | 5 min 12 s (2 cores) |" in header
-    assert "| `full` (GPU) | paper | not measured |" in header
-    assert header.endswith("Text | with a bar.")
+                       "--quick-machine", "2 cores", "--notebooks", str(nbdir), "--readme", str(readme),
+                       "--flops", str(tmp_path / "flops.json")])
+    for path in (nbdir / "01_x.ipynb", nbdir / "solutions" / "01_x.ipynb"):
+        header = _header(path)
+        assert header == ("# 01 · Title\n\n**Goals.**\n- a goal\n\n*Time: about 2 min on a laptop CPU (`quick`), "
+                          "about 4 min on a Colab T4 (`colab`, estimated).*"), header
     text = readme.read_text()
-    assert "| `01_x` | 41 s | 5 min 12 s |" in text and "old" not in text
+    assert "| `01_x` | 41 s | 1 min 52 s |" in text and "old" not in text and "- `quick`: 2 cores" in text
     assert text.startswith("intro\n") and text.endswith("<!-- times:end -->\nend\n")
 
 
@@ -50,25 +62,18 @@ def test_readme_without_block_is_an_error(tmp_path):
 
 
 def test_keep_re_measures_one_notebook_only(tmp_path):
-    """--keep: the notebook in the file gets its new time; the other keeps its header and README figure."""
-    nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
-    for name in ("01_x", "02_y"):
-        nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": HEADER.replace(
-            "| `quick` (CPU) | lesson | measured: see README |", "| `quick` (CPU) | lesson | 9 s (old machine) |"
-        ).splitlines(True)}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-        (nbdir / f"{name}.ipynb").write_text(json.dumps(nb))
+    """--keep: the notebook in the file gets its new time; the other keeps its README figure."""
+    nbdir = _notebooks(tmp_path, ("01_x", "02_y"))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- times:start -->\n| notebook | `quick` |\n|---|---|\n| `01_x` | 9 s |\n| `02_y` | 2 min 05 s |\n"
                       "| **all** | **2 min 14 s** |\n\n- `quick`: old machine\n<!-- times:end -->\n")
     assert record_times.kept_times(readme.read_text())["quick"]["02_y.ipynb"]["seconds"] == 125
-    (tmp_path / "quick.json").write_text(json.dumps([{"notebook": "02_y.ipynb", "seconds": 61, "status": "ok"}]))
+    (tmp_path / "quick.json").write_text(json.dumps([{"notebook": "02_y.ipynb", "seconds": 150, "status": "ok"}]))
     record_times.main(["--quick", str(tmp_path / "quick.json"), "--quick-machine", "new", "--keep",
-                       "--notebooks", str(nbdir), "--readme", str(readme)])
-    header = lambda n: "".join(json.loads((nbdir / f"{n}.ipynb").read_text())["cells"][0]["source"])
-    assert "| `quick` (CPU) | lesson | 9 s (old machine) |" in header("01_x")
-    assert "| `quick` (CPU) | lesson | 1 min 01 s (new) |" in header("02_y")
-    assert "| `smoke` | tiny | measured: see README |" in header("01_x")     # no smoke file: untouched
+                       "--notebooks", str(nbdir), "--readme", str(readme), "--flops", str(tmp_path / "flops.json")])
     text = readme.read_text()
-    assert "| `01_x` | 9 s |" in text and "| `02_y` | 1 min 01 s |" in text and "**1 min 10 s**" in text
+    assert "| `01_x` | 9 s |" in text and "| `02_y` | 2 min 30 s |" in text and "**2 min 39 s**" in text
     assert "- `quick`: new" in text
+    assert "*Time: under a minute on a laptop CPU (`quick`), about 4 min" in _header(nbdir / "01_x.ipynb")
+    assert ("*Time: about 2 min on a laptop CPU (`quick`), under a minute on a Colab T4 (`colab`, estimated).*"
+            in _header(nbdir / "solutions" / "02_y.ipynb"))

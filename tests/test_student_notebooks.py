@@ -1,7 +1,9 @@
-"""The student-version generator (scripts/make_student_notebooks.py) on the real notebooks and on synthetic
-ones: solutions removed, stubs in place (indentation kept), instructor-only cells dropped, outputs cleared,
-unbalanced markers rejected with file, cell and line; and a student stub + its check gives the "not
-implemented" feedback instead of a crash."""
+"""The student notebooks (notebooks/NN_*.ipynb) and their generator (scripts/make_student_notebooks.py), which
+makes them from the instructor versions (notebooks/solutions/NN_*.ipynb): the committed student notebooks are
+exactly what the generator makes from the committed solutions (no drift); solutions removed, stubs in place
+(indentation kept), instructor-only cells dropped, the executed outputs of unchanged cells kept, the exercise and
+check cells' outputs cleared, unbalanced markers rejected with file, cell and line; a student stub + its check
+gives the "not implemented" feedback instead of a crash, and each student notebook runs top to bottom."""
 import contextlib
 import importlib.util
 import io
@@ -13,7 +15,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_*.ipynb"))   # the instructor versions
+STUDENT = ROOT / "notebooks"
 
 _spec = importlib.util.spec_from_file_location("make_student_notebooks", ROOT / "scripts" / "make_student_notebooks.py")
 msn = importlib.util.module_from_spec(_spec)
@@ -34,10 +37,32 @@ def solution_blocks(source: str) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def students(tmp_path_factory):
-    out = tmp_path_factory.mktemp("student")
-    msn.make_student_notebooks(NOTEBOOKS, out, quiet=True)
-    return {p.name: nbformat.read(out / p.name, as_version=4) for p in NOTEBOOKS}
+def students():
+    return {p.name: msn.student_notebook(nbformat.read(p, as_version=4), p.name)[0] for p in NOTEBOOKS}
+
+
+def test_student_and_solution_notebooks_pair_up():
+    assert [p.name for p in NOTEBOOKS] == sorted(p.name for p in STUDENT.glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_student_notebook_is_what_the_generator_makes(path, students):
+    """No drift: edit notebooks/solutions/, then run `python scripts/make_student_notebooks.py`."""
+    committed = nbformat.read(STUDENT / path.name, as_version=4)
+    assert committed == students[path.name], (
+        f"notebooks/{path.name} differs from what scripts/make_student_notebooks.py makes from "
+        f"notebooks/solutions/{path.name}: run python scripts/make_student_notebooks.py")
+
+
+def test_check_mode_reports_drift(tmp_path):
+    out = tmp_path / "students"
+    msn.make_student_notebooks(NOTEBOOKS[:1], out, quiet=True)
+    assert msn.make_student_notebooks(NOTEBOOKS[:1], out, check=True) == []
+    nb = nbformat.read(out / NOTEBOOKS[0].name, as_version=4)
+    nb.cells[-1].source += "\nedited by hand"
+    nbformat.write(nb, out / NOTEBOOKS[0].name)
+    assert msn.make_student_notebooks(NOTEBOOKS[:1], out, check=True) == [out / NOTEBOOKS[0].name]
+    assert msn.main([str(NOTEBOOKS[0]), "--out", str(out), "--check"]) == 1
 
 
 def test_there_are_notebooks_with_exercises():
@@ -66,7 +91,10 @@ def test_student_version_has_stubs_and_no_solutions(path, students):
             for line in block:
                 if line.strip() and not line.strip().startswith("#"):
                     assert line.strip() not in student_lines, f"solution line survived: {line!r}"
-        assert s.outputs == [] and s.execution_count is None
+        if blocks:
+            assert s.outputs == [] and s.execution_count is None
+        else:
+            assert s.source == t.source
     assert "# test: instructor only" not in "\n".join(c.source for c in student.cells if c.cell_type == "code")
     stubs = re.findall(r"raise NotImplementedError\((['\"])Exercise", "\n".join(c.source for c in student_code))
     assert len(stubs) == n_blocks
@@ -129,14 +157,26 @@ def test_stub_keeps_indentation_and_message():
     assert out == "if True:\n\traise NotImplementedError('Exercise: complete this code')"
 
 
-def test_student_notebook_drops_instructor_cells_and_outputs():
-    nb = _nb("x = 1", "# test: instructor only\nassert x == 1", "print(x)")
-    nb.cells[2].outputs = [new_output("stream", text="1\n")]
-    nb.cells[2].execution_count = 3
+def test_student_notebook_drops_instructor_cells_and_keeps_unchanged_outputs():
+    nb = _nb("x = 1", "# test: instructor only\nassert x == 1", "print(x)",
+             "def f():\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION", "check_f(f)", "print(f())")
+    for i, cell in enumerate(nb.cells):
+        cell.outputs = [new_output("stream", text=f"{i}\n")]
+        cell.execution_count = i + 1
     student, n = msn.student_notebook(nb, "demo.ipynb")
-    assert n == 0 and [c.source for c in student.cells] == ["x = 1", "print(x)"]
-    assert student.cells[1].outputs == [] and student.cells[1].execution_count is None
-    assert len(nb.cells) == 3 and nb.cells[2].outputs, "the instructor notebook object is untouched"
+    assert n == 1 and [c.source for c in student.cells][:2] == ["x = 1", "print(x)"]
+    assert [c.execution_count for c in student.cells] == [1, 3, None, None, 6]
+    assert student.cells[1].outputs[0].text == "2\n" and student.cells[4].outputs[0].text == "5\n"
+    assert student.cells[2].outputs == [] and student.cells[3].outputs == [], "the exercise and its check: cleared"
+    assert len(nb.cells) == 6 and nb.cells[3].outputs, "the instructor notebook object is untouched"
+
+
+def test_header_badge_points_to_the_student_notebook():
+    from clead_lite.course.notebook_setup import colab_badge
+    nb = _nb("x = 1", markdown=f"# 01 · T\n\n{colab_badge('solutions/01_t.ipynb')}\n\n"
+                               f"{msn.INSTRUCTOR_LINE}: solved.\n\n**Goals.**")
+    student, _ = msn.student_notebook(nb, "01_t.ipynb")
+    assert student.cells[0].source == f"# 01 · T\n\n{colab_badge('01_t.ipynb')}\n\n**Goals.**"
 
 
 @pytest.mark.parametrize("source, phrase, line", [
@@ -176,21 +216,14 @@ STUB_FEEDBACK = "not implemented yet (Exercise"   # the checks' message for a st
 STAND_IN = "the rest of this notebook uses the reference solution"
 
 
-@pytest.fixture(scope="module")
-def student_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("student_run")
-    msn.make_student_notebooks(NOTEBOOKS, out, quiet=True)
-    return out
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_student_notebook_runs_top_to_bottom_unsolved(path, student_dir, monkeypatch):
+def test_student_notebook_runs_top_to_bottom_unsolved(path, monkeypatch):
     """Each student version runs top to bottom in the smoke profile with every exercise unsolved: every exercise's
     check says 'not implemented yet', every function exercise hands the rest of the notebook the reference solution
     and says so, and no cell raises (the final checks cell included)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    nb = nbformat.read(student_dir / path.name, as_version=4)
+    nb = nbformat.read(STUDENT / path.name, as_version=4)   # the committed student notebook
     monkeypatch.setenv("CLEAD_PROFILE", "smoke")
     try:
         NotebookClient(nb, timeout=300, kernel_name="python3",

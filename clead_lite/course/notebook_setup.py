@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
+from pathlib import Path
 
 import torch
 
@@ -43,13 +45,27 @@ PROJECTOR_RC = {
 }
 
 
-def colab_url(notebook: str) -> str:
-    """The "Open in Colab" address of `notebook` (a file name such as '01_adversarial_examples.ipynb')."""
-    return COLAB_URL.format(notebook=os.path.basename(notebook))
+def notebook_path(notebook: str | os.PathLike) -> str:
+    """`notebook`'s path inside `notebooks/`: '01_x.ipynb' for a student notebook, 'solutions/01_x.ipynb' for its
+    instructor version. Accepts a file name, a path inside the repository or an absolute path."""
+    parts = Path(notebook).parts
+    if "notebooks" in parts:
+        rest = parts[len(parts) - 1 - parts[::-1].index("notebooks") + 1:]
+        return "/".join(rest)
+    if len(parts) >= 2 and parts[-2] == "solutions":
+        return f"solutions/{parts[-1]}"
+    return parts[-1]
 
 
-def colab_badge(notebook: str) -> str:
-    """The markdown "Open in Colab" badge of `notebook` (a file name such as '01_adversarial_examples.ipynb')."""
+def colab_url(notebook: str | os.PathLike) -> str:
+    """The "Open in Colab" address of `notebook`: '01_adversarial_examples.ipynb' (the student version) or
+    'solutions/01_adversarial_examples.ipynb' (the instructor version; any path ending in
+    `notebooks/solutions/NAME` or `solutions/NAME` works too)."""
+    return COLAB_URL.format(notebook=notebook_path(notebook))
+
+
+def colab_badge(notebook: str | os.PathLike) -> str:
+    """The markdown "Open in Colab" badge of `notebook` (see `colab_url`)."""
     return f"[![Open In Colab]({COLAB_BADGE_SVG})]({colab_url(notebook)})"
 
 
@@ -196,13 +212,14 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
     `.config` is the config the model was trained with (printed too).
     """
     from ..models import build_model
-    from .store import describe_config, load_model, save_model, store_dir
+    from .store import check_store_writable, describe_config, load_hit, save_model, store_dir
     from ..training import History, TrainConfig, train
     from ..widgets.viz import LiveCurves
 
     config, key, hit = _lookup(method, profile, x_train, y_train, changes)
-    if hit is not None:
-        model, state = load_model(hit, device)
+    loaded = load_hit(hit, device)   # None also for a stored file that no longer fits (warned): trained again
+    if loaded is not None:
+        model, state = loaded
         history = History(state["history"]) if state.get("history") else None
         used = TrainConfig.from_dict(hit.entry.get("config") or state.get("config") or config.to_dict())
         used = used.resolved(profile.dataset)
@@ -227,13 +244,21 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
     with torch.random.fork_rng(devices=[]):   # the initial weights depend on the seed only, not on earlier cells
         torch.manual_seed(config.seed)
         model = build_model(profile.model, num_classes=profile.info.num_classes)
+    unstorable = check_store_writable(model) if key is not None else None   # a real probe write, before the work
+    if unstorable:
+        warnings.warn(f"the {method} model is trained here but will not be stored: {unstorable}", RuntimeWarning,
+                      stacklevel=2)
     callback = LiveCurves(title=title or f"{method} on {profile.dataset}", name=method) if live else None
     result = train(model, x_train, y_train, config, dataset=profile.dataset, device=device, callback=callback)
     path = None
-    if key is not None and store_dir() is not None:
-        path = save_model(key, result.model, result.config, result.history, seconds=result.seconds,
-                          command=f"load_or_train({method!r}, profile {profile.name!r}"
-                                  + "".join(f", {k}={v!r}" for k, v in changes.items()) + ")")
+    if key is not None and store_dir() is not None and not unstorable:
+        try:
+            path = save_model(key, result.model, result.config, result.history, seconds=result.seconds,
+                              command=f"load_or_train({method!r}, profile {profile.name!r}"
+                                      + "".join(f", {k}={v!r}" for k, v in changes.items()) + ")")
+        except OSError as e:   # the trained model is still returned: nothing computed is lost
+            warnings.warn(f"the trained {method} model was not stored ({e}); it is returned, use it in this "
+                          "session", RuntimeWarning, stacklevel=2)
     print(f"trained {method} in {result.seconds:.0f} s ({result.epochs_run} epoch(s)"
           f"{'' if result.best_epoch is None else f', kept the weights of epoch {result.best_epoch}'})"
           f"\nTrained with: {describe_config(result.config)}"

@@ -5,8 +5,10 @@
 writes the executed notebooks to `out_dir`, every figure found in their outputs as a PNG under
 `out_dir/figures/`, and a per-notebook time table (`out_dir/times.md`, `out_dir/times.json`: notebook,
 profile, seconds, status, figures), which it also prints. `inplace=True` also writes the executed notebooks
-back into `notebooks/` (how the committed `quick` outputs are made). The command line is
-`python -m clead_lite course` (or `python -m clead_lite.course.runner`).
+back over the notebooks it ran. It runs the student notebooks (`notebooks/`); `--solutions` runs the instructor
+versions (`notebooks/solutions/`) instead: the committed `quick` outputs are made by running the solutions with
+`--inplace`, then `python scripts/make_student_notebooks.py`. The command line is `python -m clead_lite course`
+(or `python -m clead_lite.course.runner`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from .profiles import PROFILE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"                     # the student notebooks: what the course runs
+SOLUTIONS_DIR = NOTEBOOK_DIR / "solutions"            # the instructor versions (exercises solved)
 
 
 def course_notebooks(notebooks=None, notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> list[Path]:
@@ -162,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", help="names or number prefixes (default: all)")
     parser.add_argument("--profile", default="quick", choices=PROFILE_NAMES)
     parser.add_argument("--out", default=str(ROOT / "build" / "course"), help="default: build/course")
-    parser.add_argument("--inplace", action="store_true", help="write executed notebooks back into notebooks/")
+    parser.add_argument("--inplace", action="store_true", help="write executed notebooks back over their sources")
+    parser.add_argument("--solutions", action="store_true",
+                        help="run the instructor versions (notebooks/solutions/) instead of the student notebooks")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell (default 1800)")
     args = parser.parse_args(argv)
-    rows = run_course(args.profile, args.out, args.notebooks or None, args.inplace, args.timeout)
+    rows = run_course(args.profile, args.out, args.notebooks or None, args.inplace, args.timeout,
+                      notebook_dir=SOLUTIONS_DIR if args.solutions else NOTEBOOK_DIR)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
