@@ -6,6 +6,7 @@ lambda sweep of C-LEAD online at one budget and one seed.
     python benchmarks/budget_curve.py                          # the whole grid (resumable), CPU
     python benchmarks/budget_curve.py --device cuda            # the same grid on a GPU
     python benchmarks/budget_curve.py --summary                # tables of the points on disk (+ --plot FILE)
+    python benchmarks/budget_curve.py --summary --readme README.md   # + the README's budget and verdict blocks
 
 One JSON file per point in --out, named by its key (dataset, method, epochs, seed, lambda) and written
 atomically once the point is trained AND scored by one process: a file never mixes two runs. Each file also
@@ -26,7 +27,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from clead_lite.course.budget import (budget_markdown, gap_markdown, lambda_markdown, load_points,  # noqa: E402
-                               plot_budget_curve, point_name, standard_check_markdown, summary_markdown)
+                                      plot_budget_curve, point_name, standard_check_markdown, summary_markdown,
+                                      verdict_markdown)
 
 METHODS = ("pgd_at", "trades", "clead_online")
 
@@ -58,15 +60,8 @@ def settings(args) -> dict:
 
 def _code_version() -> str:
     """The commit this point's code was checked out at (+ '-dirty' when the tree had changes)."""
-    import subprocess
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from clead_lite.course.results import code_version
+    return code_version(ROOT)
 
 
 def _images_sha256(x, y) -> str:
@@ -158,7 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--redo", action="store_true", help="replace points on disk (also those of another run)")
     p.add_argument("--summary", action="store_true", help="only print the tables of the points on disk")
     p.add_argument("--plot", default=None, help="also save the budget-curve figure to this file")
-    p.add_argument("--readme", default=None, help="also write the tables into this file's <!-- budget --> block")
+    p.add_argument("--readme", default=None, help="also write the tables into this file's <!-- budget --> block "
+                   "and the verdict sentence (budget.verdict_markdown) into its <!-- verdict --> block")
     p.add_argument("--only", type=int, default=None, help="run at most this many missing points, then stop")
     args = p.parse_args(argv)
     for name in ("epochs", "seeds"):
@@ -196,14 +192,16 @@ def main(argv=None) -> int:
     frame = load_points(out)
     print(budget_markdown(frame), gap_markdown(frame), lambda_markdown(frame), standard_check_markdown(frame),
           sep="\n\n")
+    print(verdict_markdown(frame))
     if args.readme:
         from clead_lite.course.results import replace_marked_block
         try:
             replace_marked_block(args.readme, "budget", summary_markdown(frame))
+            replace_marked_block(args.readme, "verdict", verdict_markdown(frame))
         except ValueError as error:
             print(error, file=sys.stderr)
             return 2
-        print(f"updated the budget block of {args.readme}")
+        print(f"updated the budget and verdict blocks of {args.readme}")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")

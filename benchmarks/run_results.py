@@ -13,9 +13,25 @@ and Square alone on the first --n-score of the evaluated images with per-image c
 intervals against PGD-AT), and a PGD eps curve. Rows already on disk are skipped (a row without scores only
 gets its scores).
 
+Each new row also records what trained it (`trained_with`): the checkpoint's whole training config (learning rate,
+lambda = contrastive_weight, tau = temperature, beta = trades_beta, batch size, ...), the code version (git
+commit, '-dirty' with uncommitted changes) and the checkpoint's fingerprint of the training images (dataset, n,
+sha256). Rows written before 2026-12-06 hold none of these; the tables say "not recorded" for them.
+
 Grids (--grid): 'default' = the options as given; 'converged' = full MNIST and FashionMNIST (60,000 training
 images), 20 epochs, PGD-10 in training, seeds 0-4, the standard AutoAttack on 1,000 images of every seed,
-APGD-CE + APGD-T / Square on 1,000: sized for a GPU (--device cuda).
+APGD-CE + APGD-T / Square on 1,000: sized for a GPU (--device cuda). Not run yet (no GPU lent).
+
+What budget the converged grid expects to converge at, and why it may not: 20 epochs of 59,500 images at batch
+128 are 9,280 optimizer steps (464 per epoch). The mnist5k budget curve (benchmarks/budget_curve.py, README) is
+the only measurement: PGD-AT's APGD-CE + APGD-T accuracy rose from 59.0 % at 216 steps (8 epochs) to 77.3 % at 432
+(16 epochs, 3 seeds) and to 85.4 % at 864 (32 epochs, seed 0; 2026-12-06): still rising at the largest budget
+measured, and every 16-epoch run kept one of its last four epochs. 9,280 steps are about 10x that, on 17x more
+images, so PGD-AT is expected, not shown, to be near its plateau by 20 epochs; Madry et al. trained 100,000 steps of
+batch 50 (about 83 epochs of MNIST) with PGD-40, and their model keeps 88.5 % under AutoAttack. PGD-10 in training
+(not 40) may also leave the model short of that. So 20 epochs may not converge: read each row's best held-out
+epoch (kept / run in the per-seed table); if it is one of the last two, that run was still improving, and the grid
+should be run again with --epochs 40 before a row is read as converged.
 """
 from __future__ import annotations
 
@@ -65,11 +81,22 @@ GRIDS = {"converged": dict(datasets=["mnist", "fashion-mnist"], seeds=[0, 1, 2, 
                            attack_steps=10, n_test=1000, n_autoattack=1000, n_score=1000)}
 
 
+def trained_with(ckpt: Path) -> dict:
+    """What trained the row, from its checkpoint: the whole training config (lr, contrastive_weight = lambda,
+    temperature = tau, trades_beta = beta, batch_size, ...), the checkpoint's fingerprint of the training images
+    (dataset, n, sha256 of images and labels) and the code version (git commit) of this run: of the training
+    too when this run trained the checkpoint, of the evaluation only when it found the checkpoint finished."""
+    from clead_lite.course.checkpoints import load_checkpoint
+    from clead_lite.course.results import code_version
+    state = load_checkpoint(ckpt, map_location="cpu")
+    return {"config": state.get("config"), "train_images": state.get("data_fingerprint"),
+            "code_version": code_version(ROOT)}
+
+
 def training_facts(ckpt: Path, args, method: str, dataset: str) -> dict:
     """Which images and epochs trained the row: n_train, n_val (held out of them), epochs, best epoch kept."""
     from clead_lite.course.checkpoints import load_checkpoint
     from clead_lite.course.profiles import get_profile, train_config
-    from clead_lite.training import TrainConfig
     state = load_checkpoint(ckpt, map_location="cpu")
     n_val = train_config(get_profile(args.profile, dataset=dataset), method).n_val
     facts = {"n_train": args.n_train, "n_val": n_val, "epochs": args.epochs,
@@ -140,7 +167,10 @@ def add_autoattack(record: dict, ckpt: Path, args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", choices=("default",) + tuple(GRIDS), default="default",
-                   help="a preset grid that overrides the sizes below (see the module docstring)")
+                   help="a preset grid that overrides the sizes below (see the module docstring). 'converged': "
+                   "20 epochs = 9,280 steps of full MNIST / FashionMNIST with PGD-10, expected but not shown to "
+                   "converge (the mnist5k budget curve is still rising at 864 steps); a run whose best held-out "
+                   "epoch is one of its last two was still improving: rerun with --epochs 40")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... for training, evaluation and scoring")
     p.add_argument("--n-score", type=int, default=500, help="images for APGD-CE + APGD-T, Square, eps curve")
     p.add_argument("--score-columns", nargs="+", default=["apgd", "square", "eps_curve"],
@@ -229,6 +259,7 @@ def main(argv=None) -> int:
                     record["evaluate_command"] = record["command"] = shlex.join(
                         ["python", "-m", "clead_lite"] + evaluate[3:] + ["--json", rel(row_json)])
                     record["training"] = training_facts(ckpt, args, method, dataset)
+                    record["trained_with"] = trained_with(ckpt)
                     if not args.no_score:
                         record = add_scores(record, ckpt, args)
                     replace_row(row_json, record)

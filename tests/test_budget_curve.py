@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from clead_lite.course.budget import budget_markdown, lambda_markdown, load_points, plot_budget_curve, point_name
 
@@ -51,7 +52,11 @@ def test_budget_curve_tiny_end_to_end(tmp_path):
     summary = subprocess.run(cmd + ["--summary", "--plot", str(plot)], cwd=ROOT, capture_output=True, text=True,
                              timeout=300, env=env)
     assert summary.returncode == 0 and plot.stat().st_size > 1000
-    assert "| TRADES | 1 | 0 |" in summary.stdout and "| 0 | 1 | 0 |" in summary.stdout
+    assert "| TRADES | 1 | 1 | 0 |" in summary.stdout and "| 0 | 1 | 0 |" in summary.stdout   # (160 - 32) // 128 steps
+    # every new point records its code version and its training images' fingerprint, the same for every method
+    results = [json.loads((out / f).read_text())["result"] for f in files]
+    assert all(len(r["code_version"].removesuffix("-dirty")) == 40 for r in results)
+    assert len({r["train_images_sha256"] for r in results}) == 1
 
 
 def test_tables_and_plot_from_points(tmp_path):
@@ -63,8 +68,8 @@ def test_tables_and_plot_from_points(tmp_path):
     frame = load_points(tmp_path)
     assert len(frame) == 5
     table = budget_markdown(frame)
-    assert "| PGD-AT | 5 | 0,1 | 90.0 ± 0.0 | 55.0 ± 7.1 (500) | 88.5" in table    # sample SD of 50, 60
-    assert "| C-LEAD online | 5 | 0 |" in table and table.count("C-LEAD online") == 1   # lambda 0 is the sweep's
+    assert "| PGD-AT | 5 | - | 0,1 | 90.0 ± 0.0 | 55.0 ± 7.1 (500) | -, - | not recorded | 88.5" in table   # sample SD of 50, 60
+    assert "| C-LEAD online | 5 | - | 0 |" in table and table.count("C-LEAD online") == 1   # lambda 0 is the sweep's
     sweep = lambda_markdown(frame)
     assert "| 0 | 5 | 0 | 90.0 | 52.0 (500) |" in sweep and "| 0.5 | 5 | 0 | 90.0 | 55.0 (500) |" in sweep
     key = {"dataset": "mnist5k", "method": "clead_online", "epochs": 5, "seed": 0, "lam": 1.0}
@@ -131,12 +136,106 @@ def test_standard_check_and_readme_block(tmp_path):
     assert "| PGD-AT | 16 | 0 | the first 200 scored | 70.5 | 69.0 | -1.5 |" in standard_check_markdown(frame)
     assert "same 500 test images" in summary_markdown(frame)
     readme = tmp_path / "README.md"
-    readme.write_text("before\n<!-- budget:start -->\nold\n<!-- budget:end -->\nafter\n")
+    readme.write_text("before\n<!-- budget:start -->\nold\n<!-- budget:end -->\nafter\n"
+                      "<!-- verdict:start -->\n<!-- verdict:end -->\n")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "budget_curve.py"), "--summary", "--out", str(tmp_path),
            "--runs", str(tmp_path / "runs"), "--readme", str(readme)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"})
     assert done.returncode == 0, done.stderr[-2000:]
     text = readme.read_text()
-    assert text.startswith("before\n<!-- budget:start -->\nRobust accuracy") and text.endswith("<!-- budget:end -->\nafter\n")
+    assert text.startswith("before\n<!-- budget:start -->\nRobust accuracy")
+    assert "<!-- budget:end -->\nafter\n<!-- verdict:start -->\n**Verdict**: no budget has 3 paired seeds" in text
     assert "old" not in text and "| PGD-AT | 16 | 0 |" in text
+
+
+def test_steps_and_what_the_points_record(tmp_path):
+    """Steps are epochs x (n_train - n_val) // batch; the config note treats a setting that old points lack as
+    its TrainConfig default and says so, flags a real difference, and counts the points with a code version."""
+    from clead_lite.course.budget import config_note, optimizer_steps
+    from clead_lite.training import TrainConfig
+    assert [optimizer_steps(3500, 128, e) for e in (4, 8, 16, 32, 64)] == [108, 216, 432, 864, 1728]
+    assert optimizer_steps(9500, 128, 4) == 296 and optimizer_steps(100, 128, 3) == 3 and optimizer_steps(None, 128, 4) is None
+    base = TrainConfig().to_dict()
+    old = {k: v for k, v in base.items() if k != "split_views"}
+    for epochs, seed, config, extra in ((4, 0, old, {}), (16, 0, dict(base), {}),
+                                        (32, 0, dict(base), {"code_version": "a" * 40, "train_images_sha256": "b" * 64}),
+                                        (32, 1, dict(base), {"code_version": "c" * 40, "train_images_sha256": "d" * 64})):
+        key = {"dataset": "mnist5k", "method": "pgd_at", "epochs": epochs, "seed": seed, "lam": None}
+        (tmp_path / point_name(**key)).write_text(json.dumps({
+            "key": key, "settings": {"n_train": 4000, "n_val": 500},
+            "result": {"clean": 0.9, "apgd": 0.5, "n_scored": 500, "best_epoch": epochs,
+                       "config": {**config, "epochs": epochs, "seed": seed}, **extra}}))
+    frame = load_points(tmp_path)
+    note = config_note(frame)
+    assert "1 points (at 4 epochs) were written before the setting `split_views` existed" in note
+    assert "`split_views = False`" in note and "every other recorded training setting is the same" in note
+    assert "2 of 4 points record the code version" in note and "seed 0: aaaa" not in note
+    assert "one training-image fingerprint per seed" in note and "seed 1: dddddddddddd" in note
+    table = budget_markdown(frame)
+    assert "| PGD-AT | 32 | 864 | 0,1 | 90.0 ± 0.0 | 50.0 ± 0.0 (500) | 32, 32 | aaaaaaa, ccccccc |" in table
+    assert "| PGD-AT | 4 | 108 | 0 |" in table and "| 4 | not recorded |" in table
+    cfg = json.loads((tmp_path / point_name("mnist5k", "pgd_at", 16, 0, None)).read_text())
+    cfg["result"]["config"]["lr"] = 0.1                                    # a real difference is named
+    (tmp_path / point_name("mnist5k", "pgd_at", 16, 0, None)).write_text(json.dumps(cfg))
+    assert "Settings that differ within a method: PGD-AT `lr`: 0.05, 0.1." in config_note(load_points(tmp_path))
+
+
+def _gap_grid(directory, gaps_by_epochs, base_by_epochs, seeds=(0, 1, 2), n=500):
+    """PGD-AT and C-LEAD online points whose per-image outcomes give exactly the accuracies asked for: PGD-AT
+    right on its first k images, C-LEAD online on the first k + gap (or k - |gap|) images of each seed."""
+    for epochs, base in base_by_epochs.items():
+        for i, s in enumerate(seeds):
+            if base[i] is None:
+                continue
+            k = int(round(base[i] * n))
+            _write_point(directory, "pgd_at", epochs, s, [1] * k + [0] * (n - k))
+            g = gaps_by_epochs.get(epochs)
+            if g is not None and g[i] is not None:
+                k2 = k + int(round(g[i] * n))
+                _write_point(directory, "clead_online", epochs, s, [1] * k2 + [0] * (n - k2), lam=0.5)
+
+
+def test_verdict_reads_the_rows(tmp_path):
+    """The verdict takes the largest budget with three paired seeds, states both intervals and Holm's p from
+    the rows, says whether the gap is within ±1 point, whether PGD-AT still rises (so: not converged), shows a
+    budget with fewer seeds as 'so far' and names the planned points that are not on disk."""
+    from clead_lite.course.budget import PLANNED_COMMAND, paired_gaps, verdict, verdict_markdown
+    from clead_lite.course.stats import holm, t_interval
+    _gap_grid(tmp_path, {8: [0.07, 0.07, 0.08], 16: [0.032, 0.04, 0.036], 32: [-0.012, None, None]},
+              {8: [0.59, 0.61, 0.56], 16: [0.776, 0.778, 0.766], 32: [0.854, None, None]})
+    frame = load_points(tmp_path)
+    v = verdict(frame, n_boot=2000)
+    assert v["last"]["epochs"] == 16 and v["state"] == "above" and v["rise_state"] == "rising"
+    t = t_interval([0.032, 0.04, 0.036])
+    gaps = paired_gaps(frame, n_boot=2000)
+    assert v["last"]["t_low"] == pytest.approx(t.low) and v["holm_p"] == pytest.approx(holm(gaps["t_p"][:2].tolist())[1])
+    text = verdict_markdown(frame)
+    assert text.startswith("**Verdict: convergence not reached yet.** At 16 epochs")
+    assert f"[{100 * t.low:+.1f}, {100 * t.high:+.1f}] by the t-interval over the seeds" in text
+    assert "**not within ±1 point of 0**: both intervals lie above +1 point" in text
+    assert "PGD-AT is still rising between the last two such budgets (58.7 % at 8 epochs, 77.3 % at 16" in text
+    assert "So far at 32 epochs (seed 0 only): PGD-AT 85.4 %, C-LEAD online 84.2 %, a gap of -1.2 points" in text
+    assert "32 epochs, seeds 1, 2; 64 epochs, seeds 0, 1, 2" in text and PLANNED_COMMAND in text
+    assert "Holm over the 2 budgets tested" in text
+
+
+@pytest.mark.parametrize("gaps, rise, state, rstate, head", [
+    ([0.002, -0.004, 0.0], [0.001, 0.0, -0.001], "within", "flat", "**Verdict at convergence.**"),
+    ([0.03, -0.02, 0.0], [0.001, 0.0, -0.001], "undecided", "flat", "**Verdict at convergence.**"),
+    ([-0.05, -0.06, -0.04], [0.03, -0.02, 0.04], "below", "unclear", "**Verdict: convergence not reached yet.**")])
+def test_verdict_states(tmp_path, gaps, rise, state, rstate, head):
+    """Within ±1 point only when both intervals are; 'undecided' when one reaches past it; PGD-AT flat between
+    the last two budgets (both intervals within ±1 point of no change) is what 'at convergence' means."""
+    from clead_lite.course.budget import verdict, verdict_markdown
+    base = [0.80, 0.82, 0.81]
+    _gap_grid(tmp_path, {32: [0.0, 0.0, 0.0], 64: gaps}, {32: base, 64: [b + r for b, r in zip(base, rise)]})
+    frame = load_points(tmp_path)
+    v = verdict(frame, n_boot=2000)
+    assert (v["state"], v["rise_state"]) == (state, rstate)
+    text = verdict_markdown(frame)
+    assert text.startswith(head) and "At 64 epochs" in text
+    if state == "within":
+        assert "within ±1 point of 0 by both intervals" in text
+    if state == "undecided":
+        assert "cannot say whether it is within ±1 point of 0" in text

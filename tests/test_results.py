@@ -67,16 +67,17 @@ def test_per_seed_table_lists_every_file(tmp_path):
     _write(tmp_path, "mnist", "standard", 0, 0.99, 0.0, sanity=False)
     lines = per_seed_markdown(load_results(tmp_path)).splitlines()
     assert len(lines) == 2 + 3
-    assert lines[2] == "| mnist | standard | 0 | 99.0 | 49.5 | 0.0 | - | - | not run | - | - | - |"
-    assert lines[3] == "| mnist | pgd_at | 0 | 98.0 | 94.0 | 90.0 | 88.0 (1000) | - | passed | - | - | - |"
-    assert lines[4] == "| mnist | pgd_at | 1 | 96.0 | 91.0 | 86.0 | - | - | failed: pgd_below_fgsm | - | - | - |"
+    assert lines[2] == "| mnist | standard | 0 | 99.0 | 49.5 | 0.0 | - | - | not run | - | - | - | not recorded |"
+    assert lines[3] == "| mnist | pgd_at | 0 | 98.0 | 94.0 | 90.0 | 88.0 (1000) | - | passed | - | - | - | not recorded |"
+    assert lines[4] == ("| mnist | pgd_at | 1 | 96.0 | 91.0 | 86.0 | - | - | failed: pgd_below_fgsm | - | - | - | "
+                        "not recorded |")
     # the faithful pipeline's kept epoch is its linear head's, out of the head's epochs
     record = json.loads((tmp_path / "mnist_pgd_at_seed1.json").read_text())
     record.update(method="clead_faithful", training={"n_train": 100, "n_val": 10, "epochs": 4, "best_epoch": 19,
                                                      "head_epochs": 50})
     (tmp_path / "mnist_clead_faithful_seed1.json").write_text(json.dumps(record))
     faithful = [line for line in per_seed_markdown(load_results(tmp_path)).splitlines() if "clead_faithful" in line]
-    assert faithful[0].endswith("| 19 / 50 (head), encoder 4 |")
+    assert faithful[0].endswith("| 19 / 50 (head), encoder 4 | not recorded |")
 
 
 def test_empty_and_bad_input(tmp_path):
@@ -143,3 +144,58 @@ def test_custom_against_standard_autoattack_on_the_same_images(tmp_path):
     assert (r["n_images"], r["only_standard"], r["only_custom"]) == (500, 10, 1)
     assert (r["custom"], r["standard"]) == (pytest.approx(0.600), pytest.approx(0.582))
     assert "| mnist | pgd_at | 0 | 500 | 60.0 | 58.2 | -1.8 | 10 / 1 |" in differences_markdown(load_results(tmp_path))
+
+
+def test_new_rows_show_their_settings_old_rows_say_not_recorded(tmp_path):
+    """A row written by run_results.py since 2026-12-06 holds the training config, the code version and the
+    training images' fingerprint: the per-seed table shows lr, lambda, tau, beta, the commit and the sha256;
+    an old row says 'not recorded'; the protocol note counts them; steps use the recorded batch size."""
+    from clead_lite.course.results import protocol_note
+    _write(tmp_path, "mnist", "pgd_at", 0, 0.98, 0.90)
+    _write(tmp_path, "mnist", "clead_online", 0, 0.98, 0.91)
+    path = tmp_path / "mnist_clead_online_seed0.json"
+    record = json.loads(path.read_text())
+    record["training"] = {"n_train": 1000, "n_val": 100, "epochs": 3, "best_epoch": 3}
+    record["trained_with"] = {"config": {"lr": 0.02, "contrastive_weight": 2.0, "temperature": 0.2,
+                                         "trades_beta": 6.0, "batch_size": 64},
+                              "code_version": "0123456789abcdef-dirty",
+                              "train_images": {"dataset": "mnist", "n": 1000, "sha256": "feedbeef" * 8}}
+    path.write_text(json.dumps(record))
+    frame = load_results(tmp_path)
+    lines = {line.split(" | ")[1]: line for line in per_seed_markdown(frame).splitlines()[2:]}
+    assert lines["clead_online"].endswith("| lr 0.02, λ 2, τ 0.2, β 6; code 0123456-dirty; images feedbeeffeed |")
+    assert lines["pgd_at"].endswith("| not recorded |")
+    note = protocol_note(frame)
+    assert "recorded by 1 of the 2 rows (the others: not recorded)" in note
+    assert "epochs 3 (42 optimizer steps of 64 images)" in note        # 3 x (1000 - 100) // 64
+
+
+def test_a_failed_sanity_check_is_shown_beside_the_table(tmp_path):
+    """The summary's sanity cell names the failed check and the README block says what it measured."""
+    from clead_lite.course.results import readme_table, sanity_note
+    _write(tmp_path, "fashion-mnist", "standard", 0, 0.87, 0.148, sanity_ok=False)
+    _write(tmp_path, "fashion-mnist", "standard", 1, 0.85, 0.125, sanity=False)
+    _write(tmp_path, "mnist", "standard", 0, 0.98, 0.0)
+    frame = load_results(tmp_path)
+    fashion = next(line for line in summary_markdown(frame).splitlines() if "fashion" in line)
+    assert fashion.endswith("| 0/1 passed (**failed: pgd_below_fgsm**; 1 seed(s) not run) |")
+    note = sanity_note(frame)
+    assert note.startswith("Sanity report (`evaluate --sanity`): run on 2 of 3 rows")
+    assert "**fashion-mnist standard seed 0 fails** `pgd_below_fgsm`" in note
+    assert "mnist standard seed 0 passed every check." in note and note in readme_table(frame)
+
+
+def test_custom_against_standard_says_what_it_bounds(tmp_path):
+    """The check's text counts identical rows and the most images the standard version added, from the rows."""
+    from clead_lite.course.results import differences_markdown
+    apgd = [1] * 30 + [0] * 20
+    for method, aa in (("pgd_at", apgd), ("trades", apgd[:27] + [0, 0, 0] + apgd[30:])):
+        _write(tmp_path, "mnist", method, 0, 0.98, 0.7, aa=sum(aa) / 50, n_aa=50)
+        path = tmp_path / f"mnist_{method}_seed0.json"
+        record = json.loads(path.read_text())
+        record["row"]["n"] = 50
+        record["scores"] = {"apgd": 0.6, "n_scored": 50, "apgd_correct": apgd}
+        path.write_text(json.dumps({**record, "autoattack_correct": aa}))
+    table = differences_markdown(load_results(tmp_path))
+    assert "1 of these 2 rows have identical outcomes, and FAB-T and Square add at most 3 images in a row" in table
+    assert "it does not show that APGD itself is strong" in table

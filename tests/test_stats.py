@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clead_lite.course.results import differences_markdown, load_results, paired_differences, protocol_note
-from clead_lite.course.stats import mcnemar_exact, paired_bootstrap, sample_sd
+from clead_lite.course.stats import holm, mcnemar_exact, paired_bootstrap, sample_sd, t_interval
 
 
 def test_sample_sd_uses_ddof_1():
@@ -76,9 +76,11 @@ def _row(tmp, method, seed, correct, n_train=4000):
 
 def test_differences_table_from_rows(tmp_path):
     rng = np.random.default_rng(0)
+    pairs = []
     for seed in (0, 1, 2):
         base = rng.random(300) < 0.6
         better = base | (rng.random(300) < 0.1)
+        pairs.append((base, better))
         _row(tmp_path, "pgd_at", seed, base)
         _row(tmp_path, "clead_online", seed, better)
         _row(tmp_path, "trades", seed, base)
@@ -91,6 +93,12 @@ def test_differences_table_from_rows(tmp_path):
     assert all(b == 0 and p < 0.01 for _, a, b, p in on["mcnemar"])
     table = differences_markdown(frame)
     assert "| mnist | clead_online | 0,1,2 | 300 |" in table and "p = " in table
+    t = t_interval([np.mean(better_) - np.mean(base_) for base_, better_ in pairs])
+    assert on["t_low"] == pytest.approx(t.low) and on["t_high"] == pytest.approx(t.high)
+    assert f"[{100 * t.low:+.1f}, {100 * t.high:+.1f}]" in table
+    ps = [p for _, _, _, p in on["mcnemar"]]
+    assert "over the table's 6 tests" in table                      # 2 methods x 3 seeds: the family
+    assert all(f"(Holm {q:.2g})" in table for q in holm(ps + [1.0, 1.0, 1.0])[:3])
     note = protocol_note(frame)
     assert "seed 0 (not the first ones)" in note and "4000 training images" in note and "500 are held out" in note
     assert "ddof = 1" in note and "Square alone on the same images for seed(s) 0,1,2" in note
@@ -111,3 +119,35 @@ def test_protocol_note_says_which_images(tmp_path):
     assert "the first ones of each test split" in note and "not the first ones" not in note
     assert "The standard AutoAttack ran on all of them, for seed(s) 0." in note
     assert "Square alone on the same images for seed(s) 1" in note
+
+
+def test_t_interval_against_the_closed_form():
+    """mean +- t(0.975, n - 1) * SD / sqrt(n); t for 2 degrees of freedom is 4.3027 (a printed t table); the
+    issue's case: per-seed gaps +4.6, +4.8, +2.0 points give [-0.1, +7.7]."""
+    v = [0.046, 0.048, 0.020]
+    t = t_interval(v)
+    half = 4.302653 * np.std(v, ddof=1) / math.sqrt(3)
+    assert t.mean == pytest.approx(np.mean(v)) and t.n == 3
+    assert (t.low, t.high) == (pytest.approx(np.mean(v) - half, abs=1e-6), pytest.approx(np.mean(v) + half, abs=1e-6))
+    assert (round(100 * t.low, 1), round(100 * t.high, 1)) == (-0.1, 7.7)
+    # its p: P(|T_2| > mean / se), T_2 with cdf 1/2 + x / (2 sqrt(2 + x^2)) (closed form for 2 degrees of freedom)
+    x = np.mean(v) / (np.std(v, ddof=1) / math.sqrt(3))
+    assert t.p == pytest.approx(1 - x / math.sqrt(2 + x * x), rel=1e-6) and 0.05 < t.p < 0.06
+    one = t_interval([0.03])
+    assert one.mean == 0.03 and math.isnan(one.low) and math.isnan(one.p)
+    same = t_interval([0.02, 0.02])
+    assert (same.low, same.high) == (0.02, 0.02) and math.isnan(same.p)
+    assert t_interval([0.01, 0.03], level=0.5).high < t_interval([0.01, 0.03]).high
+
+
+def test_holm_by_hand():
+    """Sorted 0.01, 0.03, 0.04 of m = 3: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, 1 x 0.04 -> 0.06 (kept non-decreasing);
+    returned in the input's order; NaN stays out of the family; capped at 1."""
+    assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    out = holm([0.01, float("nan"), 0.04])
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.04)
+    assert holm([0.5, 0.6]) == [1.0, 1.0] and holm([]) == []
+    # the 16-epoch budget point: McNemar 0.017, 0.00032, 0.0096 -> seeds 0 and 2 no longer below 0.05 alone
+    assert holm([0.017, 0.00032, 0.0096]) == pytest.approx([0.0192, 0.00096, 0.0192])
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        holm([1.5])

@@ -4,25 +4,38 @@ training budget.
 
     frame = load_points("benchmarks/results/budget")      # one row per point
     print(budget_markdown(frame)); print(lambda_markdown(frame))
+    print(verdict_markdown(frame))                         # the README's verdict, from the rows
     plot_budget_curve(frame)                               # matplotlib Axes
 
+A budget is given in epochs and in optimizer steps (one batch of 128 images each): the budget curve trains on
+3,500 images, 27 steps per epoch; the results table on 9,500, 74 per epoch. Only steps compare the two.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .stats import mcnemar_exact, paired_bootstrap, sample_sd
+from .stats import holm, mcnemar_exact, paired_bootstrap, sample_sd, t_interval
 
-__all__ = ["POINT_COLUMNS", "PUBLISHED", "load_points", "budget_markdown", "lambda_markdown", "paired_gaps",
-           "gap_markdown", "standard_check_markdown", "summary_markdown", "plot_budget_curve", "plot_gaps",
+__all__ = ["POINT_COLUMNS", "PUBLISHED", "PLANNED", "PLANNED_COMMAND", "load_points", "optimizer_steps",
+           "budget_markdown", "lambda_markdown", "paired_gaps", "gap_markdown", "standard_check_markdown",
+           "config_note", "summary_markdown", "verdict", "verdict_markdown", "plot_budget_curve", "plot_gaps",
            "point_name"]
 
 POINT_COLUMNS = ("dataset", "method", "epochs", "seed", "lam", "clean", "apgd", "autoattack", "autoattack_n",
                  "apgd_on_autoattack_images", "n_scored", "best_epoch", "train_seconds", "score_seconds",
-                 "apgd_correct", "file")
+                 "apgd_correct", "n_train", "n_val", "batch_size", "config", "code_version", "train_images_sha256",
+                 "file")
+# The grid the budget curve is being extended to (issue 23): PGD-AT and C-LEAD online to 64 epochs, TRADES to 16
+# (the CPU's limit), seeds 0-2. A planned point not on disk is one still to come; the verdict names them.
+PLANNED = {"pgd_at": (4, 8, 16, 32, 64), "clead_online": (4, 8, 16, 32, 64), "trades": (4, 8, 16)}
+PLANNED_SEEDS = (0, 1, 2)
+PLANNED_COMMAND = "python benchmarks/budget_curve.py --methods pgd_at clead_online --epochs 32 64 --seeds 0 1 2"
+BAND = 0.01          # "within +-1 point of 0": the verdict's margin, in accuracy (fraction)
 # AutoAttack (standard) accuracies reported in Croce & Hein 2020's table for full MNIST at eps 0.3, larger
 # models and budgets than this curve's: where each point stands against the published ones
 PUBLISHED = {"pgd_at": ("Madry et al. 2018 (AutoAttack table)", 0.885),
@@ -44,7 +57,8 @@ def load_points(directory: str | Path) -> pd.DataFrame:
     rows = []
     for f in sorted(directory.glob("*_e*_s*_lam*.json")):
         r = json.loads(f.read_text())
-        key, res = r.get("key") or {}, r.get("result") or {}
+        key, res, settings = r.get("key") or {}, r.get("result") or {}, r.get("settings") or {}
+        config = res.get("config") if isinstance(res.get("config"), dict) else None
         rows.append({"dataset": key.get("dataset"), "method": key.get("method"), "epochs": key.get("epochs"),
                      "seed": key.get("seed"), "lam": key.get("lam"), "clean": res.get("clean"),
                      "apgd": res.get("apgd"), "autoattack": res.get("autoattack"),
@@ -52,6 +66,9 @@ def load_points(directory: str | Path) -> pd.DataFrame:
                      "apgd_on_autoattack_images": res.get("apgd_on_autoattack_images"), "n_scored": res.get("n_scored"),
                      "best_epoch": res.get("best_epoch"), "train_seconds": res.get("train_seconds"),
                      "score_seconds": res.get("score_seconds"), "apgd_correct": res.get("apgd_correct"),
+                     "n_train": settings.get("n_train"), "n_val": settings.get("n_val"),
+                     "batch_size": (config or {}).get("batch_size"), "config": config,
+                     "code_version": res.get("code_version"), "train_images_sha256": res.get("train_images_sha256"),
                      "file": f.name})
     frame = pd.DataFrame(rows, columns=POINT_COLUMNS)
     for c in ("clean", "apgd", "autoattack", "apgd_on_autoattack_images"):
@@ -73,18 +90,50 @@ def _mean_sd(v: pd.Series) -> str:
     return f"{100 * v.mean():.1f}" + (f" ± {100 * sample_sd(v):.1f}" if len(v) > 1 else "")
 
 
+def optimizer_steps(n_fit, batch_size, epochs) -> int | None:
+    """Optimizer steps of a run: epochs x batches per epoch, the last partial batch dropped (the training loop's
+    rule whenever a full batch exists). n_fit: the images trained on (n_train - n_val). None if unknown."""
+    vals = (n_fit, batch_size, epochs)
+    if any(v is None or (isinstance(v, float) and v != v) for v in vals):
+        return None
+    n_fit, batch_size, epochs = (int(v) for v in vals)
+    per_epoch = n_fit // batch_size if n_fit >= batch_size else 1
+    return epochs * per_epoch
+
+
+def _steps(g: pd.DataFrame) -> str:
+    """The steps of a group of points ('432'; '-' if a point lacks its sizes; both if they differ)."""
+    steps = {optimizer_steps(None if pd.isna(r.n_train) or pd.isna(r.n_val) else r.n_train - r.n_val,
+                             r.batch_size, r.epochs) for r in g.itertuples()}
+    return "-" if None in steps else "/".join(f"{s:,}" for s in sorted(steps))
+
+
+def _code(g: pd.DataFrame) -> str:
+    """The short code versions (git commits) of a group of points; 'not recorded' for points written before
+    the points recorded it."""
+    v = [c for c in g["code_version"] if isinstance(c, str) and c]
+    missing = len(g) - len(v)
+    names = sorted({c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in v})
+    if not names:
+        return "not recorded"
+    return ", ".join(names) + (f" ({missing} not recorded)" if missing else "")
+
+
 def budget_markdown(frame: pd.DataFrame) -> str:
-    """Mean ± sample SD over seeds of clean and APGD-CE + APGD-T accuracy per (method, epochs), in percent."""
-    lines = ["| method | epochs | seeds | clean | APGD-CE+T (n) | published AutoAttack (full MNIST) |",
-             "|---|---|---|---|---|---|"]
+    """Mean ± sample SD over seeds of clean and APGD-CE + APGD-T accuracy per (method, epochs), in percent, with
+    the optimizer steps, the epoch each seed kept (best held-out PGD accuracy) and the code version."""
+    lines = ["| method | epochs | steps | seeds | clean | APGD-CE+T (n) | epoch kept, per seed | code version | "
+             "published AutoAttack (full MNIST) |", "|---|---|---|---|---|---|---|---|---|"]
     rows = _curve_rows(frame)
     for (method, epochs), g in sorted(rows.groupby(["method", "epochs"]),
                                       key=lambda kv: (list(LABELS).index(kv[0][0]), kv[0][1])):
+        g = g.sort_values("seed")
         n = "/".join(str(int(v)) for v in sorted(set(g["n_scored"].dropna())))
         pub = PUBLISHED.get(method)
-        lines.append(f"| {LABELS.get(method, method)} | {int(epochs)} | {','.join(str(int(s)) for s in sorted(g['seed']))} | "
-                     f"{_mean_sd(g['clean'])} | {_mean_sd(g['apgd'])} ({n}) | "
-                     f"{f'{100 * pub[1]:.1f} ({pub[0]})' if pub else '-'} |")
+        kept = ", ".join("-" if pd.isna(b) else str(int(b)) for b in g["best_epoch"])
+        lines.append(f"| {LABELS.get(method, method)} | {int(epochs)} | {_steps(g)} | "
+                     f"{','.join(str(int(s)) for s in g['seed'])} | {_mean_sd(g['clean'])} | {_mean_sd(g['apgd'])} ({n}) | "
+                     f"{kept} | {_code(g)} | {f'{100 * pub[1]:.1f} ({pub[0]})' if pub else '-'} |")
     return "\n".join(lines)
 
 
@@ -117,7 +166,9 @@ def paired_gaps(frame: pd.DataFrame, method: str = "clead_online", base: str = "
 
     One row per epochs value where both methods have points for the same seeds with per-image outcomes:
     seeds, the per-seed differences (fractions), their mean and sample SD, the 95 % percentile bootstrap
-    interval resampling seeds and images (stats.paired_bootstrap) and McNemar's exact p per seed."""
+    interval resampling seeds and images (stats.paired_bootstrap), the 95 % t-interval over seeds and its
+    t-test p (stats.t_interval; NaN with one seed) and McNemar's exact p per seed (unadjusted: the tables
+    apply Holm over the tests they show)."""
     rows = _curve_rows(frame)
     out = []
     for epochs in sorted(set(rows["epochs"].dropna().astype(int))):
@@ -133,48 +184,278 @@ def paired_gaps(frame: pd.DataFrame, method: str = "clead_online", base: str = "
             raise ValueError(f"{method} and {base} at {epochs} epochs were scored on different numbers of images")
         diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ca, cb)]
         ci = paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed)
+        t = t_interval(diffs)
         out.append({"epochs": epochs, "seeds": seeds, "diffs": diffs, "mean": ci.mean, "sd": sample_sd(diffs),
-                    "low": ci.low, "high": ci.high, "n_images": ci.n_images,
-                    "mcnemar_p": [mcnemar_exact(x, y).p for x, y in zip(ca, cb)]})
-    return pd.DataFrame(out, columns=["epochs", "seeds", "diffs", "mean", "sd", "low", "high", "n_images",
-                                      "mcnemar_p"])
+                    "low": ci.low, "high": ci.high, "t_low": t.low, "t_high": t.high, "t_p": t.p,
+                    "n_images": ci.n_images, "mcnemar_p": [mcnemar_exact(x, y).p for x, y in zip(ca, cb)]})
+    return pd.DataFrame(out, columns=["epochs", "seeds", "diffs", "mean", "sd", "low", "high", "t_low", "t_high",
+                                      "t_p", "n_images", "mcnemar_p"])
+
+
+def _pts(v: float) -> str:
+    return "-" if v != v else f"{100 * v:+.1f}"
+
+
+def _interval(low: float, high: float) -> str:
+    return "-" if low != low else f"[{_pts(low)}, {_pts(high)}]"
 
 
 def gap_markdown(frame: pd.DataFrame, methods=("clead_online", "trades"), base: str = "pgd_at") -> str:
-    """A table of paired_gaps for each method against `base`, in accuracy points."""
-    lines = [f"| method - {LABELS.get(base, base)} | epochs | per seed (points) | mean ± SD | 95 % interval "
-             "(bootstrap over seeds and images) | McNemar p per seed |", "|---|---|---|---|---|---|"]
-    for method in methods:
-        for r in paired_gaps(frame, method, base).itertuples():
-            sd = "" if r.sd != r.sd else f" ± {100 * r.sd:.1f}"      # NaN (one seed): no SD
-            lines.append(f"| {LABELS.get(method, method)} | {r.epochs} | "
-                         f"{', '.join(f'{100 * d:+.1f}' for d in r.diffs)} | {100 * r.mean:+.1f}{sd} | "
-                         f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}] (n = {r.n_images}) | "
-                         f"{', '.join(f'{p:.2g}' for p in r.mcnemar_p)} |")
+    """A table of paired_gaps for each method against `base`, in accuracy points: both intervals, and McNemar's
+    p per seed with Holm's adjustment over every McNemar test in the table (the family is the table)."""
+    gaps = [(method, r) for method in methods for r in paired_gaps(frame, method, base).itertuples()]
+    raw = [p for _, r in gaps for p in r.mcnemar_p]
+    adjusted = iter(holm(raw))
+    lines = [f"| method - {LABELS.get(base, base)} | epochs | per seed (points) | mean ± SD | 95 % interval, bootstrap "
+             f"over seeds and images | 95 % t-interval over seeds | McNemar p per seed (Holm over the table's "
+             f"{len(raw)} tests) |", "|---|---|---|---|---|---|---|"]
+    for method, r in gaps:
+        sd = "" if r.sd != r.sd else f" ± {100 * r.sd:.1f}"      # NaN (one seed): no SD
+        ps = ", ".join(f"{p:.2g} ({next(adjusted):.2g})" for p in r.mcnemar_p)
+        lines.append(f"| {LABELS.get(method, method)} | {r.epochs} | "
+                     f"{', '.join(f'{100 * d:+.1f}' for d in r.diffs)} | {100 * r.mean:+.1f}{sd} | "
+                     f"{_interval(r.low, r.high)} (n = {r.n_images}) | {_interval(r.t_low, r.t_high)} | {ps} |")
     return "\n".join(lines)
 
 
 def standard_check_markdown(frame: pd.DataFrame) -> str:
     """The points that also ran the standard AutoAttack: its accuracy beside APGD-CE + APGD-T's on the same
-    images (is the custom version within a point of the standard one?)."""
-    lines = ["| method | epochs | seed | images | APGD-CE+T | standard AutoAttack | difference (points) |",
-             "|---|---|---|---|---|---|---|"]
+    images, and the images that make the difference. The standard version runs APGD-CE and APGD-T too (then
+    FAB-T and Square), so this shows what the other two add, not how strong APGD is."""
+    lines = ["| method | epochs | seed | images | APGD-CE+T | standard AutoAttack | difference (points) | images |",
+             "|---|---|---|---|---|---|---|---|"]
     done = frame[frame["autoattack"].notna() & frame["apgd_on_autoattack_images"].notna()]
     for r in done.sort_values(["method", "epochs", "seed"]).itertuples():
+        n = int(r.autoattack_n)
+        images = round(n * (r.autoattack - r.apgd_on_autoattack_images))
         lines.append(f"| {LABELS.get(r.method, r.method)} | {int(r.epochs)} | {int(r.seed)} | the first "
-                     f"{int(r.autoattack_n)} scored | {100 * r.apgd_on_autoattack_images:.1f} | {100 * r.autoattack:.1f} | "
-                     f"{100 * (r.autoattack - r.apgd_on_autoattack_images):+.1f} |")
+                     f"{n} scored | {100 * r.apgd_on_autoattack_images:.1f} | {100 * r.autoattack:.1f} | "
+                     f"{100 * (r.autoattack - r.apgd_on_autoattack_images):+.1f} | {images:+d} |")
+    if len(done):
+        smaller = (done["autoattack_n"] < done["n_scored"]).any()
+        lines += ["", "The standard version runs APGD-CE and APGD-T as well, then FAB-T and Square on what is left: the "
+                  "column 'images' is how many more images the standard version broke, net" +
+                  (" (on a smaller batch than the custom run's, so a different random start may also count)"
+                   if smaller else "") + ". It bounds what FAB-T and Square add; it does not test whether APGD "
+                  "itself is strong."]
     return "\n".join(lines)
+
+
+def config_note(frame: pd.DataFrame) -> str:
+    """Do the points' recorded training settings agree? Within each method every point's `result.config` is
+    compared, apart from what the point's key sets (epochs, seed, lambda for C-LEAD online) and the checkpoint
+    path; a setting some points lack is compared with TrainConfig's default (the value those points ran with:
+    the setting did not exist yet). Then the code version and the training images' fingerprint."""
+    from clead_lite.training import TrainConfig
+    default = TrainConfig().to_dict()
+    parts = []
+    missing_all: dict[str, set] = {}
+    differ = []
+    for method, g in frame.groupby("method"):
+        cfgs = [(r.epochs, r.config) for r in g.itertuples() if isinstance(r.config, dict)]
+        if len(cfgs) < len(g):
+            parts.append(f"{len(g) - len(cfgs)} {LABELS.get(method, method)} point(s) record no config.")
+        skip = {"epochs", "seed", "checkpoint_path"} | ({"contrastive_weight"} if method == "clead_online" else set())
+        keys = set().union(*(c.keys() for _, c in cfgs)) - skip if cfgs else set()
+        for k in sorted(keys):
+            have = [(e, c[k]) for e, c in cfgs if k in c]
+            lacking = {int(e) for e, c in cfgs if k not in c}
+            values = {json.dumps(v, sort_keys=True) for _, v in have}
+            if lacking:
+                missing_all.setdefault(k, set()).update(lacking)
+                values.add(json.dumps(default.get(k), sort_keys=True))
+            if len(values) > 1:
+                differ.append(f"{LABELS.get(method, method)} `{k}`: {', '.join(sorted(values))}")
+    if missing_all:
+        for k, epochs in sorted(missing_all.items()):
+            n = int(sum(1 for c in frame["config"] if isinstance(c, dict) and k not in c))
+            parts.append(f"{n} points (at {' and '.join(map(str, sorted(epochs)))} epochs) were written before "
+                         f"the setting `{k}` existed and do not record it; the code then ran as its default "
+                         f"`{k} = {default.get(k)!r}` does, the value every other point records.")
+    parts.append("Within each method every other recorded training setting is the same at every point, apart from "
+                 "what the point's key sets (epochs, seed and C-LEAD online's lambda)." if not differ else
+                 "Settings that differ within a method: " + "; ".join(differ) + ".")
+    versions = [c for c in frame["code_version"] if isinstance(c, str) and c]
+    if versions:
+        parts.append(f"{len(versions)} of {len(frame)} points record the code version (git commit) and a sha256 of "
+                     f"their training images; the other {len(frame) - len(versions)} were written before the points "
+                     "recorded them (not recorded).")
+        prints = frame[frame["train_images_sha256"].map(lambda v: isinstance(v, str))]
+        per_seed = prints.groupby("seed")["train_images_sha256"].agg(lambda v: sorted(set(v)))
+        same = all(len(v) == 1 for v in per_seed)
+        parts.append("Those record " + ("one training-image fingerprint per seed, the same for every method and "
+                     "budget (" if same else "different training images within a seed (") +
+                     "; ".join(f"seed {int(s)}: {', '.join(x[:12] for x in v)}" for s, v in per_seed.items()) + ").")
+    else:
+        parts.append("No point records the code version or a fingerprint of its training images (not recorded).")
+    return " ".join(parts)
 
 
 def summary_markdown(frame: pd.DataFrame) -> str:
     """Every table of the grid, for the README block `budget` (benchmarks/budget_curve.py --readme)."""
     n = "/".join(str(int(v)) for v in sorted(set(frame["n_scored"].dropna()))) or "-"
     return "\n\n".join([
-        f"Robust accuracy (%, mean ± sample SD over seeds), APGD-CE + APGD-T on the same {n} test images:",
+        f"Robust accuracy (%, mean ± sample SD over seeds), APGD-CE + APGD-T on the same {n} test images; steps: "
+        "optimizer steps of one batch each (epochs x (training images - held out) // batch):",
         budget_markdown(frame), "Paired differences from PGD-AT (points; same seed, same images):", gap_markdown(frame),
         "The lambda sweep:", lambda_markdown(frame),
-        "The custom version against the standard AutoAttack, on the same images:", standard_check_markdown(frame)])
+        "The custom version against the standard AutoAttack, on the same images:", standard_check_markdown(frame),
+        "What the points record: " + config_note(frame)])
+
+
+def _change(rows: pd.DataFrame, method: str, e0: int, e1: int, n_boot: int = 10_000, seed: int = 0) -> dict | None:
+    """`method`'s APGD-CE + APGD-T accuracy at e1 epochs minus at e0, paired by seed (same training images and
+    initial weights) and test image: per-seed changes, both intervals, the two means. None without a pair."""
+    a = rows[(rows["method"] == method) & (rows["epochs"] == e1)].set_index("seed")
+    b = rows[(rows["method"] == method) & (rows["epochs"] == e0)].set_index("seed")
+    seeds = sorted(s for s in set(a.index) & set(b.index)
+                   if isinstance(a.loc[s, "apgd_correct"], list) and isinstance(b.loc[s, "apgd_correct"], list))
+    if not seeds:
+        return None
+    ca = [[float(v) for v in a.loc[s, "apgd_correct"]] for s in seeds]
+    cb = [[float(v) for v in b.loc[s, "apgd_correct"]] for s in seeds]
+    ci = paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed)
+    diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ca, cb)]
+    t = t_interval(diffs)
+    return {"e0": e0, "e1": e1, "seeds": seeds, "diffs": diffs, "mean": ci.mean, "low": ci.low, "high": ci.high,
+            "t_low": t.low, "t_high": t.high, "before": float(np.mean([sum(y) / len(y) for y in cb])),
+            "after": float(np.mean([sum(x) / len(x) for x in ca]))}
+
+
+def _state(low: float, high: float, t_low: float, t_high: float, band: float = BAND) -> str:
+    """'within' both intervals inside [-band, band]; 'above' / 'below' both beyond it; 'undecided' otherwise."""
+    if -band <= low and high <= band and -band <= t_low and t_high <= band:
+        return "within"
+    if low > band and t_low > band:
+        return "above"
+    if high < -band and t_high < -band:
+        return "below"
+    return "undecided"
+
+
+def _missing(rows: pd.DataFrame, methods: tuple[str, ...]) -> list[tuple[int, list[int]]]:
+    """The planned (PLANNED, PLANNED_SEEDS) points of `methods` not on disk: (epochs, seeds) by budget."""
+    out: dict[int, set] = {}
+    for m in methods:
+        have = {(int(r.epochs), int(r.seed)) for r in rows[rows["method"] == m].itertuples()}
+        for e in PLANNED.get(m, ()):
+            for s in PLANNED_SEEDS:
+                if (e, s) not in have:
+                    out.setdefault(e, set()).add(s)
+    return [(e, sorted(s)) for e, s in sorted(out.items())]
+
+
+def verdict(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_at", seeds_needed: int = 3,
+            n_boot: int = 10_000) -> dict:
+    """The facts behind the verdict sentence (fractions, not points): at the largest budget where both methods
+    have `seeds_needed` paired seeds, the gap (`paired_gaps` row), its t-test p and Holm's adjustment over the
+    t-tests of every budget with two seeds or more, whether it is within ±1 point of 0 (`state`: 'within',
+    'above', 'below' or 'undecided' from both intervals), the base method's change from the previous such
+    budget (`rise`, `rise_state`: 'rising' when both intervals are above 0, 'flat' when both lie within ±1
+    point, 'unclear' otherwise), the points at larger budgets so far (`partial`) and the planned points not on
+    disk (`missing`). `last` is None when no budget has enough seeds."""
+    rows = _curve_rows(frame)
+    gaps = paired_gaps(frame, method, base, n_boot=n_boot)
+    tested = gaps[gaps["seeds"].map(len) >= 2]
+    adjusted = dict(zip(tested["epochs"], holm(tested["t_p"].tolist())))
+    complete = gaps[gaps["seeds"].map(len) >= seeds_needed]
+    out = {"method": method, "base": base, "seeds_needed": seeds_needed, "n_tests": len(tested),
+           "n_mcnemar": None, "last": None, "missing": _missing(rows, (method, base))}
+    if not len(complete):
+        return out
+    last = complete.iloc[-1]
+    out.update(last=last.to_dict(), holm_p=adjusted.get(last["epochs"], math.nan),
+               state=_state(last["low"], last["high"], last["t_low"], last["t_high"]))
+    g = rows[(rows["method"] == base) & (rows["epochs"] == last["epochs"])]
+    out["steps"] = _steps(g)
+    out["base_mean"] = float(g["apgd"].mean())
+    out["method_mean"] = float(rows[(rows["method"] == method) & (rows["epochs"] == last["epochs"])]["apgd"].mean())
+    out["rise"] = None
+    if len(complete) >= 2:
+        out["rise"] = _change(rows, base, int(complete.iloc[-2]["epochs"]), int(last["epochs"]), n_boot=n_boot)
+        r = out["rise"]
+        if r is not None:
+            out["rise_state"] = ("rising" if r["low"] > 0 and r["t_low"] > 0 else
+                                 "flat" if _state(r["low"], r["high"], r["t_low"], r["t_high"]) == "within" else
+                                 "unclear")
+    out["partial"] = []
+    for p in gaps[gaps["epochs"] > last["epochs"]].itertuples():
+        ch = _change(rows, base, int(last["epochs"]), int(p.epochs), n_boot=n_boot)
+        out["partial"].append({"epochs": int(p.epochs), "seeds": p.seeds, "diffs": p.diffs, "mean": p.mean,
+                               "base": [float(rows[(rows["method"] == base) & (rows["epochs"] == p.epochs)
+                                                   & (rows["seed"] == s)]["apgd"].iloc[0]) for s in p.seeds],
+                               "method": [float(rows[(rows["method"] == method) & (rows["epochs"] == p.epochs)
+                                                     & (rows["seed"] == s)]["apgd"].iloc[0]) for s in p.seeds],
+                               "base_change": ch})
+    return out
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _seeds(seeds) -> str:
+    seeds = [int(s) for s in seeds]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
+
+
+def verdict_markdown(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_at",
+                     seeds_needed: int = 3) -> str:
+    """The README's and notebook 06's verdict on the budget curve, every number read from the points (`verdict`):
+    the paired gap at the largest budget with `seeds_needed` seeds, both 95 % intervals, the t-test with Holm's
+    correction over the budgets tested, whether the gap is within ±1 point of 0, whether the baseline is still
+    rising (and so whether this is convergence), and which points are still to come."""
+    v = verdict(frame, method, base, seeds_needed)
+    m, b = LABELS.get(method, method), LABELS.get(base, base)
+    if v["last"] is None:
+        return f"**Verdict**: no budget has {seeds_needed} paired seeds of {m} and {b} yet."
+    last = v["last"]
+    e = int(last["epochs"])
+    rise, rstate = v.get("rise"), v.get("rise_state")
+    converged = rstate == "flat"
+    gap_phrase = {"within": "within ±1 point of 0 by both intervals",
+                  "above": f"**not within ±1 point of 0**: both intervals lie above +1 point ({m} ahead)",
+                  "below": f"**not within ±1 point of 0**: both intervals lie below -1 point ({b} ahead)",
+                  "undecided": f"these {len(last['seeds'])} seeds **cannot say whether it is within ±1 point of 0** "
+                               "(an interval reaches past ±1 point; more seeds would narrow it)"}[v["state"]]
+    head = ("**Verdict at convergence.**" if converged else "**Verdict: convergence not reached yet.**")
+    text = [f"{head} At {e} epochs ({v['steps']} optimizer steps), the largest budget with {len(last['seeds'])} "
+            f"seeds of both methods, {m} keeps {_pct(v['method_mean'])} % and {b} {_pct(v['base_mean'])} % under "
+            f"APGD-CE + APGD-T: a paired gap of {_pts(last['mean'])} points (95 % interval {_interval(last['low'], last['high'])} "
+            f"resampling seeds and images, {_interval(last['t_low'], last['t_high'])} by the t-interval over the seeds; "
+            f"t-test p = {last['t_p']:.2g}, {v['holm_p']:.2g} after Holm over the {v['n_tests']} budgets tested), "
+            f"{gap_phrase}."]
+    if rise is None:
+        text.append(f"No smaller budget with {seeds_needed} seeds to tell whether {b} is still rising: "
+                    "convergence is not established.")
+    else:
+        change = (f"{_pct(rise['before'])} % at {rise['e0']} epochs, {_pct(rise['after'])} % at {rise['e1']}: "
+                  f"{_pts(rise['mean'])} points, {_interval(rise['low'], rise['high'])} / t "
+                  f"{_interval(rise['t_low'], rise['t_high'])}")
+        text.append({"rising": f"{b} is still rising between the last two such budgets ({change}), so this is "
+                               "**not** the gap at convergence.",
+                     "flat": f"{b} has stopped rising between the last two such budgets ({change}, within ±1 "
+                             "point by both intervals).",
+                     "unclear": f"{b}'s change between the last two such budgets ({change}) is neither clearly a "
+                                "rise nor shown to be within ±1 point: convergence is not established."}[rstate])
+    for p in v["partial"]:
+        seeds = p["seeds"]
+        ch = p["base_change"]
+        since = "" if ch is None else (f"; {b} " + ", ".join(f"{_pts(d)}" for d in ch["diffs"]) +
+                                       f" points since {ch['e0']} epochs on the same seed{'s' if len(seeds) > 1 else ''}")
+        text.append(f"So far at {p['epochs']} epochs ({_seeds(seeds)} only): {b} "
+                    f"{', '.join(_pct(x) + ' %' for x in p['base'])}, {m} {', '.join(_pct(x) + ' %' for x in p['method'])}, "
+                    f"a gap of {', '.join(_pts(d) for d in p['diffs'])} points{since} (too few seeds for the verdict).")
+    if v["missing"]:
+        todo = "; ".join(f"{e_} epochs, {_seeds(s)}" for e_, s in v["missing"])
+        text.append(f"The next points are running ({todo}: `{PLANNED_COMMAND}`).")
+    elif not converged:
+        text.append(f"No further points are planned: the grid must be extended (e.g. to {2 * int(max(PLANNED[base]))} "
+                    "epochs) to reach convergence.")
+    text.append(f"Multiple comparisons: the gap's t-test at each of the {v['n_tests']} budgets with two or more "
+                "seeds (Holm above) and the per-seed McNemar tests of the gap table (Holm over that table, in it); "
+                "the ±1-point reading uses the intervals, not a test.")
+    return " ".join(text)
 
 
 def plot_budget_curve(frame: pd.DataFrame, ax=None, published: bool = True):

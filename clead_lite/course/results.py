@@ -18,14 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .stats import mcnemar_exact, paired_bootstrap, sample_sd
+from .stats import holm, mcnemar_exact, paired_bootstrap, sample_sd, t_interval
 
 METHOD_ORDER = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 ACCURACY_COLUMNS = ("clean", "fgsm", "pgd", "autoattack", "transfer", "apgd", "square")
 COLUMNS = ("dataset", "method", "seed", "eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
            "n_autoattack", "transfer", "transfer_source", "apgd", "square", "n_scored", "eps_curve", "apgd_correct",
            "autoattack_correct", "n_train", "n_val", "epochs", "best_epoch", "head_epochs", "sanity_passed",
-           "sanity_failed", "train_command", "evaluate_command", "test_images", "file")
+           "sanity_failed", "sanity_details", "train_command", "evaluate_command", "test_images", "profile", "lr",
+           "lam", "tau", "beta", "batch_size", "code_version", "train_images_sha256", "file")
+# what the row records of its training run (benchmarks/run_results.py, rows written from 2026-12-06 on): the
+# table column and its config key; older rows hold none of them ("not recorded")
+SETTINGS = (("lr", "lr"), ("lam", "contrastive_weight"), ("tau", "temperature"), ("beta", "trades_beta"),
+            ("batch_size", "batch_size"))
 
 
 def results_dir() -> Path | None:
@@ -41,20 +46,27 @@ def _row(record: dict, file: str) -> dict:
                          f"`python -m clead_lite evaluate --json`)")
     sanity = record.get("sanity") or {}
     failed = [c.get("name") for c in sanity.get("checks", []) if c.get("passed") is False]  # None: n/a
+    details = [f"`{c.get('name')}`: {c.get('detail')}" for c in sanity.get("checks", []) if c.get("passed") is False]
     out = {"dataset": record.get("dataset"), "method": record.get("method"), "seed": record.get("seed"),
            **{k: row.get(k) for k in ("eps", "n", "clean", "fgsm", "steps", "restarts", "pgd", "autoattack",
                                       "n_autoattack", "transfer", "transfer_source")},
            "sanity_passed": sanity.get("passed") if sanity else None,
            "sanity_failed": ", ".join(map(str, failed)) if sanity else None,
+           "sanity_details": "; ".join(details) if sanity else None,
            "train_command": record.get("train_command"),
            "evaluate_command": record.get("evaluate_command") or record.get("command"),
-           "test_images": record.get("test_images"), "file": file}
+           "test_images": record.get("test_images"), "profile": record.get("profile"), "file": file}
     scores = record.get("scores") or {}    # benchmarks/run_results.py: APGD-CE + APGD-T, Square, eps curve
     out.update(apgd=scores.get("apgd"), square=scores.get("square"), n_scored=scores.get("n_scored"),
                eps_curve=scores.get("eps_curve"), apgd_correct=scores.get("apgd_correct"),
                autoattack_correct=record.get("autoattack_correct"))   # --add-autoattack: per image, 0 / 1
     training = record.get("training") or {}
     out.update({k: training.get(k) for k in ("n_train", "n_val", "epochs", "best_epoch", "head_epochs")})
+    trained = record.get("trained_with") or {}     # rows written from 2026-12-06 on; older rows: not recorded
+    config = trained.get("config") if isinstance(trained.get("config"), dict) else {}
+    out.update({col: config.get(key) for col, key in SETTINGS})
+    out["code_version"] = trained.get("code_version")
+    out["train_images_sha256"] = (trained.get("train_images") or {}).get("sha256")
     for k in ACCURACY_COLUMNS:   # NaN (not measured) stays NaN; JSON may hold null
         out[k] = math.nan if out[k] is None else float(out[k])
     return out
@@ -132,8 +144,11 @@ def summary_markdown(frame: pd.DataFrame) -> str:
         first = g.iloc[0]
         label = f"PGD-{int(first['steps'])}×{int(first['restarts'])}" if pd.notna(first["steps"]) else "PGD"
         sanity = g["sanity_passed"].dropna()
+        failed = sorted({n for f in g["sanity_failed"].dropna() for n in str(f).split(", ") if n})
+        notes = ([f"**failed: {', '.join(failed)}**"] if failed else []) + (
+            [f"{len(g) - len(sanity)} seed(s) not run"] if 0 < len(sanity) < len(g) else [])
         sanity_cell = (f"{int(sanity.sum())}/{len(sanity)} passed" if len(sanity) else "not run") + (
-            f" ({len(g) - len(sanity)} seed(s) not run)" if 0 < len(sanity) < len(g) else "")
+            f" ({'; '.join(notes)})" if notes else "")
         seeds = ",".join(str(int(s)) for s in g["seed"].dropna())
         n_sc = sorted({int(n) for n in g["n_scored"].dropna() if n})
         scored = lambda col: (f"{_cell(g[col])} ({'/'.join(map(str, n_sc))})" if _cell(g[col]) != "-" else "-")
@@ -183,8 +198,8 @@ def per_seed_markdown(frame: pd.DataFrame) -> str:
     """A markdown table with one line per results file (dataset, method, seed), in percent: the numbers behind
     summary_markdown's means, with the sanity checks that failed."""
     lines = ["| dataset | method | seed | clean | FGSM | PGD | AutoAttack (n) | transfer | sanity | APGD-CE+T | Square | "
-             "best epoch / epochs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "best epoch / epochs | recorded settings (lr, λ, τ, β; code; training images) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "-" if pd.isna(v) else f"{100 * float(v):.1f}"
     for _, r in frame.iterrows():
         aa = "-" if pd.isna(r["autoattack"]) else f"{pct(r['autoattack'])} ({int(r['n_autoattack'])})"
@@ -192,8 +207,46 @@ def per_seed_markdown(frame: pd.DataFrame) -> str:
                   else "passed" if r["sanity_passed"] else f"failed: {r['sanity_failed']}")
         lines.append(f"| {r['dataset']} | {r['method']} | {int(r['seed'])} | {pct(r['clean'])} | {pct(r['fgsm'])} | "
                      f"{pct(r['pgd'])} | {aa} | {pct(r['transfer'])} | {sanity} | {pct(r['apgd'])} | "
-                     f"{pct(r['square'])} | {_epochs_cell(r)} |")
+                     f"{pct(r['square'])} | {_epochs_cell(r)} | {_settings_cell(r)} |")
     return "\n".join(lines)
+
+
+def _settings_cell(r) -> str:
+    """The row's recorded training settings ('lr 0.05, λ 0.5, τ 0.1, β 6; code 07e29bb; images eddaf7fdecf5'),
+    'not recorded' for each part a row does not hold (every row written before 2026-12-06)."""
+    known = lambda v: v is not None and not (isinstance(v, float) and math.isnan(v))
+    values = [(name, r[col]) for name, col in (("lr", "lr"), ("λ", "lam"), ("τ", "tau"), ("β", "beta"))]
+    settings = (", ".join(f"{n} {float(v):g}" for n, v in values if known(v))
+                if any(known(v) for _, v in values) else "settings not recorded")
+    code = r["code_version"]
+    code = f"code {code[:7]}{'-dirty' if code.endswith('-dirty') else ''}" if isinstance(code, str) and code else \
+        "code not recorded"
+    images = r["train_images_sha256"]
+    images = f"images {images[:12]}" if isinstance(images, str) and images else "images not recorded"
+    if (settings, code, images) == ("settings not recorded", "code not recorded", "images not recorded"):
+        return "not recorded"
+    return f"{settings}; {code}; {images}"
+
+
+def sanity_note(frame: pd.DataFrame) -> str:
+    """Which rows ran the sanity-check report, and every check that failed, with its detail (values from the
+    rows). A failed check is shown where the table is shown, not only in the per-seed table."""
+    ran = frame[frame["sanity_passed"].notna()] if len(frame) else frame
+    if not len(ran):
+        return "Sanity report: not run on any row."
+    names = ", ".join(f"{r.dataset} {r.method} seed {int(r.seed)}" for r in ran.itertuples())
+    failed = ran[ran["sanity_passed"] == False]   # noqa: E712 (an object column of bools)
+    text = f"Sanity report (`evaluate --sanity`): run on {len(ran)} of {len(frame)} rows ({names})."
+    if not len(failed):
+        return text + " Every check passed."
+    for r in failed.itertuples():
+        text += (f" **{r.dataset} {r.method} seed {int(r.seed)} fails** {r.sanity_details}; its other checks "
+                 "passed or did not apply.")
+    ok = ran[ran["sanity_passed"] == True]        # noqa: E712
+    if len(ok):
+        text += " " + ", ".join(f"{r.dataset} {r.method} seed {int(r.seed)}" for r in ok.itertuples()) + \
+            " passed every check."
+    return text
 
 
 def _compared_methods(rows: pd.DataFrame, baseline: str) -> list[str]:
@@ -205,11 +258,14 @@ def paired_differences(frame: pd.DataFrame, baseline: str = "pgd_at", n_boot: in
                        level: float = 0.95) -> pd.DataFrame:
     """Each method's APGD-CE + APGD-T accuracy minus the baseline's, per dataset, paired over the seeds both
     have and the images both were scored on: the observed mean difference, a percentile bootstrap interval
-    (seeds and images resampled together, `stats.paired_bootstrap`) and McNemar's exact p per seed.
+    (seeds and images resampled together, `stats.paired_bootstrap`), the t-interval over seeds
+    (`stats.t_interval`: the seeds as the only sample; NaN with one seed) and McNemar's exact p per seed
+    (unadjusted; `differences_markdown` applies Holm over the tests of its table).
 
     Rows without per-image correctness (`apgd_correct`) are left out. Differences are fractions in [-1, 1].
     """
-    cols = ["dataset", "method", "baseline", "seeds", "n_images", "diff", "low", "high", "level", "mcnemar"]
+    cols = ["dataset", "method", "baseline", "seeds", "n_images", "diff", "low", "high", "t_low", "t_high", "level",
+            "mcnemar"]
     out = []
     has = frame[frame["apgd_correct"].map(lambda v: isinstance(v, list) and len(v) > 0)] if len(frame) else frame
     for dataset, d in (has.groupby("dataset") if len(has) else []):
@@ -223,8 +279,10 @@ def paired_differences(frame: pd.DataFrame, baseline: str = "pgd_at", n_boot: in
             b = np.array([base[s] for s in seeds], dtype=float)
             ci = paired_bootstrap(a, b, n_boot=n_boot, level=level, seed=0)
             tests = [mcnemar_exact(a[i], b[i]) for i in range(len(seeds))]
+            t = t_interval(a.mean(axis=1) - b.mean(axis=1), level=level)
             out.append({"dataset": dataset, "method": method, "baseline": baseline, "seeds": seeds,
-                        "n_images": a.shape[1], "diff": ci.mean, "low": ci.low, "high": ci.high, "level": level,
+                        "n_images": a.shape[1], "diff": ci.mean, "low": ci.low, "high": ci.high, "t_low": t.low,
+                        "t_high": t.high, "level": level,
                         "mcnemar": [(s, t.a_only, t.b_only, t.p) for s, t in zip(seeds, tests)]})
     return pd.DataFrame(out, columns=cols)
 
@@ -233,28 +291,39 @@ def differences_markdown(frame: pd.DataFrame, baseline: str = "pgd_at") -> str:
     """`paired_differences` as a markdown table, in accuracy points; below it `autoattack_differences` where
     rows hold the standard AutoAttack's per-image outcomes."""
     diffs = paired_differences(frame, baseline)
+    n_tests = sum(len(r.mcnemar) for r in diffs.itertuples())
+    adjusted = iter(holm([t[3] for r in diffs.itertuples() for t in r.mcnemar]))
     if len(diffs):
         lines = [f"| dataset | method − {baseline} | seeds | images per seed | APGD-CE+T difference (points) | "
-                 f"95 % paired bootstrap CI | McNemar per seed (only method right / only {baseline} right, exact p) |",
-                 "|---|---|---|---|---|---|---|"]
+                 f"95 % paired bootstrap CI (seeds and images) | 95 % t-interval over seeds | McNemar per seed (only "
+                 f"method right / only {baseline} right, exact p, Holm-adjusted p over the table's {n_tests} tests) |",
+                 "|---|---|---|---|---|---|---|---|"]
     else:
         lines = [f"Paired differences from {baseline}: none yet (they need per-image APGD-CE+T outcomes on the same "
                  "images and seeds for both methods; `benchmarks/run_results.py` records them for new rows)."]
+    t_cell = lambda r: "-" if r.t_low != r.t_low else f"[{100 * r.t_low:+.1f}, {100 * r.t_high:+.1f}]"
     for r in diffs.itertuples():
-        tests = "; ".join(f"seed {s}: {x}/{y}, p = {p:.2g}" for s, x, y, p in r.mcnemar)
+        tests = "; ".join(f"seed {s}: {x}/{y}, p = {p:.2g} (Holm {next(adjusted):.2g})" for s, x, y, p in r.mcnemar)
         lines.append(f"| {r.dataset} | {r.method} | {','.join(map(str, r.seeds))} | {r.n_images} | "
-                     f"{100 * r.diff:+.1f} | [{100 * r.low:+.1f}, {100 * r.high:+.1f}] | {tests} |")
+                     f"{100 * r.diff:+.1f} | [{100 * r.low:+.1f}, {100 * r.high:+.1f}] | {t_cell(r)} | {tests} |")
     aa = autoattack_differences(frame, baseline)
     if len(aa):
+        aa_holm = holm(aa["p"].tolist())
         lines += ["", "The standard AutoAttack, paired on the same images (one seed: images are the only sample):", "",
                   f"| dataset | method − {baseline} | seed | images | AutoAttack difference (points) | "
-                  f"only method right / only {baseline} right | McNemar exact p |", "|---|---|---|---|---|---|---|"]
+                  f"only method right / only {baseline} right | McNemar exact p | Holm over the table's {len(aa)} tests |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r.dataset} | {r.method} | {r.seed} | {r.n_images} | {100 * r.diff:+.1f} | "
-                  f"{r.a_only}/{r.b_only} | {r.p:.2g} |" for r in aa.itertuples()]
+                  f"{r.a_only}/{r.b_only} | {r.p:.2g} | {q:.2g} |" for r, q in zip(aa.itertuples(), aa_holm)]
     check = custom_vs_standard(frame)
     if len(check):
+        most = int(check["only_standard"].max())
+        same = int(((check["only_standard"] == 0) & (check["only_custom"] == 0)).sum())
         lines += ["", "APGD-CE + APGD-T (the custom version every seed gets) against the standard AutoAttack, on the "
-                  "same images (the first ones, where both ran):", "",
+                  "same images (the first ones, where both ran). The standard version runs the same seeded APGD-CE "
+                  f"and APGD-T first, then FAB-T and Square: {same} of these {len(check)} rows have identical "
+                  f"outcomes, and FAB-T and Square add at most {most} image{'s' if most != 1 else ''} in a row. This "
+                  "bounds what the two other attacks add; it does not show that APGD itself is strong.", "",
                   "| dataset | method | seed | images | APGD-CE+T | standard AutoAttack | difference (points) | "
                   "images broken only by the standard / only by the custom version |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r.dataset} | {r.method} | {r.seed} | {r.n_images} | {100 * r.custom:.1f} | "
@@ -326,16 +395,60 @@ def protocol_note(frame: pd.DataFrame) -> str:
         parts.append(f"The standard AutoAttack ran on {subset}, for seed(s) {seeds_with('autoattack')}.")
     if frame["n_train"].notna().any():
         parts.append(f"Training: {vals('n_train')} training images drawn at random with the row's seed, of which "
-                     f"{vals('n_val')} are held out and never trained on; epochs {vals('epochs')}; the weights "
-                     "kept are those of the best held-out epoch (PGD accuracy for PGD-AT, TRADES and C-LEAD "
-                     "online; clean accuracy for standard training and for the faithful pipeline's linear head).")
+                     f"{vals('n_val')} are held out and never trained on; epochs {vals('epochs')}{_steps_note(frame)}; "
+                     "the weights kept are those of the best held-out epoch (PGD accuracy for PGD-AT, TRADES and "
+                     "C-LEAD online; clean accuracy for standard training and for the faithful pipeline's linear head).")
+    recorded = int(frame["code_version"].map(lambda v: isinstance(v, str) and bool(v)).sum())
+    parts.append(("The learning rate, lambda, tau, beta, the code version and a fingerprint of the training images: "
+                  + ("not recorded in these rows (written before the rows recorded them; "
+                     "`benchmarks/run_results.py` records them in new rows)." if recorded == 0 else
+                     f"recorded by {recorded} of the {len(frame)} rows (the others: not recorded).")))
     parts.append("± is the sample SD (ddof = 1) over seeds.")
     return " ".join(parts)
 
 
+def _steps_note(frame: pd.DataFrame) -> str:
+    """' (296 optimizer steps: ...)': the epochs in steps of one batch, for comparing with the budget curve.
+    The batch size is the row's where recorded, else its profile's (said so)."""
+    from .budget import optimizer_steps
+    from .profiles import get_profile, train_config
+    steps, assumed = set(), False
+    for r in frame.itertuples():
+        if r.epochs is None or pd.isna(r.epochs) or r.n_train is None or pd.isna(r.n_train) or r.method == "clead_faithful":
+            continue            # the faithful pipeline's stages count their own steps
+        batch = r.batch_size
+        if batch is None or pd.isna(batch):
+            try:
+                batch = train_config(get_profile(r.profile or "quick", dataset=r.dataset), r.method).batch_size
+            except (KeyError, ValueError):
+                continue
+            assumed = True
+        steps.add((optimizer_steps(int(r.n_train) - int(r.n_val or 0), int(batch), int(r.epochs)), int(batch)))
+    if not steps:
+        return ""
+    said = "/".join(f"{s:,} optimizer steps of {b} images" for s, b in sorted(steps))
+    return f" ({said}{'; the batch size is the profile' + chr(39) + 's, not recorded in the rows' if assumed else ''})"
+
+
 def readme_table(frame: pd.DataFrame) -> str:
-    """The README's `<!-- results -->` block: the summary, the paired differences and the protocol note."""
-    return "\n\n".join([summary_markdown(frame), differences_markdown(frame), protocol_note(frame)])
+    """The README's `<!-- results -->` block: the summary, the sanity report's failures, the paired differences
+    and the protocol note."""
+    return "\n\n".join([summary_markdown(frame), sanity_note(frame), differences_markdown(frame), protocol_note(frame)])
+
+
+def code_version(root: str | Path | None = None) -> str:
+    """The git commit the code at `root` (default: this repository) is checked out at, '-dirty' appended when
+    tracked files have changes; 'unknown' outside a git checkout. Rows and budget points record it."""
+    import subprocess
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
@@ -353,4 +466,5 @@ def replace_marked_block(path: str | Path, marker: str, content: str) -> None:
 
 
 __all__ = ["load_results", "per_seed_markdown", "summary_frame", "readme_table", "replace_marked_block", "results_dir", "summary_markdown",
-           "paired_differences", "autoattack_differences", "custom_vs_standard", "differences_markdown", "protocol_note", "ACCURACY_COLUMNS", "METHOD_ORDER"]
+           "paired_differences", "autoattack_differences", "custom_vs_standard", "differences_markdown", "protocol_note",
+           "sanity_note", "code_version", "ACCURACY_COLUMNS", "METHOD_ORDER", "SETTINGS"]
