@@ -435,19 +435,17 @@ class TrainStep:
             # no term uses the clean images: forward x_adv alone, exactly the pgd_at step. Not a mere saving: with
             # BatchNorm, clean images in the batch would change the statistics that normalise x_adv
             return self._ce(x_adv, y)
+        b, project = x.shape[0], lam != 0
         with self.autocast():
-            z_clean = z_adv = None
-            if cfg.split_views:
+            if cfg.split_views:      # two passes, each view normalised by its own BatchNorm batch statistics
                 with _running_stats_kept(self.model):     # the clean pass leaves the running statistics alone
-                    clean_out = self.net(x, projection=lam != 0)
-                adv_out = self.net(x_adv, projection=lam != 0)
-                (logits_clean, z_clean), (logits_adv, z_adv) = (clean_out, adv_out) if lam else ((clean_out, None),
-                                                                                                 (adv_out, None))
-            elif lam == 0:
-                logits_clean, logits_adv = self.net(torch.cat([x, x_adv])).split(x.shape[0])
-            else:
-                logits, z = self.net(torch.cat([x, x_adv]), projection=True)
-                (logits_clean, logits_adv), (z_clean, z_adv) = logits.split(x.shape[0]), z.split(x.shape[0])
+                    clean_out = self.net(x, projection=project)
+                adv_out = self.net(x_adv, projection=project)
+            else:                    # one concatenated batch, the SimCLR way
+                out = self.net(torch.cat([x, x_adv]), projection=project)
+                clean_out, adv_out = zip(*(t.split(b) for t in out)) if project else out.split(b)
+            logits_clean, z_clean = clean_out if project else (clean_out, None)
+            logits_adv, z_adv = adv_out if project else (adv_out, None)
             ce = F.cross_entropy(logits_adv, y)
             if cfg.clean_ce:
                 ce = 0.5 * (ce + F.cross_entropy(logits_clean, y))
