@@ -306,7 +306,7 @@ def _running_stats_kept(model: nn.Module):
     """BatchNorm normalises with the batch's statistics (train mode) but its running mean and variance do not move
     (momentum 0: exact in float); the batch counters are put back on exit. Not a copy back into the running
     buffers: batch_norm's backward keeps them, and an in-place write would invalidate the graph."""
-    norms = [m for m in unwrap(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
         m.momentum = 0.0
@@ -330,6 +330,7 @@ class TrainStep:
                  ddp: dict | None = None):
         cfg = self.cfg = config
         self.device, self.model, self.total_steps, self.step_index = device, model, total_steps, 0
+        self.inner = unwrap(model)       # the course model under any DDP / compile wrapper, unwrapped once here
         self.amp_dtype = amp_dtype(device, cfg.amp)
         self.channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last  # device-ok
         if self.channels_last:
@@ -425,10 +426,9 @@ class TrainStep:
         cfg, lam = self.cfg, self.cfg.contrastive_weight
         loss_fn = None
         if cfg.attack_loss == "contrastive":     # the view pushed away from its clean anchor (fixed meanwhile)
-            inner = unwrap(self.model)
-            with eval_mode(inner), torch.no_grad(), self.autocast():
-                z_fixed = inner.project(x)
-            loss_fn = lambda m, xa, ya: info_nce(z_fixed, unwrap(m).project(xa), temperature=cfg.temperature,
+            with eval_mode(self.inner), torch.no_grad(), self.autocast():
+                z_fixed = self.inner.project(x)
+            loss_fn = lambda m, xa, ya: info_nce(z_fixed, self.inner.project(xa), temperature=cfg.temperature,
                                                  reduction="none")
         x_adv = self.attack(x, y, loss_fn)
         if lam == 0 and not cfg.clean_ce:
@@ -438,7 +438,7 @@ class TrainStep:
         b, project = x.shape[0], lam != 0
         with self.autocast():
             if cfg.split_views:      # two passes, each view normalised by its own BatchNorm batch statistics
-                with _running_stats_kept(self.model):     # the clean pass leaves the running statistics alone
+                with _running_stats_kept(self.inner):     # the clean pass leaves the running statistics alone
                     clean_out = self.net(x, projection=project)
                 adv_out = self.net(x_adv, projection=project)
             else:                    # one concatenated batch, the SimCLR way
@@ -465,13 +465,13 @@ class TrainStep:
             return info_nce(*z.chunk(3), temperature=self.cfg.temperature), None, {}
 
     def _faithful_head(self, x, y):
-        parts = x.float().div_(255.0).chunk(x.shape[1] // unwrap(self.model).in_channels, dim=1)
+        parts = x.float().div_(255.0).chunk(x.shape[1] // self.inner.in_channels, dim=1)
         use_view = self.cfg.head_fgsm and len(parts) > 1 and head_uses_fgsm(self.cfg, self.step_index)
         return self._ce(parts[1] if use_view else parts[0], y)
 
     # ---------------------------------------------------------------- plumbing
     def _select_parameters(self) -> list[nn.Parameter]:
-        inner = unwrap(self.model)
+        inner = self.inner
         if self.cfg.method == "faithful_head":     # a linear head on a frozen encoder
             for p in inner.parameters():
                 p.requires_grad_(False)
@@ -615,11 +615,11 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
             record = train_epoch(run.step, loader, epoch, run.history, show, callback, ddp)
             _check_finite(record, run, epoch)
             if x_val is not None:      # the held-out robust accuracy: keep the best epoch, stop when it falls
-                record.update(held_out_accuracy(unwrap(model), x_val, y_val, cfg, epoch))
+                record.update(held_out_accuracy(run.step.inner, x_val, y_val, cfg, epoch))
                 value, best = record[selection_metric(cfg)], run.best
                 if best["val_acc"] is None or value > best["val_acc"]:
                     best.update(epoch=epoch + 1, val_acc=value, bad_epochs=0,
-                                model={k: v.detach().clone() for k, v in unwrap(model).state_dict().items()})
+                                model={k: v.detach().clone() for k, v in run.step.inner.state_dict().items()})
                 else:
                     best["bad_epochs"] += 1
                 record["best_epoch"] = best["epoch"]
@@ -641,13 +641,13 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
                 run.stopped_early = True
                 break
         if not run.finished and cfg.keep_best and run.best["model"] is not None:
-            unwrap(model).load_state_dict(run.best["model"])
+            run.step.inner.load_state_dict(run.best["model"])
         hook.end(run)
     finally:
         hook.close()
         _ddp_teardown(ddp)
         if cfg.method == "faithful_head":   # unfreeze the encoder for whoever uses the model next
-            for p in unwrap(model).parameters():
+            for p in run.step.inner.parameters():
                 p.requires_grad_(True)
     model.eval()
     return TrainResult(model=model, history=run.history, config=cfg, best_epoch=run.best["epoch"],
@@ -691,7 +691,7 @@ def train_epoch(step: TrainStep, loader: DeviceLoader, epoch: int, history: Hist
     bar.close()
     if ddp:  # DDP sends rank 0's buffers at the START of a forward: after the last one each rank holds its own
         import torch.distributed as dist    # BatchNorm statistics; make them rank 0's (tests/test_batchnorm.py)
-        for buffer in unwrap(step.model).buffers():
+        for buffer in step.inner.buffers():
             dist.broadcast(buffer, src=0)
     keys = sorted(totals)
     sums = torch.stack([totals[k] for k in keys] + [torch.tensor(float(seen), device=step.device)])
@@ -783,7 +783,7 @@ def _prepare(model, x, y, config, changes, x_val, y_val, dataset):
 def _check_finite(record: dict, run: Run, epoch: int) -> None:
     """Stop a diverged run before its epoch is kept (one sync per epoch). With fp16 loss scaling an inf loss is a
     skipped step, not divergence: only the weights count then."""
-    params = [p.detach() for p in unwrap(run.model).parameters()]
+    params = [p.detach() for p in run.step.inner.parameters()]
     weights_ok = bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) if params else True
     loss_ok = math.isfinite(record["loss"]) or run.step.scaler.is_enabled()
     if weights_ok and loss_ok:
