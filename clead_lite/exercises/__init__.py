@@ -8,5 +8,6 @@ from .nb02_pgd import *  # noqa: F401,F403
 from .nb03_training import *  # noqa: F401,F403
 from .nb04_contrastive import *  # noqa: F401,F403
 from .nb05_clead import *  # noqa: F401,F403
+from .nb05_loop import *  # noqa: F401,F403
 from .nb06_evaluation import *  # noqa: F401,F403
 from .nb07_embeddings import *  # noqa: F401,F403
