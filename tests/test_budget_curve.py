@@ -203,7 +203,7 @@ def test_verdict_reads_the_rows(tmp_path):
     from clead_lite.course.budget import PLANNED_COMMAND, paired_gaps, verdict, verdict_markdown
     from clead_lite.course.stats import holm, t_interval
     _gap_grid(tmp_path, {8: [0.07, 0.07, 0.08], 16: [0.032, 0.04, 0.036], 32: [-0.012, None, None]},
-              {8: [0.59, 0.61, 0.56], 16: [0.776, 0.778, 0.766], 32: [0.854, None, None]})
+              {8: [0.59, 0.61, 0.56], 16: [0.776, 0.778, 0.766], 32: [0.854, 0.856, None], 64: [None, None, 0.86]})
     frame = load_points(tmp_path)
     v = verdict(frame, n_boot=2000)
     assert v["last"]["epochs"] == 16 and v["state"] == "above" and v["rise_state"] == "rising"
@@ -215,8 +215,11 @@ def test_verdict_reads_the_rows(tmp_path):
     assert f"[{100 * t.low:+.1f}, {100 * t.high:+.1f}] by the t-interval over the seeds" in text
     assert "**not within ±1 point of 0**: both intervals lie above +1 point" in text
     assert "PGD-AT is still rising between the last two such budgets (58.7 % at 8 epochs, 77.3 % at 16" in text
-    assert "So far at 32 epochs (seed 0 only): PGD-AT 85.4 %, C-LEAD online 84.2 %, a gap of -1.2 points" in text
-    assert "32 epochs, seeds 1, 2; 64 epochs, seeds 0, 1, 2" in text and PLANNED_COMMAND in text
+    assert ("So far at 32 epochs: PGD-AT 85.4 % (seed 0), 85.6 % (seed 1), +7.8, +7.8 points since 16 epochs on "
+            "the same seeds; C-LEAD online 84.2 % (seed 0); a gap of -1.2 points (seed 0): too few seeds") in text
+    assert "So far at 64 epochs: PGD-AT 86.0 % (seed 2), +9.4 points since 16 epochs on the same seed; " \
+           "no C-LEAD online point yet: too few seeds" in text
+    assert "32 epochs, seeds 1, 2; 64 epochs, seeds 0, 1, 2" in text and PLANNED_COMMAND in text   # online's
     assert "Holm over the 2 budgets tested" in text
 
 

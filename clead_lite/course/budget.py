@@ -352,8 +352,9 @@ def verdict(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_
     t-tests of every budget with two seeds or more, whether it is within ±1 point of 0 (`state`: 'within',
     'above', 'below' or 'undecided' from both intervals), the base method's change from the previous such
     budget (`rise`, `rise_state`: 'rising' when both intervals are above 0, 'flat' when both lie within ±1
-    point, 'unclear' otherwise), the points at larger budgets so far (`partial`) and the planned points not on
-    disk (`missing`). `last` is None when no budget has enough seeds."""
+    point, 'unclear' otherwise), the points at larger budgets so far (`partial`: each method's accuracy per seed,
+    the gap on the seeds both have, the base method's change per seed) and the planned points not on disk
+    (`missing`). `last` is None when no budget has enough seeds."""
     rows = _curve_rows(frame)
     gaps = paired_gaps(frame, method, base, n_boot=n_boot)
     tested = gaps[gaps["seeds"].map(len) >= 2]
@@ -379,14 +380,17 @@ def verdict(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_
                                  "flat" if _state(r["low"], r["high"], r["t_low"], r["t_high"]) == "within" else
                                  "unclear")
     out["partial"] = []
-    for p in gaps[gaps["epochs"] > last["epochs"]].itertuples():
-        ch = _change(rows, base, int(last["epochs"]), int(p.epochs), n_boot=n_boot)
-        out["partial"].append({"epochs": int(p.epochs), "seeds": p.seeds, "diffs": p.diffs, "mean": p.mean,
-                               "base": [float(rows[(rows["method"] == base) & (rows["epochs"] == p.epochs)
-                                                   & (rows["seed"] == s)]["apgd"].iloc[0]) for s in p.seeds],
-                               "method": [float(rows[(rows["method"] == method) & (rows["epochs"] == p.epochs)
-                                                     & (rows["seed"] == s)]["apgd"].iloc[0]) for s in p.seeds],
-                               "base_change": ch})
+    later = sorted({int(e_) for e_ in rows[rows["method"].isin([method, base])]["epochs"].dropna()
+                    if int(e_) > int(last["epochs"])})
+    by_epochs = {int(g_.epochs): g_ for g_ in gaps.itertuples()}
+    for e_ in later:
+        acc = lambda m_: {int(r_.seed): float(r_.apgd) for r_ in rows[(rows["method"] == m_) & (rows["epochs"] == e_)]
+                          .sort_values("seed").itertuples()}
+        g_ = by_epochs.get(e_)
+        out["partial"].append({"epochs": e_, "base": acc(base), "method": acc(method),
+                               "gap_seeds": list(g_.seeds) if g_ is not None else [],
+                               "diffs": list(g_.diffs) if g_ is not None else [],
+                               "base_change": _change(rows, base, int(last["epochs"]), e_, n_boot=n_boot)})
     return out
 
 
@@ -439,13 +443,16 @@ def verdict_markdown(frame: pd.DataFrame, method: str = "clead_online", base: st
                      "unclear": f"{b}'s change between the last two such budgets ({change}) is neither clearly a "
                                 "rise nor shown to be within ±1 point: convergence is not established."}[rstate])
     for p in v["partial"]:
-        seeds = p["seeds"]
         ch = p["base_change"]
-        since = "" if ch is None else (f"; {b} " + ", ".join(f"{_pts(d)}" for d in ch["diffs"]) +
-                                       f" points since {ch['e0']} epochs on the same seed{'s' if len(seeds) > 1 else ''}")
-        text.append(f"So far at {p['epochs']} epochs ({_seeds(seeds)} only): {b} "
-                    f"{', '.join(_pct(x) + ' %' for x in p['base'])}, {m} {', '.join(_pct(x) + ' %' for x in p['method'])}, "
-                    f"a gap of {', '.join(_pts(d) for d in p['diffs'])} points{since} (too few seeds for the verdict).")
+        each = lambda accs: ", ".join(f"{_pct(a)} % ({_seeds([s_])})" for s_, a in accs.items())
+        parts = [f"{b} {each(p['base'])}" if p["base"] else f"no {b} point yet"]
+        if ch is not None:
+            parts[0] += (f", {', '.join(_pts(d) for d in ch['diffs'])} points since {ch['e0']} epochs on the same "
+                         f"seed{'s' if len(ch['seeds']) > 1 else ''}")
+        parts.append(f"{m} {each(p['method'])}" if p["method"] else f"no {m} point yet")
+        if p["diffs"]:
+            parts.append(f"a gap of {', '.join(_pts(d) for d in p['diffs'])} points ({_seeds(p['gap_seeds'])})")
+        text.append(f"So far at {p['epochs']} epochs: " + "; ".join(parts) + ": too few seeds for the verdict.")
     if v["missing"]:
         todo = "; ".join(f"{e_} epochs, {_seeds(s)}" for e_, s in v["missing"])
         text.append(f"The next points are running ({todo}: `{PLANNED_COMMAND}`).")
