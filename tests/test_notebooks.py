@@ -119,6 +119,28 @@ def test_committed_outputs_come_from_the_quick_profile_without_errors(name):
     assert "profile quick" in setup_out, f"{name}: committed outputs must come from the quick profile"
 
 
+MACHINERY_IN_OUTPUTS = ("Styler at 0x", "Trained by:", "sha256 verified", "command_now", "seconds here",
+                        "Other settings train a new model")
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_outputs_read_as_text_and_show_no_machinery(name):
+    """Tables render as text too (no pandas Styler, whose text fallback is '<...Styler at 0x...>'); a model load
+    prints one line, without provenance; no HTML-stripping chains in the code students read."""
+    nb = load(name)
+    for cell in code_cells(nb):
+        assert ".style.format" not in cell.source, f"{name}: a Styler; format the DataFrame's values instead"
+        assert '.replace("<' not in cell.source, f"{name}: HTML stripped by hand in {cell.source[:80]!r}"
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+            for machinery in MACHINERY_IN_OUTPUTS:
+                assert machinery not in text, f"{name}: {machinery!r} in an output: {text[:300]!r}"
+            assert not re.search(r"\b\d\.\d{3}000\b", text), f"{name}: an unrounded float index: {text[:300]!r}"
+    student = not name.startswith("solutions/")
+    if student:
+        assert not any("# test: instructor only" in c.source for c in code_cells(nb))
+
+
 # ------------------------------------------------------------------------------------------------ course runner
 def _tiny_notebook(path, fail=False):
     nb = new_notebook()

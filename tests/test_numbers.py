@@ -7,7 +7,9 @@
 """
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,9 +40,16 @@ def no_store_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("CLEAD_STORE", str(tmp_path / "store"))   # only the shipped checkpoints can match
 
 
+def _settings(config: dict) -> dict:
+    """A manifest config's training settings: the TrainConfig fields (the manifest also keeps `checkpoint_path`
+    and `resume`, which moved out of TrainConfig into course.runs.Checkpoint)."""
+    fields = set(TrainConfig().to_dict())
+    return {k: v for k, v in config.items() if k in fields}
+
+
 @pytest.mark.parametrize("method", sorted(ENTRIES))
 def test_manifest_config_is_the_quick_profile(method):
-    entry = ENTRIES[method]
+    entry = dict(ENTRIES[method], config=_settings(ENTRIES[method]["config"]))
     # the shipped faithful model predates the 'authors' recipe (manifest: recipe_note, command_now)
     recipe = {"faithful_recipe": "course-v1"} if method == "clead_faithful" else {}
     want = train_config(QUICK, method, **recipe).resolved(QUICK.dataset).to_dict()
@@ -56,7 +65,7 @@ def test_the_notebooks_key_finds_the_shipped_checkpoint(method, quick_data):
     hit = find(model_key(method, QUICK.dataset, QUICK.model, QUICK.name, cfg, x_train, y_train))
     assert hit is not None and hit.source == "shipped" and hit.path.name == ENTRIES[method]["file"]
     used = train_config_used(method, QUICK, x_train, y_train)
-    assert used.to_dict() == ENTRIES[method]["config"]
+    assert used.to_dict() == _settings(ENTRIES[method]["config"])
     assert find(model_key(method, QUICK.dataset, QUICK.model, QUICK.name, cfg.replace(epochs=cfg.epochs + 1),
                           x_train, y_train)) is None
 
@@ -73,8 +82,10 @@ def test_every_place_scores_the_first_n_test_images(quick_data):
 
 
 def _printed(text: str) -> tuple[float, float]:
-    m = re.search(r"first (\d+) test images .*?clean ([\d.]+)%, PGD-20 x 2 restart\(s\) ([\d.]+)%", text, re.S)
+    m = re.search(r"first (\d+) test images: clean ([\d.]+)%, robust ([\d.]+)% \(eps 0.3; attack: PGD-20 x 2 "
+                  r"restarts", text)
     assert m, text
+    assert text.strip().count("\n") == 0, f"a model load prints one line: {text!r}"
     return float(m.group(2)), float(m.group(3))
 
 
@@ -110,10 +121,48 @@ def test_pgd_of_the_notebook_cell_equals_the_manifest(quick_data):
     assert abs(row["pgd"] - m["pgd"]) <= 2 / m["n"]
 
 
-def test_load_message_prints_the_config_actually_used(quick_data, capsys):
+def test_load_message_is_one_line_and_the_config_is_the_one_used(quick_data, capsys):
     x_train, y_train, _, _ = quick_data
     loaded = load_or_train("pgd_at", QUICK, x_train, y_train, torch.device("cpu"), live=False)
     out = capsys.readouterr().out
-    cfg = ENTRIES["pgd_at"]["config"]
-    assert loaded.config.to_dict() == cfg
-    assert f"PGD-{cfg['attack_steps']} training examples (eps 0.3, alpha {cfg['alpha']:.4g}" in out
+    assert loaded.config.to_dict() == _settings(ENTRIES["pgd_at"]["config"])
+    assert out.count("\n") == 1 and out.startswith("pgd_at: shipped checkpoint mnist5k_pgd_at_quick.pt | ")
+
+
+# ------------------------------------------------------------------------------------------------ across notebooks
+NOTEBOOK_DIRS = [Path(__file__).resolve().parents[1] / "notebooks",
+                 Path(__file__).resolve().parents[1] / "notebooks" / "solutions"]
+TABLE_NAMES = {"standard": "standard", "PGD-AT": "pgd_at", "C-LEAD online": "clead_online",
+               "C-LEAD faithful": "clead_faithful"}
+
+
+def _outputs(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") or output.get("data", {}).get("text/plain", "")
+            yield "".join(text) if isinstance(text, list) else text
+
+
+@pytest.mark.parametrize("path", [p for d in NOTEBOOK_DIRS for p in sorted(d.glob("[0-9][0-9]_*.ipynb"))],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_notebook_prints_one_set_of_numbers(path):
+    """Each shipped model has one clean and one robust figure (the manifest's: the first 500 test images, PGD-20 x 2
+    restarts): every load line prints them, and every reference table (05 and 06: the same images and attack,
+    columns steps / restarts / n stated) shows the same figures."""
+    for text in _outputs(path):
+        for m in re.finditer(r"^(\w+): (?:shipped checkpoint|model store) \S+ \| first (\d+) test images: clean "
+                             r"([\d.]+)%, robust ([\d.]+)%", text, re.M):
+            metrics = ENTRIES[m.group(1)]["metrics"]
+            assert int(m.group(2)) == metrics["n"]
+            assert (float(m.group(3)), float(m.group(4))) == (round(100 * metrics["clean"], 1),
+                                                              round(100 * metrics["pgd"], 1)), m.group(0)
+        header = text.splitlines()[0] if text.strip() else ""
+        if re.search(r"\bn\b.*\bclean\b.*\bpgd\b", header) and "restarts" in header and "steps" in header:
+            for line in text.splitlines()[2:]:
+                name = next((n for n in TABLE_NAMES if line.startswith(n + " ")), None)
+                if name is None or not re.search(r"\b20\s+2\s+500\b", line):
+                    continue
+                metrics = ENTRIES[TABLE_NAMES[name]]["metrics"]
+                assert f"{100 * metrics['clean']:.1f}%" in line and f"{100 * metrics['pgd']:.1f}%" in line, (
+                    f"{path.name}: {line!r} differs from the manifest's {metrics}")

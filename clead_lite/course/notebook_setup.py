@@ -173,6 +173,19 @@ class LoadedModel(tuple):
         return self[1]
 
 
+def load_message(method: str, where: str, metrics: dict | None) -> str:
+    """The one line a model load prints: which model, from where, and (when recorded) its clean and robust
+    accuracy on the stated test images, e.g. "pgd_at: shipped checkpoint mnist5k_pgd_at_quick.pt | first 500 test
+    images: clean 96.2%, robust 64.0% (eps 0.3; attack: PGD-20 x 2 restarts, notebook 02)". The full record (training config,
+    command, sha256) stays in data/checkpoints/manifest.json and the model store's index."""
+    line = f"{method}: {where}"
+    if metrics and metrics.get("n"):
+        line += (f" | first {metrics['n']} test images: clean {metrics['clean']:.1%}, robust {metrics['pgd']:.1%} "
+                 f"(eps {metrics['eps']:.3g}; attack: PGD-{metrics['steps']} x {metrics['restarts']} restarts, "
+                 "notebook 02)")
+    return line
+
+
 def _lookup(method: str, profile: Profile, x_train, y_train, changes: dict):
     """(config asked for, store key or None, StoreHit or None)."""
     from .store import find, model_key
@@ -209,10 +222,10 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
     only_stored: never train; without a shipped or stored model, say how to train it and return model None.
     Returns a LoadedModel: unpacks as (model in eval mode on `device`, history); history is a
     `training.History` (list of records; `.frame('epoch')`) or None when the stored model has none;
-    `.config` is the config the model was trained with (printed too).
+    `.config` is the config the model was trained with. Prints one line (`load_message`).
     """
     from ..models import build_model
-    from .store import check_store_writable, describe_config, load_hit, save_model, store_dir
+    from .store import check_store_writable, load_hit, save_model, store_dir
     from ..training import History, TrainConfig, train
     from ..widgets.viz import LiveCurves
 
@@ -223,18 +236,8 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
         history = History(state["history"]) if state.get("history") else None
         used = TrainConfig.from_dict(hit.entry.get("config") or state.get("config") or config.to_dict())
         used = used.resolved(profile.dataset)
-        metrics = hit.entry.get("metrics") or {}
-        measured = ""
-        if metrics.get("n"):
-            measured = (f"\nIts accuracy on the first {metrics['n']} test images (x_test[:{metrics['n']}]), as "
-                        f"recorded: clean {metrics['clean']:.1%}, PGD-{metrics['steps']} x {metrics['restarts']} "
-                        f"restart(s) {metrics['pgd']:.1%} (eps {metrics['eps']:.3g})")
-        what = (f"the shipped {method} checkpoint {hit.path.name} (sha256 verified)" if hit.source == "shipped"
-                else f"the {method} model from the model store, {hit.path.name} (sha256 verified)")
-        print(f"loaded {what}.{measured}\n"
-              f"Trained with: {describe_config(used)}\n"
-              f"Trained by: {hit.entry.get('command') or 'an unrecorded command'}\n"
-              "Other settings train a new model (pass a change, e.g. epochs=...; CLEAD_PROFILE=smoke always trains).")
+        where = "shipped checkpoint" if hit.source == "shipped" else "model store"
+        print(load_message(method, f"{where} {hit.path.name}", hit.entry.get("metrics")))
         return LoadedModel(model.eval(), history, used, hit.source, hit.path)
     if only_stored:
         print(f"no {method} model for these settings in the model store: not trained here (it would not fit this "
@@ -259,11 +262,9 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
         except OSError as e:   # the trained model is still returned: nothing computed is lost
             warnings.warn(f"the trained {method} model was not stored ({e}); it is returned, use it in this "
                           "session", RuntimeWarning, stacklevel=2)
-    print(f"trained {method} in {result.seconds:.0f} s ({result.epochs_run} epoch(s)"
+    print(f"{method}: trained here in {result.seconds:.0f} s ({result.epochs_run} epoch(s)"
           f"{'' if result.best_epoch is None else f', kept the weights of epoch {result.best_epoch}'})"
-          f"\nTrained with: {describe_config(result.config)}"
-          + (f"\nsaved to the model store: {path} (the next notebook or command asking for it loads it)"
-             if path else ""))
+          + ("; saved in the model store" if path else ""))
     return LoadedModel(result.model.eval(), result.history, result.config, "trained", path)
 
 
@@ -271,8 +272,8 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
                            *, progress: bool = True):
     """The `clead_faithful` model for this profile: (model in eval mode on `device`, FaithfulResult or None).
 
-    Where it comes from, in order: the shipped checkpoint (quick: trained with the 'course-v1' recipe, which the
-    message says, from the manifest's `recipe_note`); the model store (key: the profile's faithful config and the
+    Where it comes from, in order: the shipped checkpoint (quick: trained with the 'course-v1' recipe, as the
+    manifest's `recipe_note` and the README say); the model store (key: the profile's faithful config and the
     training images; the surrogate is the profile's standard model, itself determined by its own key); else
     `faithful.train_faithful` here, with `surrogate` (a copy: stage 1 skipped), saved into the store outside
     smoke, so that notebooks 05, 06 and 07 train it once. The FaithfulResult (views, histories) comes back only
@@ -292,15 +293,13 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
         if shipped is not None:
             model, entry = load_pretrained(profile.dataset, "clead_faithful", profile.name, profile.model,
                                            device=device)
-            note = entry.get("recipe_note")
-            print(f"loaded the shipped clead_faithful checkpoint {shipped.name} (sha256 verified)"
-                  + (f".\nNote: it was {note}." if note else "."))
+            print(load_message("clead_faithful", f"shipped checkpoint {shipped.name}", entry.get("metrics")))
             return model.eval(), None
         key = model_key("clead_faithful", profile.dataset, profile.model, profile.name, config, x_train, y_train)
         hit = find(key)
         if hit is not None:
             model, _ = load_model(hit, device)
-            print(f"loaded the clead_faithful model from the model store, {hit.path.name} (sha256 verified)")
+            print(load_message("clead_faithful", f"model store {hit.path.name}", hit.entry.get("metrics")))
             return model.eval(), None
     from .views_cache import ViewsCache
     result = train_faithful(x_train, y_train, config, dataset=profile.dataset, surrogate=copy.deepcopy(surrogate),
