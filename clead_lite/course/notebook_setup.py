@@ -181,7 +181,8 @@ def load_message(method: str, where: str, metrics: dict | None) -> str:
     line = f"{method}: {where}"
     if metrics and metrics.get("n"):
         line += (f" | first {metrics['n']} test images: clean {metrics['clean']:.1%}, robust {metrics['pgd']:.1%} "
-                 f"(eps {metrics['eps']:.3g}; attack: PGD-{metrics['steps']} x {metrics['restarts']} restarts, "
+                 f"(eps {metrics['eps']:.3g}; attack: PGD-{metrics['steps']} x {metrics['restarts']} "
+                 f"restart{'' if metrics['restarts'] == 1 else 's'}, "
                  "notebook 02)")
     return line
 
