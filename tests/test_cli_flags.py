@@ -244,8 +244,8 @@ def test_load_or_train_uses_a_shipped_checkpoint(tmp_path, monkeypatch, capsys):
     assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), shipped.state_dict().values()))
     assert list(hist) == history
     out = capsys.readouterr().out
-    assert "loaded the shipped pgd_at checkpoint mnist5k_pgd_at_quick.pt (sha256 verified" in out
-    assert "PGD-20 x 1 restart(s) 50.0%" in out
+    assert "pgd_at: shipped checkpoint mnist5k_pgd_at_quick.pt" in out and len(out.strip().splitlines()) == 1
+    assert "clean 90.0%, robust 50.0%" in out
     # a change, or a profile without checkpoints, trains instead; a damaged file is refused
     load_or_train("pgd_at", profile, x, y, torch.device("cpu"), live=False, epochs=1)
     load_or_train("pgd_at", get_profile("smoke"), x, y, torch.device("cpu"), live=False)
