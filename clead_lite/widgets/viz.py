@@ -3,7 +3,6 @@
 Every plotting function returns its matplotlib Figure (the notebook shows it; `course.py` saves it), sized and
 lettered to be readable on a projector. Images are `x: (B, C, H, W) float in [0, 1]` tensors.
 Widgets carry stable CSS classes (`clead-*`) so a browser test can find them.
-Floor 2: imports attacks, evaluation-free helpers and models only.
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import attacks as _attacks
-from ..models import _unwrap
+from ..models import unwrap
 from ..validate import check_choice, check_eps, check_images, check_int
 
 CLEAN_COLOR = "#1f77b4"
@@ -434,7 +433,7 @@ class AttackExplorer(_explorer_base()):  # type: ignore[misc]
         if len(y) != len(x):
             raise ValueError(f"x and y disagree on the number of images: {len(x)} vs {len(y)}")
         self.model, self.x, self.y, self.classes = model, x, y, classes
-        self.device = next(_unwrap(model).parameters()).device
+        self.device = next(unwrap(model).parameters()).device
         self._attacks = {a: make_explorer_attack(a, steps=steps) for a in attacks}
         eps = eps_max / 2 if eps is None else check_eps(eps)
         step = max(eps_max / 100, 1e-4)
