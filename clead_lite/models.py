@@ -196,8 +196,3 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
-
-
-# temporary aliases until every caller uses the public names
-_unwrap = unwrap
-_eval_mode = eval_mode

@@ -271,7 +271,7 @@ class _Recorder(nn.Module):
 
     def __init__(self, module: nn.Module, keep_inputs: bool = False):
         super().__init__()
-        self.module = module  # named like DDP's wrapper so `models._unwrap` finds the real model
+        self.module = module  # named like DDP's wrapper so `models.unwrap` finds the real model
         self.modes: list[bool] = []
         self.inputs: list[torch.Tensor] = []
         self.keep_inputs = keep_inputs
