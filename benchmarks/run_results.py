@@ -25,8 +25,8 @@ APGD-CE + APGD-T / Square on 1,000: sized for a GPU (--device cuda). Not run yet
 What budget the converged grid expects to converge at, and why it may not: 20 epochs of 59,500 images at batch
 128 are 9,280 optimizer steps (464 per epoch). The mnist5k budget curve (benchmarks/budget_curve.py, README) is
 the only measurement: PGD-AT's APGD-CE + APGD-T accuracy rose from 59.0 % at 216 steps (8 epochs) to 77.3 % at 432
-(16 epochs, 3 seeds) and to 85.4 % at 864 (32 epochs, seed 0; 2026-12-06): still rising at the largest budget
-measured, and every 16-epoch run kept one of its last four epochs. 9,280 steps are about 10x that, on 17x more
+(16 epochs) and to 85.5 % at 864 (32 epochs; 3 seeds each, 2026-12-06): still rising at the largest budget
+measured (+8.1 points from 16 to 32 epochs), every 32-epoch PGD-AT run kept one of its last three epochs. 9,280 steps are about 10x that, on 17x more
 images, so PGD-AT is expected, not shown, to be near its plateau by 20 epochs; Madry et al. trained 100,000 steps of
 batch 50 (about 83 epochs of MNIST) with PGD-40, and their model keeps 88.5 % under AutoAttack. PGD-10 in training
 (not 40) may also leave the model short of that. So 20 epochs may not converge: read each row's best held-out
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--grid", choices=("default",) + tuple(GRIDS), default="default",
                    help="a preset grid that overrides the sizes below (see the module docstring). 'converged': "
                    "20 epochs = 9,280 steps of full MNIST / FashionMNIST with PGD-10, expected but not shown to "
-                   "converge (the mnist5k budget curve is still rising at 864 steps); a run whose best held-out "
+                   "converge (PGD-AT on the mnist5k budget curve still rises at 864 steps); a run whose best held-out "
                    "epoch is one of its last two was still improving: rerun with --epochs 40")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... for training, evaluation and scoring")
     p.add_argument("--n-score", type=int, default=500, help="images for APGD-CE + APGD-T, Square, eps curve")
