@@ -72,8 +72,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
             for _ in range(steps):
                 x_adv.requires_grad_(True)
                 grad, = torch.autograd.grad(_loss(model, x_adv, y, loss_fn, targeted).sum(), x_adv)
-                if norm == "linf":
-                    x_adv = (x_adv.detach() + alpha * grad.sign()).clamp_(lo, hi)
+                if norm == "linf":     # x_adv + alpha * sign(grad) (one new tensor), then the projection
+                    x_adv = torch.add(x_adv.detach(), grad.sign_(), alpha=alpha).clamp_(lo, hi)
                 else:
                     grad = grad / (_l2_norm(grad) + 1e-10)     # as torchattacks' PGDL2: a zero gradient stays 0
                     delta = x_adv.detach().add(grad, alpha=alpha) - x
