@@ -21,19 +21,33 @@ def check_eps(eps: float, name: str = "eps") -> float:
 
 
 def check_positive(value: float, name: str) -> float:
+    """A finite number > 0 (inf is refused: an infinite lr, weight or step never trains or attacks anything)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    if value <= 0 or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
 
 
 def check_nonnegative(value: float, name: str) -> float:
+    """A finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise TypeError(f"{name} must be a number >= 0, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+    if value < 0 or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return float(value)
+
+
+SEED_MAX = 2**32 - 1     # what every generator the course seeds accepts (NumPy's legacy seed is 32-bit)
+
+
+def check_seed(value: int, name: str = "seed") -> int:
+    """A seed: an integer in [0, 2**32 - 1]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer in [0, {SEED_MAX}], got {value!r}")
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f"{name} must be an integer in [0, {SEED_MAX}] (2**32 - 1), got {value}")
+    return value
 
 
 def check_int(value: int, name: str, minimum: int = 1) -> int:
@@ -117,4 +131,28 @@ def parse_fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}: write a decimal (0.031) or a fraction (8/255)")
     if math.isnan(value) or math.isinf(value):
         raise argparse.ArgumentTypeError(f"invalid number {text!r}: must be finite")
+    return value
+
+
+def parse_finite(text: str) -> float:
+    """A finite number from the command line (argparse `type=`): '0.1', '1e-3'; 'inf' and 'nan' are refused."""
+    import argparse
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: write a decimal such as 0.1 or 1e-3") from None
+    if math.isnan(value) or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: must be finite")
+    return value
+
+
+def parse_seed(text: str) -> int:
+    """A seed from the command line (argparse `type=`): an integer in [0, 2**32 - 1]."""
+    import argparse
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: write an integer in [0, {SEED_MAX}]") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: must be in [0, {SEED_MAX}] (2**32 - 1)")
     return value

@@ -6,6 +6,7 @@ MODE:
 - ``kill-step``:  SIGKILL this process at the N-th optimiser step (counted over the whole run, from 1).
 - ``kill-save``:  at the N-th checkpoint save, write half of the file's bytes to the temporary file, fsync
                   them, then SIGKILL this process (a kill in the middle of a checkpoint write).
+- ``sigint-step``: send this process SIGINT (what Ctrl-C sends) at the N-th optimiser step.
 - ``pause-step``: at the N-th step create OUT_DIR/paused and wait (up to 120 s) until the test deletes it
                   (a run that holds its output while another run tries to write the same file).
 - ``trace``:      record every checkpoint save, JSON write and test evaluation in OUT_DIR/trace-rank<R>.txt
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> int:
     from clead_lite.course import checkpoints
     from clead_lite import evaluation
 
-    if mode in ("kill-step", "pause-step"):
+    if mode in ("kill-step", "pause-step", "sigint-step"):
         original_step = training.TrainStep.step
         count = [0]
 
@@ -47,6 +48,11 @@ def main(argv: list[str]) -> int:
             if count[0] == n:
                 if mode == "kill-step":
                     _kill()
+                if mode == "sigint-step":
+                    sys.stdout.flush()
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)          # the KeyboardInterrupt arrives here
+                    raise SystemExit("SIGINT was not delivered")
                 marker = out_dir / "paused"
                 marker.write_text(str(os.getpid()))
                 deadline = time.time() + 120

@@ -18,8 +18,8 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import strip_prefixes, checkpoint_dir
+from .safe_io import clean_stale_temps, refuse_special, temp_path
 from ..evaluation import AutoAttackResult, autoattack_accuracy, random_subset
 from ..validate import check_int
 
@@ -62,15 +63,59 @@ def images_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+_ENTRY_FIELDS = {"weights_sha256": str, "images_sha256": str, "eps": (int, float), "norm": str, "version": str,
+                 "n": int, "seed": int, "accuracy": (int, float), "clean_accuracy": (int, float), "indices": list,
+                 "correct": str, "attacks_run": list, "seconds": (int, float)}
+
+
+def _entry_problem(e) -> str | None:
+    if not isinstance(e, dict):
+        return f"it is a {type(e).__name__}, not an object"
+    for name, kind in _ENTRY_FIELDS.items():
+        if not isinstance(e.get(name), kind) or isinstance(e.get(name), bool):
+            return f"its field {name!r} is missing" if name not in e else f"its field {name!r} is {e[name]!r}"
+    if len(e["indices"]) != e["n"] or len(e["correct"]) != e["n"] or set(e["correct"]) - {"0", "1"}:
+        return f"its 'indices' / 'correct' do not hold n={e['n']} outcomes"
+    return None
+
+
 def read_cache(path: str | os.PathLike | None = None) -> dict:
-    """The cache as {'format': 1, 'entries': [...]} (empty when the file does not exist)."""
+    """The cache as {'format': 1, 'entries': [...]} (empty when the file does not exist). A file that cannot be
+    read (truncated, not UTF-8 JSON, not an object with an 'entries' list) raises ValueError naming it; a damaged
+    entry is skipped with a warning naming it and the field. The readers of the cache (`find_entry`,
+    `record_result`, `autoattack_with_cache`) turn a damaged file into a warning: a cache is only a cache."""
     path = Path(path) if path is not None else cache_path()
     if not path.exists():
         return {"format": 1, "entries": []}
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ValueError(f"the AutoAttack cache {path} cannot be read ({e.strerror or e})") from None
+    except ValueError as e:      # JSONDecodeError, UnicodeDecodeError: e.g. a write cut short
+        raise ValueError(f"the AutoAttack cache {path} is truncated or not UTF-8 JSON ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:100]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise ValueError(f"{path} is not an AutoAttack cache (expected an object with an 'entries' list)")
+    kept = []
+    for i, e in enumerate(data["entries"]):
+        problem = _entry_problem(e)
+        if problem is None:
+            kept.append(e)
+        else:
+            warnings.warn(f"the AutoAttack cache {path}: entry {i} is skipped: {problem}", RuntimeWarning,
+                          stacklevel=2)
+    data["entries"] = kept
     return data
+
+
+def _read_or_empty(path: str | os.PathLike | None) -> dict:
+    """`read_cache`, with a damaged file a warning (naming it) and an empty cache: AutoAttack runs live."""
+    try:
+        return read_cache(path)
+    except ValueError as e:
+        warnings.warn(f"{e}; ignoring it: AutoAttack runs live (scripts/make_aa_cache.py rebuilds the cache, "
+                      "git checkout restores the shipped one)", RuntimeWarning, stacklevel=3)
+        return {"format": 1, "entries": []}
 
 
 def _key(weights: str, images: str, eps: float, norm: str, version: str, n: int, seed: int) -> tuple:
@@ -85,7 +130,7 @@ def find_entry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *
                norm: str = "Linf", version: str = "standard", path: str | os.PathLike | None = None) -> dict | None:
     """The cached entry for this model (by weights), these images and these settings, else None."""
     key = _key(weights_sha256(model), images_sha256(x, y), eps, norm, version, n, seed)
-    return next((e for e in read_cache(path)["entries"] if _entry_key(e) == key), None)
+    return next((e for e in _read_or_empty(path)["entries"] if _entry_key(e) == key), None)
 
 
 def record_result(result: AutoAttackResult, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
@@ -110,16 +155,23 @@ def record_result(result: AutoAttackResult, model: nn.Module, x: torch.Tensor, y
         "pyautoattack": _version("pyautoattack"), "command": command,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    data = read_cache(path)
+    data = _read_or_empty(path)   # a damaged file is replaced by one holding this entry
     data["entries"] = [e for e in data["entries"] if _entry_key(e) != _entry_key(entry)] + [entry]
     data["entries"].sort(key=lambda e: (e.get("label") or "", e["weights_sha256"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    refuse_special(path, "AutoAttack cache")
+    clean_stale_temps(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "x") as fh:
+            json.dump(data, fh, indent=1)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return entry
 
 
@@ -185,8 +237,15 @@ def autoattack_with_cache(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ep
                                 r.correct, r.indices, live=r)
     indices = torch.tensor(entry["indices"], dtype=torch.long)
     if not torch.equal(indices, random_subset(x.shape[0], n, seed)):
-        raise ValueError("the cached subset differs from autoattack_accuracy's seeded subset; rebuild the cache "
-                         "with scripts/make_aa_cache.py")
+        warnings.warn(f"the AutoAttack cache {Path(path) if path is not None else cache_path()}: the entry "
+                      f"{entry.get('label')!r} holds another subset than autoattack_accuracy's seeded one; running "
+                      "AutoAttack live (rebuild the cache with scripts/make_aa_cache.py)", RuntimeWarning, stacklevel=2)
+        entry = None
+    if entry is None:
+        r = autoattack_accuracy(model, x, y, eps, norm=norm, n=n, seed=seed, batch_size=batch_size,
+                                return_details=True)
+        return CachedAutoAttack(r.accuracy, r.clean_accuracy, r.n, "live", r.attacks_run, r.seconds,
+                                r.correct, r.indices, live=r)
     correct = torch.tensor([c == "1" for c in entry["correct"]])
     result = CachedAutoAttack(entry["accuracy"], entry["clean_accuracy"], entry["n"], "cache",
                               list(entry["attacks_run"]), float(entry["seconds"]), correct, indices, entry=entry)

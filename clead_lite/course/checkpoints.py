@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -29,17 +30,18 @@ import torch
 import torch.nn as nn
 
 from ..models import MODELS, unwrap, build_model
-from .safe_io import OutputError, clean_stale_temps, temp_path, write_error
+from .safe_io import OutputError, clean_stale_temps, refuse_special, temp_path, write_error
 
 __all__ = [
     "CheckpointError", "ChecksumError", "save_checkpoint", "load_checkpoint", "load_model_state",
     "model_metadata", "sha256_file", "read_manifest", "write_manifest_entry", "verify_checkpoint",
     "find_checkpoint", "load_pretrained", "checkpoint_dir", "MANIFEST_NAME", "OutputError", "state_digest",
-    "DIGEST_KEY",
+    "DIGEST_KEY", "manifest_entry_problem",
 ]
 
 MANIFEST_NAME = "manifest.json"
 DIGEST_KEY = "content_sha256"     # the sha256 of everything else in the checkpoint (see state_digest)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)
 
 
@@ -90,6 +92,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict | None = None, **extra)
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot save to {path}: it is a folder; name a file, e.g. {path / 'model.pt'}")
+    refuse_special(path, "checkpoint")   # a rename would replace a device node, a FIFO or a symbolic link
     state[DIGEST_KEY] = state_digest(state)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,10 +206,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower() or "weights_only" in str(e):
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = f"a pickled {found.group(1)}" if found else "Python objects other than tensors and plain data"
+            hint = ""
+            if found and found.group(1).rsplit(".", 1)[-1] in {c.__name__ for c in MODELS.values()}:
+                name = next(n for n, c in MODELS.items() if c.__name__ == found.group(1).rsplit(".", 1)[-1])
+                hint = (f" It is a whole model saved with torch.save(model): save its weights instead, "
+                        f"save_checkpoint(path, model=model.state_dict(), model_name={name!r}) "
+                        "(from clead_lite.course.checkpoints).")
             raise CheckpointError(
-                f"{path} holds Python objects other than tensors and plain data, so it was not loaded "
-                f"(weights_only=True protects against code in pickles); use a checkpoint written by clead_lite "
-                f"(save_checkpoint, python -m clead_lite train). Detail: {_first_line(e, 200)}") from None
+                f"{path} holds {what}, so it was not loaded (weights_only=True protects against code in pickles); "
+                f"use a checkpoint written by clead_lite (save_checkpoint, python -m clead_lite train).{hint}") from None
         raise _corrupt(path, e) from None
     except MemoryError as e:
         raise _corrupt(path, e) from None
@@ -226,14 +236,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
                 f"stored at save time is {str(stored)[:16]}...; the file is corrupt or was edited. Delete it and "
                 "train or download it again")
     missing = [k for k in required if k not in state]
+    if missing == ["model"] and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        guess = _guess_model(state)
+        raise CheckpointError(
+            f"{path} is a plain state_dict ({len(state)} tensors, e.g. {next(iter(state))!r}), not a checkpoint: "
+            f"wrap it once, e.g. in Python: from clead_lite.course.checkpoints import save_checkpoint; "
+            f"save_checkpoint('wrapped.pt', model=torch.load({str(path)!r}, weights_only=True), "
+            f"model_name={guess or 'smallcnn'!r}, dataset='mnist5k'); then evaluate wrapped.pt")
     if missing:
         raise CheckpointError(f"{path} lacks the key(s) {', '.join(map(repr, missing))}; it has "
                               f"{', '.join(map(repr, sorted(map(str, state))))}")
     return state
 
 
+def _guess_model(sd: dict) -> str | None:
+    """The name of the course model whose state_dict has exactly these keys, else None."""
+    keys = set(strip_prefixes(sd))
+    for name in MODELS:
+        try:
+            if set(build_model(name).state_dict()) == keys:
+                return name
+        except Exception:  # noqa: BLE001 - only a guess for a hint
+            pass
+    return None
+
+
 def _first_line(e: BaseException, n: int) -> str:
-    return " ".join(str(e).split())[:n] or "no detail"    # one line, even when the text spans several
+    """One line, even when the text spans several, without terminal escape codes, cut at a word."""
+    text = " ".join(_ANSI.sub("", str(e)).split())
+    if len(text) > n:
+        text = text[:n].rsplit(" ", 1)[0] + " ..."
+    return text or "no detail"
 
 
 def _corrupt(path: Path, e: BaseException) -> CheckpointError:
@@ -357,12 +390,31 @@ def read_manifest(manifest: str | os.PathLike | None = None) -> dict:
                               f"{_first_line(e, 150)}); restore it from git") from None
     if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), list):
         raise CheckpointError(f"{path} is not a checkpoint manifest (expected an object with a 'checkpoints' list)")
-    bad = next((i for i, e in enumerate(data["checkpoints"])
-                if not isinstance(e, dict) or not isinstance(e.get("file"), str)), None)
-    if bad is not None:
-        raise CheckpointError(f"{path}: entry {bad} of 'checkpoints' is not an object with a 'file' name; "
-                              "restore the manifest from git")
+    kept = []
+    for i, e in enumerate(data["checkpoints"]):
+        problem = manifest_entry_problem(e)
+        if problem is not None and (not isinstance(e, dict) or not isinstance(e.get("file"), str)):
+            warnings.warn(f"{path}: entry {i} of 'checkpoints' is skipped: {problem}; restore the manifest from git",
+                          RuntimeWarning, stacklevel=2)
+            continue
+        kept.append(e)
+    data["checkpoints"] = kept
     return data
+
+
+_ENTRY_FIELDS = ("file", "sha256", "dataset", "method", "profile", "model")
+
+
+def manifest_entry_problem(entry) -> str | None:
+    """What is wrong with one manifest entry (naming the field), or None: an object whose 'file', 'sha256',
+    'dataset', 'method', 'profile' and 'model' are strings."""
+    if not isinstance(entry, dict):
+        return f"it is a {type(entry).__name__}, not an object"
+    for name in _ENTRY_FIELDS:
+        if not isinstance(entry.get(name), str):
+            return (f"its field {name!r} is missing" if name not in entry else
+                    f"its field {name!r} is {entry[name]!r}, not a string")
+    return None
 
 
 def write_manifest_entry(checkpoint: str | os.PathLike, *, dataset: str, method: str, profile: str, model: str,
@@ -426,6 +478,18 @@ def verify_checkpoint(path: str | os.PathLike, manifest: str | os.PathLike | dic
     actual = sha256_file(path)
     if actual != entry.get("sha256"):
         _sniff(path)  # an HTML page or LFS pointer gets the more useful message
+        try:
+            intact = torch.load(path, map_location="cpu", weights_only=True)
+            intact = isinstance(intact, dict) and DIGEST_KEY in intact and \
+                intact.pop(DIGEST_KEY) == state_digest(intact)
+        except Exception:  # noqa: BLE001 - a damaged file: the message below
+            intact = False
+        if intact:   # the file matches its own content digest: the manifest is what changed
+            raise ChecksumError(
+                f"the manifest records sha256 {str(entry.get('sha256'))[:16]}... for {path.name}, but the file has "
+                f"{actual[:16]}... and matches the content digest stored inside it at save time: the file is "
+                f"intact, the manifest entry is outdated or was edited. Keep the file; restore the manifest "
+                f"(git checkout -- {folder.name}/{MANIFEST_NAME}) or record the file again (scripts/update_manifest.py)")
         raise ChecksumError(
             f"{path} has sha256 {actual[:16]}..., but the manifest records {str(entry.get('sha256'))[:16]}... "
             f"({path.stat().st_size} bytes vs {entry.get('size_bytes')} recorded): the file is corrupt, "

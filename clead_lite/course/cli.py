@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .profiles import DATASETS, PROFILE_NAMES, train_config
-from ..validate import parse_fraction
+from ..validate import parse_finite, parse_fraction, parse_seed
 
 METHOD_CHOICES = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 
@@ -73,16 +73,17 @@ def add_train_parser(sub) -> None:
                    help="default: the profile's dataset (CLEAD_DATASET)")
     p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
                    help="sizes and settings (default: CLEAD_PROFILE, else colab on a GPU, quick on a CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=parse_seed, default=0, help="an integer in [0, 2**32 - 1]")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lambda", dest="contrastive_weight", type=float, default=None,
+    p.add_argument("--lambda", dest="contrastive_weight", type=parse_finite, default=None,
                    help="weight of the contrastive term (clead_online)")
-    p.add_argument("--beta", dest="trades_beta", type=float, default=None,
+    p.add_argument("--beta", dest="trades_beta", type=parse_finite, default=None,
                    help="trades: weight of the KL term (default 6)")
     p.add_argument("--faithful-recipe", dest="faithful_recipe", choices=("authors", "course-v1"), default=None,
                    help="clead_faithful: the authors' code (default) or this course's first version")
-    p.add_argument("--out", default=None, help="checkpoint path (default data/runs/<dataset>_<method>_<profile>_seed<seed>.pt)")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--out", default=None, help="checkpoint path (default data/runs/<dataset>_<method>_<profile>_seed<seed>.pt; "
+                   "when that holds an earlier run, the next free '-2', '-3', ... name: nothing is replaced)")
+    p.add_argument("--lr", type=parse_finite, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--eps", type=parse_fraction, default=None, help="training eps, e.g. 0.3 or 8/255 (default: the dataset's)")
     p.add_argument("--attack-steps", type=int, default=None, help="PGD steps for the training examples")
@@ -90,7 +91,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--n-train", type=int, default=None, help="training images (default: the profile's)")
     p.add_argument("--n-val", type=int, default=None, help="held-out images for early stopping (0: none)")
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
-    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--temperature", type=parse_finite, default=None)
     p.add_argument("--clean-ce", action="store_true", help="clead_online: add CE on clean images")
     p.add_argument("--split-views", action="store_true", help="clead_online: clean and adversarial images in two "
                    "forward passes (own BatchNorm statistics; running statistics from the adversarial pass only)")
@@ -145,26 +146,95 @@ def cmd_train(args) -> int:
 
     profile = get_profile(args.profile, dataset=args.dataset)
     dataset = profile.dataset
-    out = Path(args.out) if args.out else _runs_dir() / f"{dataset}_{args.method}_{profile.name}_seed{args.seed}.pt"
+    main_rank = int(os.environ.get("RANK", "0")) == 0   # under torchrun only rank 0 writes and evaluates
+    out = Path(args.out) if args.out else _default_out(args, dataset, profile, main_rank)
     cfg = _train_config(args, profile, out)
     if args.n_train is not None and args.n_train < 2:
         raise UsageError(f"--n-train must be at least 2, got {args.n_train}")
     device = get_device(args.device)
-    main_rank = int(os.environ.get("RANK", "0")) == 0   # under torchrun only rank 0 writes and evaluates
-    if main_rank:   # before the work: an --out that is a folder, read-only or locked by another run fails now
-        from .safe_io import check_writable, output_lock
-        check_writable(out, "checkpoint (--out)", hint="pass --out with a file in a writable folder")
-        if args.json:
-            check_writable(args.json, "--json file", hint="pass --json with a file in a writable folder")
-        with output_lock(out):
+    if not main_rank:
+        return _train_and_save(args, profile, dataset, cfg, device, out, False)
+    # before the work: an --out that is not ours (a device, a FIFO, a link, a shipped checkpoint, the --json file),
+    # a folder, read-only or locked by another run fails now
+    from .safe_io import check_output, check_writable, output_lock
+    outputs = {out: "the checkpoint (--out)"}
+    if args.method == "clead_faithful":
+        outputs[out.with_name(f"{out.stem}.surrogate{out.suffix or '.pt'}")] = "the surrogate checkpoint of --out"
+    check_output(out, "checkpoint (--out)")
+    check_writable(out, "checkpoint (--out)", hint="pass --out with a file in a writable folder")
+    if args.json:
+        check_output(args.json, "--json file", others=outputs)
+        check_writable(args.json, "--json file", hint="pass --json with a file in a writable folder")
+    with output_lock(out):
+        if args.out and not args.resume:
+            _refuse_unfinished(out)
+        try:
             return _train_and_save(args, profile, dataset, cfg, device, out, True)
-    return _train_and_save(args, profile, dataset, cfg, device, out, False)
+        except KeyboardInterrupt:
+            print(_interrupted(args, out), file=sys.stderr, flush=True)
+            return 130
+
+
+def _default_out(args, dataset: str, profile, main_rank: bool) -> Path:
+    """data/runs/<dataset>_<method>_<profile>_seed<seed>.pt, or with --resume that file; when it holds an earlier
+    run, the first free '-2', '-3', ... name (said on stderr): a default never replaces a run."""
+    base = _runs_dir() / f"{dataset}_{args.method}_{profile.name}_seed{args.seed}.pt"
+    if args.resume or not (base.exists() or base.is_symlink()):
+        return base
+    n = 2
+    while True:
+        candidate = base.with_name(f"{base.stem}-{n}{base.suffix}")
+        if not (candidate.exists() or candidate.is_symlink()):
+            break
+        n += 1
+    if main_rank:
+        print(f"note: {base} holds an earlier run (kept); this run writes {candidate}. --out names the file, "
+              "--resume continues the earlier run", file=sys.stderr, flush=True)
+    return candidate
+
+
+def _checkpoint_progress(out: Path) -> dict | None:
+    """{'epoch', 'epochs', 'finished'} of the training checkpoint at `out`, else None (absent or unreadable)."""
+    from .checkpoints import load_checkpoint
+    try:
+        if not out.is_file():
+            return None
+        state = load_checkpoint(out, map_location="cpu")
+    except Exception:  # noqa: BLE001 - not a usable checkpoint: nothing to resume
+        return None
+    if state.get("kind") != "train" or "epoch" not in state:
+        return None
+    return {"epoch": state.get("epoch"), "epochs": (state.get("config") or {}).get("epochs"),
+            "finished": bool(state.get("finished"))}
+
+
+def _refuse_unfinished(out: Path) -> None:
+    """An explicit --out holding an interrupted run is not replaced by a fresh start without a word."""
+    done = _checkpoint_progress(out)
+    if done is not None and not done["finished"]:
+        raise UsageError(f"{out} holds an unfinished run (after epoch {done['epoch']} of {done['epochs']}): add "
+                         "--resume to continue it, or pass another --out (or delete the file) to start afresh")
+
+
+def _interrupted(args, out: Path) -> str:
+    """What Ctrl-C kept and how to go on."""
+    done = _checkpoint_progress(out)
+    again = _command_line()
+    if not args.out:
+        again += f" --out {shlex.quote(str(out))}"
+    if done is None:
+        return f"interrupted before the first epoch ended: nothing was kept; to start again: {again}"
+    if done["finished"]:
+        return (f"interrupted after training: {out} holds the finished model (its test metrics were not added); "
+                f"evaluate it with: python -m clead_lite evaluate {shlex.quote(str(out))}")
+    resume = again if args.resume else again + " --resume"
+    return (f"interrupted: kept {out} (after epoch {done['epoch']} of {done['epochs']}); to continue it: {resume}")
 
 
 def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: bool) -> int:
     import torch
 
-    from .checkpoints import load_checkpoint, save_checkpoint
+    from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
     from .datasets import load_dataset
     from ..faithful import train_faithful
     from ..models import build_model
@@ -184,10 +254,22 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
     seed_everything(args.seed)
     t0 = time.perf_counter()
     surrogate_path = None
-    key, hit = _store_lookup(args, profile, cfg, x, y)
+    key, hit = _store_lookup(args, profile, cfg, x, y, out)
+    loaded = None
     if hit is not None:
-        from .store import load_model
-        model, stored = load_model(hit, device)
+        from .store import load_hit
+        loaded = load_hit(hit, device)     # None: a stored file that no longer fits (warned): trained again
+        hit = hit if loaded is not None else None
+    if key is not None and hit is None and main_rank:   # before the work: will the store take the model?
+        from .store import check_store_writable
+        with torch.random.fork_rng(devices=[]):     # the probe's model leaves the seeded streams alone
+            problem = check_store_writable(build_model(profile.model, num_classes=profile.info.num_classes))
+        if problem:
+            print(f"warning: the model will be trained and written to {out}, but not stored: {problem}",
+                  file=sys.stderr, flush=True)
+            key = None
+    if hit is not None:
+        model, stored = loaded
         surrogate, history = None, list(stored.get("history") or [])
         if main_rank:
             save_checkpoint(out, {k: v for k, v in stored.items() if k != "store_key"})
@@ -210,25 +292,34 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
         return 0
     if hit is None and key is not None:
         from .store import save_model
-        print(f"saved to the model store: {save_model(key, model, cfg, history, command=_command_line(), seconds=seconds)}",
-              flush=True)
+        try:
+            print(f"saved to the model store: {save_model(key, model, cfg, history, command=_command_line(), seconds=seconds)}",
+                  flush=True)
+        except OSError as e:     # the store is a cache: the run's own checkpoint is what counts
+            print(f"warning: not stored in the model store ({e}); the model is in {out}", file=sys.stderr, flush=True)
 
     row = None
     if not args.no_eval:
         from ..evaluation import evaluate
-        from .tables import format_table
         xt, yt = _test_split(dataset, profile.n_eval)
         row = evaluate(model, xt, yt, eps=profile.eps, steps=profile.eval_steps, restarts=profile.eval_restarts,
                        source=surrogate, name=f"{args.method} (seed {args.seed})",
                        source_name="surrogate (standard)" if surrogate is not None else None)
-        print(format_table([row]), flush=True)
-    state = load_checkpoint(out)
+    try:
+        state = load_checkpoint(out)
+    except (OSError, CheckpointError):   # the hook's file is gone or damaged: the model in memory is the result
+        from .checkpoints import model_metadata
+        state = {"format": 1, "kind": "train", **model_metadata(model), "model": model.state_dict(),
+                 "config": cfg.to_dict(), "finished": True, "epoch": len([r for r in history if r.get("kind") == "epoch"])}
     state.update(method=args.method, dataset=dataset, profile=profile.name, seed=args.seed, history=history,
                  command=_command_line(), train_seconds=seconds, surrogate=surrogate_path,
                  metrics=_plain({k: row[k] for k in ("clean", "fgsm", "pgd", "transfer", "n", "eps", "steps",
                                                      "restarts")} if row else {}))
-    save_checkpoint(out, state)
+    out = _save_or_fallback(out, state)   # saved before anything is printed: a broken terminal loses nothing
     print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB, {seconds:.1f} s of training)", flush=True)
+    if row is not None:
+        from .tables import format_table
+        print(format_table([row]), flush=True)
     if args.json:
         _write_json(args.json, {"checkpoint": str(out), "method": args.method, "dataset": dataset,
                                 "profile": profile.name, "seed": args.seed, "config": cfg.to_dict(),
@@ -238,13 +329,32 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
     return 0
 
 
-def _store_lookup(args, profile, cfg, x, y):
-    """(store key, StoreHit or None); (None, None) in smoke (never stored), with --resume, or with the store off."""
+def _store_lookup(args, profile, cfg, x, y, out: Path):
+    """(store key, StoreHit or None); (None, None) in smoke (never stored) or with the store off. A --resume run
+    of an existing checkpoint is not looked up (it continues its own file) but is stored when it ends."""
     from .store import find, model_key, store_dir
-    if not profile.use_checkpoints or args.resume or store_dir() is None:
+    if not profile.use_checkpoints or store_dir() is None:
         return None, None
     key = model_key(args.method, profile.dataset, profile.model, profile.name, cfg, x, y)
-    return key, (None if args.retrain else find(key))
+    resuming = args.resume and out.exists()
+    return key, (None if args.retrain or resuming else find(key))
+
+
+def _save_or_fallback(out: Path, state: dict) -> Path:
+    """save_checkpoint(out, state); when that fails after the work (a full disk, a folder made read-only), the
+    trained model goes to a fallback path (the current, home or temporary folder) and stderr says where."""
+    from .checkpoints import save_checkpoint
+    from .safe_io import fallback_path
+    try:
+        return save_checkpoint(out, state)
+    except OSError as e:
+        other = fallback_path(out)
+        if other is None:
+            raise
+        save_checkpoint(other, state)
+        print(f"warning: {e}; the trained model was written to {other} instead (move it where you want it)",
+              file=sys.stderr, flush=True)
+        return other
 
 
 # ============================================================================================== store
@@ -259,7 +369,7 @@ def add_store_parser(sub) -> None:
 
 
 def cmd_store(args) -> int:
-    from .store import clear, list_entries, store_dir
+    from .store import clear, describe_store_dir, list_entries, store_dir
     if args.action not in ("list", "clear"):
         raise UsageError(f"unknown store action {args.action!r}; allowed: 'list', 'clear'")
     if args.method is not None and args.method not in METHOD_CHOICES:
@@ -267,12 +377,13 @@ def cmd_store(args) -> int:
     folder = store_dir()
     if args.action == "list":
         rows = list_entries(args.method)
-        print(f"model store: {folder if folder is not None else 'off (CLEAD_STORE)'}; {len(rows)} model(s)"
+        print(f"model store: {describe_store_dir()}; {len(rows)} model(s)"
               + (f" of method {args.method}" if args.method else ""))
         for r in rows:
             c = r["config"]
-            size = f"{r['size_bytes'] / 1e6:.1f} MB" if r.get("size_bytes") else "?"
-            print(f"  {r['source']:<7} {r['dataset']:<13} {r['method']:<14} {r['profile']:<6} {r['model']:<14} "
+            size = f"{r['size_bytes'] / 1e6:.1f} MB" if isinstance(r.get("size_bytes"), (int, float)) else "?"
+            f = {k: "?" if r.get(k) is None else str(r[k]) for k in ("source", "dataset", "method", "profile", "model")}
+            print(f"  {f['source']:<7} {f['dataset']:<13} {f['method']:<14} {f['profile']:<6} {f['model']:<14} "
                   f"seed {r['seed']}  {r['n_train']} images  {c.get('epochs')} epoch(s)"
                   + (f"  PGD-{c.get('attack_steps')}" if r["method"] in ("pgd_at", "clead_online") else "")
                   + f"  {size}  {r.get('created') or ''}  {r['file']}")
@@ -288,8 +399,12 @@ def cmd_store(args) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 0
-    removed = clear(args.method)
+    busy: list = []
+    removed = clear(args.method, busy=busy)
     print(f"deleted {len(removed)} model file(s) from {folder} (shipped checkpoints are never deleted)")
+    if busy:
+        print(f"kept {len(busy)} model(s) that another running process is writing now: "
+              f"{', '.join(p.name for p in busy)}; run store clear again when it has finished")
     return 0
 
 
@@ -322,8 +437,10 @@ def cmd_evaluate(args) -> int:
     from .profiles import get_device, get_profile
 
     device = get_device(args.device)
-    if args.json:   # before the work
-        from .safe_io import check_writable
+    if args.json:   # before the work: only a file of ours, never the checkpoint evaluated, in a writable folder
+        from .safe_io import check_output, check_writable
+        check_output(args.json, "--json file", inputs={args.checkpoint: "the checkpoint being evaluated",
+                                                       args.source: "the --source checkpoint"})
         check_writable(args.json, "--json file", hint="pass --json with a file in a writable folder")
     model, state = _load_model(args.checkpoint, device)
     dataset = args.dataset or state.get("dataset")
@@ -378,7 +495,7 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--profile", choices=PROFILE_NAMES, default=None)
     p.add_argument("--dataset", choices=tuple(DATASETS), default=None,
                    help="default: the profile's (mnist5k offline for smoke and quick)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=parse_seed, default=0, help="an integer in [0, 2**32 - 1]")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
@@ -480,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_streams()
     parser = build_parser()
     args = parser.parse_args(argv)          # argparse exits with 2 on bad arguments
     from .checkpoints import CheckpointError
@@ -498,17 +616,41 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _tolerant_streams() -> None:
+    """A terminal or pipe whose encoding lacks a character (PYTHONIOENCODING=ascii, a C locale) gets an escape
+    instead of a UnicodeEncodeError after the work."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):   # a replaced stream (pytest's capture, a notebook)
+            pass
+
+
 def _write_json(path: str, data: dict) -> None:
-    from .safe_io import temp_path, write_error
+    from .safe_io import OutputError, fallback_path, refuse_special, temp_path, write_error
     p = Path(path)
-    tmp = temp_path(p)
-    try:   # atomic: a kill or a full disk never leaves half a JSON file
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(_plain(data), indent=2) + "\n")
-        os.replace(tmp, p)
+    text = json.dumps(_plain(data), indent=2) + "\n"
+
+    def write(target: Path) -> None:
+        refuse_special(target, "JSON file")
+        tmp = temp_path(target)
+        try:   # atomic: a kill or a full disk never leaves half a JSON file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text)
+            os.replace(tmp, target)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise write_error(target, e) from e
+
+    try:
+        write(p)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise write_error(p, e) from e
+        other = fallback_path(p)
+        if other is None or isinstance(e, OutputError) and "refusing" in str(e):
+            raise
+        write(other)
+        print(f"warning: {e}; the JSON was written to {other} instead", file=sys.stderr, flush=True)
+        p = other
     print(f"wrote {p}")
 
 

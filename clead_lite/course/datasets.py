@@ -119,13 +119,37 @@ def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _root_words(root: Path) -> str:
+    env = os.environ.get("CLEAD_DATA_ROOT")
+    notes = (["CLEAD_DATA_ROOT"] if env and Path(env).expanduser() == root else []) + \
+        ([] if root.is_dir() else ["the folder does not exist"])
+    return f"the data root {root}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def _not_found(name: str, root: Path, expected: str, error: Exception | None) -> DatasetNotFoundError:
-    why = f" (download failed: {type(error).__name__}: {str(error)[:200]})" if error else ""
+    why = f" (download failed: {type(error).__name__}: {_line(error, 120)})" if error else \
+        (" (downloads are off: CLEAD_OFFLINE)" if not _download_allowed() else "")
     return DatasetNotFoundError(
-        f"dataset {name!r} is not in the data root {root} (looked for {expected}) and could not be "
+        f"dataset {name!r} is not in {_root_words(root)} (looked for {expected}) and could not be "
         f"downloaded{why}. Fix: run once where the internet is reachable (it downloads to the root), or copy "
         f"the files there, or point CLEAD_DATA_ROOT (or root=...) at a folder that has them. "
         f"The offline default 'mnist5k' needs no download.")
+
+
+def _download(make, root: Path, folders: tuple[Path, ...]) -> Exception | None:
+    """Run torchvision's download `make()`; None when it worked, else its error, after removing the empty folders
+    it created (a failed download leaves no empty <root>/MNIST/raw behind)."""
+    created = [d for d in (root, *folders) if not d.exists()]
+    try:
+        make()
+        return None
+    except Exception as e:  # noqa: BLE001 - any download failure means "absent"
+        for d in sorted(created, key=lambda d: len(d.parts), reverse=True):
+            try:
+                d.rmdir()        # only when empty: a partial download is left for the next try
+            except OSError:
+                pass
+        return e
 
 
 def _download_allowed() -> bool:
@@ -145,12 +169,11 @@ def _torchvision_mnist(name: str, split: str, root: Path) -> tuple[torch.Tensor,
     if not all(found):
         error = None
         if _download_allowed():
-            try:
+            def make():
                 from torchvision import datasets
                 cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
                 cls(str(root), train=split == "train", download=True)
-            except Exception as e:  # noqa: BLE001 - any download failure means "absent"
-                error = e
+            error = _download(make, root, (folder.parent, folder))
         found = [_idx_file(folder / f) for f in files]
         if error is not None or not all(found):
             raise _not_found(name, root, f"{folder.relative_to(root)}/{files[0]}", error) from error
@@ -171,9 +194,12 @@ def _idx_file(path: Path) -> Path | None:
     return None
 
 
-def _line(e: BaseException) -> str:
-    """An exception's text on one line (some span several), shortened."""
-    return " ".join(str(e).split())[:150] or "no detail"
+def _line(e: BaseException, n: int = 150) -> str:
+    """An exception's text on one line (some span several), shortened at a word."""
+    text = " ".join(str(e).split())
+    if len(text) > n:
+        text = text[:n].rsplit(" ", 1)[0] + " ..."
+    return text or "no detail"
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -206,11 +232,10 @@ def _cifar10(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Ten
     if not all((folder / f).is_file() for f in files):
         error = None
         if _download_allowed():
-            try:
+            def make():
                 from torchvision import datasets
                 datasets.CIFAR10(str(root), train=split == "train", download=True)
-            except Exception as e:  # noqa: BLE001
-                error = e
+            error = _download(make, root, (folder,))
         if error is not None or not all((folder / f).is_file() for f in files):
             raise _not_found(name, root, f"{CIFAR_DIR}/{files[0]}", error) from error
     xs, ys = [], []

@@ -9,6 +9,15 @@ temporary files that a kill cannot leave behind for good.
 - `temp_path(path)` / `clean_stale_temps(path)`: temporary names '.<name>.<pid>.<random>.tmp' in the
   folder of `path`; those of processes that no longer exist (killed mid-save) are removed on the next save.
 - `write_error(path, error)`: an OSError / torch write error turned into one line (full disk, read-only).
+- `check_output(path, what, inputs=..., others=...)`: only what is ours is written. A path that is a device, a
+  FIFO, a socket or a symbolic link is refused (not written through: a rename would replace the node or the link,
+  writing through would touch a file the user did not name), and so are a shipped file (a checkpoint listed in
+  data/checkpoints/manifest.json, the manifest, the AutoAttack cache), an input of the same command and another
+  output of the same command. One line, before any work. `refuse_special(path)` is the part every writer repeats
+  just before its rename.
+- `fallback_path(path)`: where a result goes when its own path cannot be written after the work
+  (the current folder, the home folder, the temporary folder: the first that takes a probe write).
+- `is_being_written(path)`: whether another live process holds `output_lock(path)`.
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Iterator
@@ -26,7 +36,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory locks, the lock is a no-op there
     fcntl = None
 
-__all__ = ["OutputError", "check_writable", "output_lock", "temp_path", "clean_stale_temps", "write_error"]
+__all__ = ["OutputError", "check_writable", "output_lock", "temp_path", "clean_stale_temps", "write_error",
+           "check_output", "refuse_special", "fallback_path", "is_being_written", "stale_temps"]
 
 _HELD: dict[str, list] = {}      # lock path -> [fd, depth] for the locks this process holds
 _LEGACY_TEMP_AGE_S = 3600        # temporaries without a pid (older versions) older than this are stale
@@ -57,6 +68,12 @@ def temp_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def _temp_is_stale(tmp: Path, middle: list[str]) -> bool:
+    if len(middle) == 2 and middle[0].isdigit():
+        return not _pid_alive(int(middle[0]))
+    return time.time() - tmp.stat().st_mtime > _LEGACY_TEMP_AGE_S   # an older mkstemp name: stale once it is old
+
+
 def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Remove the temporaries of `path` left by processes that no longer run; returns the removed paths."""
     path = Path(path)
@@ -68,16 +85,30 @@ def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     for tmp in candidates:
         middle = tmp.name[len(path.name) + 2:-len(".tmp")].split(".")
         try:
-            if middle[0].isdigit() and len(middle) == 2:
-                stale = not _pid_alive(int(middle[0]))
-            else:                                   # an older mkstemp name: stale once it is old
-                stale = time.time() - tmp.stat().st_mtime > _LEGACY_TEMP_AGE_S
-            if stale:
+            if _temp_is_stale(tmp, middle):
                 tmp.unlink()
                 removed.append(tmp)
         except OSError:
             pass
     return removed
+
+
+def stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """The temporaries ('.<name>.<pid>.<random>.tmp') in `folder` whose writer no longer runs: those a cleaner
+    may delete. A live writer's temporary is never listed."""
+    out = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        parts = tmp.name[1:-len(".tmp")].split(".")
+        try:
+            if len(parts) >= 3 and parts[-2].isdigit():
+                stale = not _pid_alive(int(parts[-2]))
+            else:
+                stale = time.time() - tmp.stat().st_mtime > _LEGACY_TEMP_AGE_S
+        except OSError:
+            continue
+        if stale:
+            out.append(tmp)
+    return out
 
 
 def _folder_of(path: Path) -> Path:
@@ -201,3 +232,131 @@ def write_error(path: str | os.PathLike, error: BaseException) -> OutputError:
     if code == errno.EISDIR:
         return OutputError(f"could not write {path}: it is a folder; name a file")
     return OutputError(f"could not write {path} ({type(error).__name__}: {text})")
+
+
+# ---------------------------------------------------------------------------------------------- only what is ours
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _special(path: Path) -> str | None:
+    """What `path` is when it is not a regular file we may replace (None: absent or a regular file)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return f"a symbolic link (to {os.readlink(path)})"
+    for test, name in _KINDS:
+        if test(st.st_mode):
+            return name
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder"
+    return None
+
+
+def refuse_special(path: str | os.PathLike, what: str = "output") -> None:
+    """OutputError when `path` exists as anything but a regular file: a rename over a device node (/dev/null), a
+    FIFO, a socket or a symbolic link would replace it (as root, /dev/null for the whole machine)."""
+    path = Path(path)
+    kind = _special(path)
+    if kind == "a folder":
+        raise OutputError(f"the {what} {path} is a folder; name a file in it, e.g. {path / 'model.pt'}")
+    if kind is not None:
+        hint = "only regular files are written"
+        raise OutputError(f"refusing to write the {what} {path}: it is {kind}, not a regular file; name a file "
+                          f"({hint})")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _shipped_files() -> dict[Path, str]:
+    """The files the repository ships beside its checkpoints: every manifest entry, the manifest itself, the
+    AutoAttack cache (a damaged manifest protects at least itself)."""
+    from .checkpoints import MANIFEST_NAME, checkpoint_dir
+    folder = checkpoint_dir()
+    manifest = folder / MANIFEST_NAME
+    out = {manifest: f"the checkpoint manifest {manifest}", folder / "autoattack_cache.json":
+           f"the shipped AutoAttack cache {folder / 'autoattack_cache.json'}"}
+    try:
+        import json
+        entries = json.loads(manifest.read_bytes().decode("utf-8")).get("checkpoints") or []
+    except (OSError, ValueError, AttributeError):
+        entries = []
+    for e in entries:
+        if isinstance(e, dict) and isinstance(e.get("file"), str):
+            out[folder / e["file"]] = f"a shipped checkpoint listed in {manifest}"
+    return out
+
+
+def check_output(path: str | os.PathLike, what: str, *, inputs: dict | None = None,
+                 others: dict | None = None) -> Path:
+    """Refuse, before any work, to write `path` unless it is ours: OutputError (one line) when it is a device, a
+    FIFO, a socket, a symbolic link or a folder, a shipped file, one of `inputs` ({path: 'the checkpoint being
+    evaluated'}) or one of `others` ({path: 'the checkpoint (--out)'}, the command's other outputs)."""
+    path = Path(path)
+    refuse_special(path, what)
+    for other, name in (inputs or {}).items():
+        if other is not None and _same(path, Path(other)):
+            raise OutputError(f"refusing to write the {what} {path}: it is {name}, an input of this command; "
+                              "name another file")
+    for other, name in (others or {}).items():
+        if other is not None and _same(path, Path(other)):
+            raise OutputError(f"refusing to write the {what} {path}: it is also {name}; give each output its own file")
+    for shipped, name in _shipped_files().items():
+        if _same(path, shipped):
+            raise OutputError(f"refusing to write the {what} {path}: it is {name} (overwriting it would fail every "
+                              "later checksum); name another file")
+    return path
+
+
+def fallback_path(path: str | os.PathLike) -> Path | None:
+    """A path for the file `path` could not become: '<name>' in the current folder, the home folder or the
+    temporary folder (the first where a probe write succeeds and no such file exists); None when none can."""
+    import tempfile
+    path = Path(path)
+    for folder in (Path.cwd(), Path.home(), Path(tempfile.gettempdir())):
+        for i in range(1, 100):
+            candidate = folder / (path.name if i == 1 else f"{path.stem}-{i}{path.suffix}")
+            if not candidate.exists() and not candidate.is_symlink():
+                break
+        else:
+            continue
+        try:
+            if _same(candidate.parent, path.parent):
+                continue
+            check_writable(candidate)
+            return candidate
+        except OSError:
+            continue
+    return None
+
+
+def is_being_written(path: str | os.PathLike) -> bool:
+    """Whether another live process holds `output_lock(path)` now (its lock file is flocked)."""
+    if fcntl is None:
+        return False
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    if str(lock.resolve()) in _HELD:
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -35,6 +35,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,15 +43,15 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import (CheckpointError, checkpoint_dir, load_checkpoint,
-                          load_model_state, model_metadata, read_manifest, save_checkpoint, sha256_file,
-                          verify_checkpoint)
+                          load_model_state, manifest_entry_problem, model_metadata, read_manifest, save_checkpoint,
+                          sha256_file, verify_checkpoint)
 from ..models import MODELS, unwrap, build_model
-from .safe_io import temp_path
+from .safe_io import OutputError, is_being_written, output_lock, refuse_special, stale_temps, temp_path
 from ..training import TRAIN_STEP_VERSION, TrainConfig
 
 __all__ = ["STORE_ENV", "KEY_FORMAT", "StoreHit", "store_dir", "data_fingerprint", "key_config", "model_key",
            "keys_match", "find", "load_model", "save_model", "list_entries", "shipped_entries", "clear",
-           "describe_config"]
+           "describe_config", "describe_store_dir", "load_hit", "check_store_writable"]
 
 STORE_ENV = "CLEAD_STORE"
 KEY_FORMAT = 1
@@ -78,13 +79,27 @@ def store_dir() -> Path | None:
     env = os.environ.get(STORE_ENV)
     if env is not None and env.strip().lower() in _OFF:
         return None
+    repo = Path(__file__).resolve().parents[2]
+    in_repo = (repo / "clead_lite").is_dir()
     if env:
         path = Path(env).expanduser()
+        if not path.is_absolute():   # one store for the command line (cwd: the repository) and the notebooks (cwd:
+            path = (repo if in_repo else Path.cwd()) / path          # notebooks/): relative to the repository
         if path.exists() and not path.is_dir():
             raise ValueError(f"{STORE_ENV}={env!r} is a file; it must name a folder (or be 'off')")
         return path
-    repo = Path(__file__).resolve().parents[2]
-    return repo / "data" / "store" if (repo / "clead_lite").is_dir() else Path("data") / "store"
+    return repo / "data" / "store" if in_repo else Path("data") / "store"
+
+
+def describe_store_dir() -> str:
+    """The store folder in words: its absolute path, and how a relative CLEAD_STORE was resolved."""
+    folder = store_dir()
+    env = os.environ.get(STORE_ENV)
+    if folder is None:
+        return f"off ({STORE_ENV}={env!r})"
+    if env and not Path(env).expanduser().is_absolute():
+        return f"{folder} ({STORE_ENV}={env!r} is relative: resolved against the repository, from every folder)"
+    return str(folder)
 
 
 # ============================================================================================== keys
@@ -153,22 +168,52 @@ def _digest(key: dict) -> str:
 
 # ============================================================================================== find / load
 def shipped_entries(manifest: str | os.PathLike | None = None) -> list[dict]:
-    """The manifest's entries (each with 'file', 'sha256', 'key', 'config', 'metrics', ...)."""
-    return list(read_manifest(manifest)["checkpoints"])
+    """The manifest's entries (each with 'file', 'sha256', 'key', 'config', 'metrics', ...); a manifest that cannot
+    be read warns (naming it) and counts as none: shipped checkpoints are then trained instead of loaded."""
+    try:
+        return list(read_manifest(manifest)["checkpoints"])
+    except CheckpointError as e:
+        warnings.warn(f"{e}; no shipped checkpoint is used until then", RuntimeWarning, stacklevel=3)
+        return []
 
 
-def _store_records(folder: Path | None) -> list[tuple[Path, dict]]:
-    """(checkpoint path, record) for every complete entry of the store folder."""
+def _record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return f"it holds a {type(record).__name__}, not an object"
+    if not isinstance(record.get("key"), dict):
+        return "its 'key' is missing" if "key" not in record else \
+            f"its 'key' is a {type(record['key']).__name__}, not an object"
+    for name in ("dataset", "method", "profile", "model"):
+        if not isinstance(record["key"].get(name), str):
+            return f"its key has no {name!r}"
+    return None
+
+
+def _store_records(folder: Path | None, damaged: list | None = None) -> list[tuple[Path, dict]]:
+    """(checkpoint path, record) for every complete entry of the store folder. A record that cannot be read
+    (not UTF-8, not JSON, a `key` that is not an object) is skipped with a warning naming it (and appended to
+    `damaged` when given)."""
     if folder is None or not folder.is_dir():
         return []
     out = []
     for meta in sorted(folder.glob("*.json")):
+        if meta.name.startswith("."):
+            continue
         try:
-            record = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue                                   # a damaged record: the entry does not count
+            record = json.loads(meta.read_bytes().decode("utf-8"))
+            problem = _record_problem(record)
+        except OSError as e:
+            problem = f"it cannot be read ({e.strerror or e})"
+        except ValueError as e:                          # JSONDecodeError, UnicodeDecodeError
+            problem = f"it is not UTF-8 JSON ({type(e).__name__}: {' '.join(str(e).split())[:100]})"
         pt = meta.with_suffix(".pt")
-        if isinstance(record, dict) and "key" in record and pt.exists():
+        if problem is not None:
+            warnings.warn(f"skipped the damaged model-store record {meta}: {problem}; `python -m clead_lite store "
+                          "clear` removes it", RuntimeWarning, stacklevel=3)
+            if damaged is not None:
+                damaged.append(meta)
+            continue
+        if pt.exists():
             out.append((pt, record))
     return out
 
@@ -191,6 +236,21 @@ def find(key: dict, manifest: str | os.PathLike | None = None, folder: Path | No
     return None
 
 
+def load_hit(hit: StoreHit | None, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict] | None:
+    """`load_model(hit, device)`, or None when there is no hit or the stored file cannot be used any more (e.g.
+    weights of another shape under the same key): a warning names the file and the command that clears it, and
+    the caller trains the model again (its save replaces the file). A shipped checkpoint's errors are raised."""
+    if hit is None:
+        return None
+    try:
+        return load_model(hit, device)
+    except (CheckpointError, OSError) as e:
+        if hit.source != "store":
+            raise
+        warnings.warn(f"{e}; training it again (the new model replaces it)", RuntimeWarning, stacklevel=2)
+        return None
+
+
 def load_model(hit: StoreHit, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode on `device`, checkpoint dict), loaded with weights_only=True."""
     state = load_checkpoint(hit.path, map_location="cpu", required=("model",))
@@ -198,7 +258,14 @@ def load_model(hit: StoreHit, device: str | torch.device | None = "cpu") -> tupl
     if name not in MODELS:
         raise CheckpointError(f"{hit.path} does not say which model it holds (model_name={name!r})")
     net = build_model(name, num_classes=(state.get("model_config") or {}).get("num_classes", 10))
-    load_model_state(net, state)
+    try:
+        load_model_state(net, state)
+    except CheckpointError as e:
+        if hit.source != "store":
+            raise
+        method = (hit.entry.get("key") or {}).get("method") or state.get("method")
+        raise CheckpointError(f"the stored model {hit.path} does not fit the {name} built today ({e}); remove it "
+                              f"with: python -m clead_lite store clear --method {method} --yes") from None
     if device is not None:
         net = net.to(device)
     return net.eval(), state
@@ -206,6 +273,7 @@ def load_model(hit: StoreHit, device: str | torch.device | None = "cpu") -> tupl
 
 # ============================================================================================== save
 def _write_json_atomic(path: Path, data: dict) -> None:
+    refuse_special(path, "model-store record")
     tmp = temp_path(path)       # unique per writer; open() gives the usual mode (umask), unlike mkstemp's 0600
     try:
         with open(tmp, "x") as fh:
@@ -234,6 +302,28 @@ def save_model(key: dict, model: nn.Module, config: TrainConfig, history=None, *
              "history": [dict(r) for r in (history or [])], "config": config.to_dict(), "method": key["method"],
              "dataset": key["dataset"], "profile": key["profile"], "seed": config.seed, "store_key": key,
              "command": command, "train_seconds": seconds, "metrics": metrics or {}}
+    with output_lock(path):   # `store clear` leaves a model alone while it is being written
+        return _save_locked(path, state, key, config, metrics, command, seconds)
+
+
+def check_store_writable(model: nn.Module | None = None, folder: Path | str | None = "default") -> str | None:
+    """Before training: None when the store folder takes a real probe write with room for the model (2 copies of
+    its weights), else one line saying why the model will not be stored (nothing is raised: the store is a
+    cache)."""
+    from .safe_io import check_writable
+    folder = store_dir() if folder == "default" else (Path(folder) if folder is not None else None)
+    if folder is None:
+        return None
+    need = 0 if model is None else 2 * sum(p.numel() * p.element_size() for p in model.parameters())
+    try:
+        check_writable(folder / "model.pt", "model store", hint=f"set {STORE_ENV} to a writable folder (or 'off')",
+                       need_bytes=need)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def _save_locked(path, state, key, config, metrics, command, seconds) -> Path:
     save_checkpoint(path, state)
     record = {"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size, "key": key,
               "config": config.to_dict(), "metrics": metrics or {}, "command": command, "train_seconds": seconds,
@@ -250,43 +340,66 @@ def list_entries(method: str | None = None, folder: Path | str | None = "default
     size_bytes, created, config (dict). `method` keeps one method."""
     rows = []
     mpath = Path(manifest) if manifest is not None else checkpoint_dir() / "manifest.json"
-    for e in shipped_entries(mpath):
-        key = e.get("key") or {}
+    for i, e in enumerate(shipped_entries(mpath)):
+        problem = manifest_entry_problem(e)
+        if problem is not None:
+            warnings.warn(f"{mpath}: entry {i} ({e.get('file', '?')}) is damaged: {problem}; restore the manifest "
+                          "from git", RuntimeWarning, stacklevel=2)
+        key = e.get("key") if isinstance(e.get("key"), dict) else {}
         rows.append({"source": "shipped", "file": str(mpath.parent / e.get("file", "?")), "dataset": e.get("dataset"),
                      "method": e.get("method"), "profile": e.get("profile"), "model": e.get("model"),
                      "seed": e.get("seed"), "n_train": key.get("n_train"), "size_bytes": e.get("size_bytes"),
-                     "created": e.get("created"), "config": e.get("config") or {}})
+                     "created": e.get("created"), "config": e.get("config") if isinstance(e.get("config"), dict) else {}})
     folder = store_dir() if folder == "default" else (Path(folder) if folder is not None else None)
     for pt, r in _store_records(folder):
         key = r["key"]
         rows.append({"source": "store", "file": str(pt), "dataset": key.get("dataset"), "method": key.get("method"),
                      "profile": key.get("profile"), "model": key.get("model"), "seed": (r.get("config") or {}).get("seed"),
                      "n_train": key.get("n_train"), "size_bytes": r.get("size_bytes"), "created": r.get("created"),
-                     "config": r.get("config") or {}})
+                     "config": r.get("config") if isinstance(r.get("config"), dict) else {}})
     return [r for r in rows if method is None or r["method"] == method]
 
 
-def clear(method: str | None = None, folder: Path | str | None = "default") -> list[Path]:
+def clear(method: str | None = None, folder: Path | str | None = "default",
+          busy: list | None = None) -> list[Path]:
     """Delete the store folder's models (of `method` only, if given) and any half-saved files; returns the
-    deleted checkpoint paths. Shipped checkpoints are never touched."""
+    deleted checkpoint paths. Shipped checkpoints are never touched, and neither is a model another live process
+    is writing (its lock is held: it is appended to `busy`, when given, and left alone). Without `method`,
+    damaged records (and their checkpoints) go too."""
     folder = store_dir() if folder == "default" else (Path(folder) if folder is not None else None)
     if folder is None or not folder.is_dir():
         return []
+    busy = [] if busy is None else busy
     removed = []
-    for pt, record in _store_records(folder):
-        if method is None or record["key"].get("method") == method:
-            pt.unlink(missing_ok=True)
-            pt.with_suffix(".json").unlink(missing_ok=True)
+
+    def drop(pt: Path, *others: Path) -> None:
+        try:
+            with output_lock(pt):
+                existed = pt.exists()
+                for p in (pt, *others):
+                    p.unlink(missing_ok=True)
+        except OutputError:
+            busy.append(pt)
+            return
+        if existed:
             removed.append(pt)
-    if method is None:   # leftovers of interrupted saves: a .pt without its record, a record without its .pt
+
+    damaged: list[Path] = []
+    for pt, record in _store_records(folder, damaged):
+        if method is None or record["key"].get("method") == method:
+            drop(pt, pt.with_suffix(".json"))
+    if method is None:   # damaged records, a .pt without its record, a record without its .pt, dead writers' temps
+        for meta in damaged:
+            drop(meta.with_suffix(".pt"), meta)
         for p in folder.glob("*.pt"):
-            if not p.with_suffix(".json").exists():
+            if not p.name.startswith(".") and not p.with_suffix(".json").exists() and p not in busy:
+                drop(p)
+        for p in folder.glob("*.json"):
+            if not p.name.startswith(".") and not p.with_suffix(".pt").exists() and not is_being_written(p.with_suffix(".pt")):
                 p.unlink(missing_ok=True)
-                removed.append(p)
-        for p in list(folder.glob("*.json")) + list(folder.glob(".*.tmp")):
-            if p.suffix == ".tmp" or not p.with_suffix(".pt").exists():
-                p.unlink(missing_ok=True)
-    return removed
+        for p in stale_temps(folder):
+            p.unlink(missing_ok=True)
+    return [p for p in removed if p.name.endswith(".pt")]
 
 
 # ============================================================================================== describe

@@ -57,9 +57,9 @@ class ViewsCache:
         if path.exists():
             try:
                 views = load_checkpoint(path, required=("views",))["views"]
-            except CheckpointError as e:   # a broken cache file costs a recomputation, not the run
+            except (CheckpointError, OSError) as e:   # a broken cache file costs a recomputation, not the run
                 warnings.warn(f"{e}; computing the views again", RuntimeWarning, stacklevel=3)
-                views = {}
+                views = None
             kinds = params["kinds"]
             if isinstance(views, dict) and all(
                     isinstance(views.get(k), torch.Tensor) and views[k].shape == x.shape
@@ -67,6 +67,9 @@ class ViewsCache:
                 if self.progress:
                     print(f"adversarial views loaded from the cache {path}", flush=True)
                 return {k: views[k] for k in kinds}
+            if views is not None:
+                warnings.warn(f"the views cache file {path} does not hold uint8 views of shape {tuple(x.shape)} for "
+                              f"{', '.join(kinds)}; computing the views again", RuntimeWarning, stacklevel=3)
         try:   # say before the work, not after it, that the result cannot be kept
             check_writable(path, "views cache", hint="set CLEAD_CACHE_DIR to a writable folder")
             self._writable[key] = True
