@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 9), for one GPU, in at most 10 minutes: the full training loop against a
-# textbook loop and its MFU, one epoch of the colab profile's PGD-AT and C-LEAD online (scaled to 50,000
-# images), and notebooks 01 and 05 executed in the colab profile; every figure in benchmarks/results/gpu_check.json.
+# The prepared GPU check (issues 9, 21), for one GPU, under one deadline (--deadline-s, default 540 s): one colab
+# epoch on synthetic CIFAR-10 under fp16, bf16, fp32 and bf16 without cuDNN, C-LEAD online, the --gpu-loop comparison,
+# and notebooks 01 and 05 in the colab profile. Every figure goes to $OUT/gpu_check.jsonl (and $OUT/<name>.json) as
+# soon as it is measured, so a run stopped at its limit still returns what it measured.
 #
 #   bash scripts/gpu_check.sh            # on the GPU machine (no internet: uses .gpu_bundle/ when it is there)
 #   bash scripts/gpu_check.sh --tiny     # on a CPU, tiny sizes: proves the code path (tests/test_gpu_check.py)
 #
-# Before, where the internet works: bash scripts/make_gpu_bundle.sh (wheels + MNIST into .gpu_bundle/, ignored
-# by git, under 50 MiB so that it travels with the repository). Extra arguments go to benchmarks/gpu_check.py.
+# Before, where the internet works: bash scripts/make_gpu_bundle.sh (wheels for Python 3.12 into .gpu_bundle/,
+# ignored by git, under 48 MiB so that it travels with the repository; carry it). Extra arguments go to
+# benchmarks/gpu_check.py. The no-network install from the bundle alone: tests/test_gpu_bundle_offline.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || command -v python3 )}

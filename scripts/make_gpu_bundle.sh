@@ -5,28 +5,37 @@
 # torch, torchvision and the large scientific wheels are expected on the GPU machine; the bundle stays under
 # $BUNDLE_MAX_MIB (default 48) so that it and the repository (about 11 MB) fit the 64 MiB the machine receives.
 #
+# The lent machine runs Python 3.12 (x86-64, no internet): the default PY_VERSION is 3.12 and every wheel is a
+# binary (or pure) one for that Python and manylinux, fetched with the device README's platform flags. nbformat
+# needs jsonschema, referencing, jsonschema-specifications and rpds-py (a compiled wheel): all are fetched.
+#
 #   bash scripts/make_gpu_bundle.sh                  # where the package registry is reachable
-#   PY_VERSION=3.12 bash scripts/make_gpu_bundle.sh  # wheels for another Python on the GPU machine
+#   PY_VERSION=3.11 bash scripts/make_gpu_bundle.sh  # wheels for another Python (the offline test: this one's)
+#   PIP_FIND_LINKS=dir  ...                          # take the wheels from a download cache first
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || command -v python3 )}
 BUNDLE=${GPU_BUNDLE:-.gpu_bundle}
 SHARED=${CLEAD_SHARED_DATA:-/work/shared/data}
 MAX_MIB=${BUNDLE_MAX_MIB:-48}
-PYVER=${PY_VERSION:-$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}
+PYVER=${PY_VERSION:-3.12}
+PLAT=(--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
+      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64
+      --platform manylinux_2_24_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64)
 rm -rf "$BUNDLE/site"                  # left by older versions of gpu_check.sh
 mkdir -p "$BUNDLE/wheels" "$BUNDLE/data/MNIST/raw"
 
 # small wheels, without their dependencies (numpy, scipy, scikit-learn, pandas, numba are large and usually
 # present; gpu_check.sh installs only what is missing)
 SMALL="mlxtend pyautoattack umap-learn pynndescent torchattacks==3.5.1 nbclient nbformat fastjsonschema
-       ipywidgets widgetsnbextension jupyterlab-widgets comm matplotlib-inline seaborn"
+       ipywidgets widgetsnbextension jupyterlab-widgets comm matplotlib-inline seaborn
+       jsonschema referencing jsonschema-specifications rpds-py attrs jupyter_core traitlets"
 # shellcheck disable=SC2086
-"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" -d "$BUNDLE/wheels" $SMALL
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" "${PLAT[@]}" -d "$BUNDLE/wheels" $SMALL
 
 # the notebook kernel and its dependencies (pyzmq, tornado, ipython, ...; about 15 MB) for a machine without
 # Jupyter; wheels for this platform and Python $PYVER
-"$PY" -m pip download -q --only-binary=:all: --python-version "$PYVER" -d "$BUNDLE/wheels" ipykernel jupyter_client
+"$PY" -m pip download -q --only-binary=:all: --python-version "$PYVER" "${PLAT[@]}" -d "$BUNDLE/wheels" ipykernel jupyter_client
 
 # pyautoattack's wheel carries a 45 MB example model (pyautoattack/examples/): keep the code only
 "$PY" - "$BUNDLE/wheels" <<'PYEOF'
