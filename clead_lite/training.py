@@ -41,7 +41,7 @@ from .evaluation import accuracy, robust_accuracy
 from .losses import info_nce, supcon, trades_kl
 from .models import eval_mode, unwrap
 from .validate import (NORMS, check_choice, check_eps, check_images, check_int, check_labels, check_nonnegative,
-                       check_positive)
+                       check_positive, check_seed)
 
 __all__ = ["METHODS", "SCHEDULES", "VIEW_KINDS", "FAITHFUL_RECIPES", "TRAIN_STEP_VERSION", "TrainConfig",
            "TrainStep", "TrainHook", "Run", "TrainResult", "History", "train", "train_epoch", "lr_factor", "head_uses_fgsm",
@@ -78,7 +78,7 @@ class TrainingDivergedError(RuntimeError):
 _CHOICES = {"method": METHODS + STAGES, "schedule": SCHEDULES, "norm": NORMS, "attack": TRAIN_ATTACKS,
             "attack_loss": ATTACK_LOSSES, "faithful_recipe": tuple(FAITHFUL_RECIPES), "encoder_init": ("surrogate", "scratch"),
             "head_fgsm_mode": ("random", "alternate"), "head_schedule": SCHEDULES, "head_select": ("clean", "pgd")}
-_INTS = {"epochs": 1, "batch_size": 2, "attack_steps": 1, "step_every": 1, "log_every": 1, "seed": 0, "n_val": 0,
+_INTS = {"epochs": 1, "batch_size": 2, "attack_steps": 1, "step_every": 1, "log_every": 1, "n_val": 0,
          "val_steps": 1, "view_steps": 1, "cw_steps": 1, "early_stop_patience": 1, "surrogate_epochs": 1,
          "encoder_epochs": 1, "head_epochs": 1}
 _OPTIONAL = ("head_fgsm_mode", "head_schedule", "head_select", "early_stop_patience", "surrogate_epochs",
@@ -184,6 +184,7 @@ class TrainConfig:
         for name, minimum in _INTS.items():
             if getattr(self, name) is not None or name not in _OPTIONAL:
                 check_int(getattr(self, name), name, minimum=minimum)
+        check_seed(self.seed)
         for name in ("lr", "temperature", "step_gamma", "alpha", "head_lr", "view_alpha"):
             if getattr(self, name) is not None:
                 check_positive(getattr(self, name), name)
