@@ -4,7 +4,7 @@ APGD-CE + APGD-T (AutoAttack's `custom` version with those two), Square alone, a
     score = score_model(model, x, y, eps=0.3, columns=("apgd", "square", "eps_curve"))
     score["apgd"], score["apgd_correct"]            # accuracy in [0, 1], (n,) list of 0 / 1
 
-Used by benchmarks/run_results.py and benchmarks/budget_curve.py. Floor 4: imports evaluation, data, models.
+Used by benchmarks/run_results.py and benchmarks/budget_curve.py.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def load_for_scoring(checkpoint: str, n_test: int, dataset: str | None = None, d
     the images `evaluate --n n_test` scores: the first n_test of the test split (`data.test_images`, the one
     convention of the course), so that a row's scores and its evaluation columns share their images."""
     from .checkpoints import load_trained_model
-    from ..data import test_images
+    from .datasets import test_images
     from .profiles import get_device
     model, state = load_trained_model(checkpoint, get_device(device))
     x, y = test_images(dataset or state.get("dataset"), n_test)
