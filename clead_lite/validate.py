@@ -24,8 +24,10 @@ def check_positive(value: float, name: str) -> float:
     """A finite number > 0 (inf is refused: an infinite lr, weight or step never trains or attacks anything)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if value <= 0 or math.isinf(value):
+    if math.isinf(value):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
     return float(value)
 
 
@@ -33,8 +35,10 @@ def check_nonnegative(value: float, name: str) -> float:
     """A finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise TypeError(f"{name} must be a number >= 0, got {value!r}")
-    if value < 0 or math.isinf(value):
+    if math.isinf(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
     return float(value)
 
 
