@@ -298,7 +298,11 @@ def test_ddp_two_processes_with_gloo_on_cpu(tmp_path, digits):
     env.pop("CUDA_VISIBLE_DEVICES", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300)
+    run = lambda: subprocess.run(cmd, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
+                                 timeout=300)
+    proc = run()
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        proc = run()   # a rank aborted at exit in gloo's teardown (seen once, under CI load): once more; twice fails
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r in ranks:
