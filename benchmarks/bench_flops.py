@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from clead_lite.models import build_model
 from clead_lite.course.profiles import PROFILES, Profile
-from clead_lite.course.profiles import train_config
+from clead_lite.course.profiles import faithful_config, train_config
 from clead_lite.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,6 +133,7 @@ def _validation(cfg: TrainConfig, epochs: int) -> list[tuple]:
 def training_work(profile: Profile, method: str) -> list[tuple]:
     """(what, kind, images) of training `method` with the profile's settings (every epoch counted)."""
     cfg = train_config(profile, method).resolved(profile.dataset)
+    faithful = faithful_config(profile)
     n_train, _ = _images(profile)
     n = _steps_images(n_train - cfg.n_val, cfg.batch_size)
     e = cfg.epochs
@@ -150,9 +151,10 @@ def training_work(profile: Profile, method: str) -> list[tuple]:
         return [(name, "input_grad", e * n * cfg.attack_steps), (name, "train_all", 2 * e * n)] + _validation(cfg, e)
     if method == "clead_faithful":
         n_views = n_train - cfg.n_val
-        steps = sum(cfg.view_steps if k.startswith("pgd") else 1 if k.startswith("fgsm") else cfg.cw_steps
-                    for k in cfg.view_kinds)
-        enc, head = cfg.encoder_epochs or cfg.epochs, cfg.head_epochs or cfg.epochs
+        fc = faithful.resolved()
+        steps = sum(fc.view_steps if k.startswith("pgd") else 1 if k.startswith("fgsm") else fc.cw_steps
+                    for k in fc.view_kinds)
+        enc, head = fc.encoder_epochs or cfg.epochs, fc.head_epochs or cfg.epochs
         return [("faithful: precomputed views", "input_grad", steps * n_views),
                 ("faithful: 3-view encoder", "train_all", 3 * enc * n),
                 ("faithful: linear head (frozen encoder)", "fwd", head * n)] + _validation(cfg.replace(epochs=head), head)

@@ -4,12 +4,14 @@ standard surrogate (`train_surrogate`) -> one 8-bit adversarial copy of every tr
 made once against the fixed surrogate (`precompute_adversarial_views`) -> the encoder fine-tuned with the 3-view
 InfoNCE, no labels (`finetune_encoder`) -> a linear head on the frozen encoder (`train_linear_head`) -> evaluate.
 `train_faithful` runs all four. Each learned stage is one call of `training.train` with an internal method
-('faithful_encoder', 'faithful_head'): the same loop as every other method.
+('faithful_encoder', 'faithful_head') and its own loss: the same loop as every other method. The pipeline's
+settings are a `FaithfulConfig`; the loop settings of each stage (lr, batch size, seed) are the `TrainConfig`'s.
 """
 from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,13 +23,110 @@ import torch.nn.functional as F
 from .attacks import cw_l2, fgsm, pgd
 from .data import DATASETS, dataset_info, get_device
 from .models import MODELS, build_model, unwrap
-from .training import VIEW_KINDS, History, TrainConfig, TrainHook, TrainResult, split_validation, train
-from .validate import check_choice, check_eps, check_images, check_int, check_labels
+from .losses import info_nce
+from .training import SCHEDULES, History, TrainConfig, TrainHook, TrainResult, TrainStep, split_validation, train
+from .validate import Settings, check_choice, check_eps, check_images, check_int, check_labels, check_settings
 
 __all__ = [
     "random_resized_crop", "color_jitter", "simclr_augment", "precompute_adversarial_views", "finetune_encoder", "train_linear_head",
-    "train_surrogate", "train_faithful", "FaithfulResult", "to_uint8",
+    "train_surrogate", "train_faithful", "FaithfulResult", "FaithfulConfig", "FAITHFUL_RECIPES", "VIEW_KINDS",
+    "head_uses_fgsm", "to_uint8",
 ]
+
+VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop", "pgd_aug", "fgsm_aug", "cw_aug")
+# the two readings of the authors' code; a None field of FaithfulConfig takes its recipe's value
+FAITHFUL_RECIPES = {
+    # as the authors' code runs: CW view on a SimCLR augmentation, head batches FGSM at random (p), 50 head
+    # epochs at lr 0.1 halved every 15, the head kept on clean held-out accuracy
+    "authors": dict(view_kinds=("pgd_crop", "fgsm", "cw_aug"), encoder_views=("pgd_crop", "cw_aug"),
+                    head_fgsm_mode="random", head_epochs=50, head_lr=0.1, head_schedule="step", head_select="clean"),
+    # this course's first version: plain CW view, every second head batch FGSM, the run's epochs / lr /
+    # schedule, the head kept on held-out PGD accuracy
+    "course-v1": dict(view_kinds=("pgd_crop", "fgsm", "cw"), encoder_views=("pgd_crop", "cw"),
+                      head_fgsm_mode="alternate", head_epochs=None, head_lr=None, head_schedule=None,
+                      head_select="pgd"),
+}
+
+
+@dataclass(frozen=True)
+class FaithfulConfig(Settings):
+    """The published pipeline's own settings (checked when made). eps, the lr, the batch size and the seed of each
+    stage come from its TrainConfig; stage epochs None: the TrainConfig's `epochs` (head: the recipe's)."""
+    faithful_recipe: str = "authors"  # 'authors' | 'course-v1': the defaults of the None fields below
+    view_kinds: tuple[str, ...] | None = None      # None: the recipe's
+    encoder_views: tuple[str, str] | None = None   # None: the recipe's
+    view_steps: int = 3              # PGD steps of the precomputed views
+    view_alpha: float | None = None  # None: 3/8 eps (the published 3/255 for 8/255)
+    cw_steps: int = 50
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    aug_crop_scale: tuple[float, float] = (0.2, 1.0)  # the '_aug' views' RandomResizedCrop (then flip, jitter, gray)
+    head_fgsm: bool = True           # some linear-head batches are the surrogate's FGSM view
+    head_fgsm_mode: str | None = None  # 'random' (each batch with probability head_fgsm_p) | 'alternate'
+    head_fgsm_p: float = 0.5
+    head_lr: float | None = None     # None: the recipe's (authors 0.1; course-v1 the run's lr)
+    head_schedule: str | None = None  # None: the recipe's (authors 'step'; course-v1 the run's schedule)
+    head_select: str | None = None   # keep the head epoch with the best held-out 'clean' or 'pgd' accuracy
+    encoder_init: str = "surrogate"  # fine-tune the surrogate's encoder, or a fresh one
+    surrogate_epochs: int | None = None
+    encoder_epochs: int | None = None
+    head_epochs: int | None = None
+
+    def __post_init__(self):
+        optional = ("head_fgsm_mode", "head_schedule", "head_select", "surrogate_epochs", "encoder_epochs",
+                    "head_epochs")
+        check_settings(self, choices={"faithful_recipe": tuple(FAITHFUL_RECIPES), "encoder_init": ("surrogate", "scratch"),
+                                      "head_fgsm_mode": ("random", "alternate"), "head_schedule": SCHEDULES,
+                                      "head_select": ("clean", "pgd")},
+                       ints={"view_steps": 1, "cw_steps": 1, "surrogate_epochs": 1, "encoder_epochs": 1, "head_epochs": 1},
+                       optional=optional, fractions={"head_fgsm_p": "[0, 1]"}, positive=("head_lr", "view_alpha"),
+                       bools=("head_fgsm",))
+        view_kinds, encoder_views = self.recipe("view_kinds"), self.recipe("encoder_views")
+        for kind in view_kinds:
+            check_choice(kind, "view kind (view_kinds)", VIEW_KINDS)
+        if len(encoder_views) != 2 or any(kind not in view_kinds for kind in encoder_views):
+            raise ValueError(f"encoder_views must name two of the computed view_kinds {view_kinds} (the 3-view "
+                             f"loss: clean + 2), got {encoder_views}")
+        for name in ("crop_scale", "aug_crop_scale"):
+            lo, hi = getattr(self, name)
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {getattr(self, name)}")
+
+    def recipe(self, name: str):
+        """The field `name`, or its recipe's value when it is None (e.g. view_kinds, head_select)."""
+        value = getattr(self, name)
+        return FAITHFUL_RECIPES[self.faithful_recipe][name] if value is None else value
+
+    def resolved(self) -> "FaithfulConfig":
+        """The recipe's values written into the None fields that name the pipeline's views and head batches."""
+        return self.replace(**{k: self.recipe(k) for k in ("view_kinds", "encoder_views", "head_fgsm_mode",
+                                                            "head_select")})
+
+
+def head_uses_fgsm(faithful: FaithfulConfig, seed: int, step: int) -> bool:
+    """Whether linear-head batch `step` (0-based) is the surrogate's FGSM view: 'random' draws it with
+    probability head_fgsm_p from a CPU stream keyed by (seed, step) (the same after a resume, no device sync);
+    'alternate' takes every second batch."""
+    if faithful.recipe("head_fgsm_mode") == "alternate":
+        return step % 2 == 1
+    return random.Random(seed * 1_000_003 + step).random() < faithful.head_fgsm_p
+
+
+def encoder_loss(step: TrainStep, x: torch.Tensor, y: torch.Tensor):
+    """The encoder stage's loss: 3-view InfoNCE. x: uint8 (B, 3C, H, W), the clean image and two views stacked."""
+    clean, v1, v2 = x.float().div_(255.0).chunk(3, dim=1)
+    with step.autocast():
+        _, z = step.net(torch.cat([clean, v1, v2]), projection=True)
+        return info_nce(*z.chunk(3), temperature=step.cfg.temperature), None, {}
+
+
+def head_loss(faithful: FaithfulConfig) -> Callable:
+    """The linear-head stage's loss: cross-entropy on the clean image, or on its FGSM view (`head_uses_fgsm`).
+    x: uint8 (B, C or 2C, H, W): the clean image [and its FGSM view] stacked along the channels."""
+    def loss(step: TrainStep, x: torch.Tensor, y: torch.Tensor):
+        parts = x.float().div_(255.0).chunk(x.shape[1] // step.inner.in_channels, dim=1)
+        use_view = faithful.head_fgsm and len(parts) > 1 and head_uses_fgsm(faithful, step.cfg.seed, step.step_index)
+        return step.ce(parts[1] if use_view else parts[0], y)
+    return loss
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -217,7 +316,7 @@ def finetune_encoder(model: nn.Module, x: torch.Tensor, views: dict[str, torch.T
     them together. The classifier is left untouched.
     """
     cfg = config or TrainConfig()
-    names = tuple(view_names or cfg.encoder_views)
+    names = tuple(view_names or FaithfulConfig().recipe("encoder_views"))
     for name in names:
         if name not in views:
             raise ValueError(f"view {name!r} is not in views (have {', '.join(views)})")
@@ -228,19 +327,21 @@ def finetune_encoder(model: nn.Module, x: torch.Tensor, views: dict[str, torch.T
     stack = torch.cat([to_uint8(x), views[names[0]], views[names[1]]], dim=1)
     cfg = cfg.replace(method="faithful_encoder", n_val=0, attack_loss="ce", clean_ce=False,
                       supervised_contrastive=False)
-    return train(model, stack, torch.zeros(len(x), dtype=torch.int64), cfg, **kwargs)
+    return train(model, stack, torch.zeros(len(x), dtype=torch.int64), cfg, loss=encoder_loss, **kwargs)
 
 
 def train_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None, *,
-                      fgsm_view: torch.Tensor | None = None, reset: bool = True, **kwargs) -> TrainResult:
+                      fgsm_view: torch.Tensor | None = None, faithful: FaithfulConfig | None = None,
+                      reset: bool = True, **kwargs) -> TrainResult:
     """Stage 4: freeze the encoder, train a (re-initialised) linear classifier with cross-entropy.
 
-    fgsm_view: (N, C, H, W) uint8 FGSM examples made on the surrogate; with config.head_fgsm a batch uses them
+    fgsm_view: (N, C, H, W) uint8 FGSM examples made on the surrogate; with faithful.head_fgsm a batch uses them
     instead of the clean images: at random with probability head_fgsm_p (head_fgsm_mode 'random', the
     authors' code) or every second batch ('alternate'). Encoder BatchNorm stays frozen. The epochs, lr and
-    schedule are the config's (train_faithful passes the recipe's head settings).
+    schedule are the config's (train_faithful passes the recipe's head settings); the epoch kept is the best
+    on the held-out accuracy the recipe's head_select names.
     """
-    cfg = config or TrainConfig()
+    cfg, faithful = config or TrainConfig(), faithful or FaithfulConfig()
     check_images(x, "x")
     inner = unwrap(model)
     if reset:
@@ -248,13 +349,14 @@ def train_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config
             torch.manual_seed(cfg.seed)
             inner.classifier.reset_parameters()
     parts = [to_uint8(x)]
-    if cfg.head_fgsm and fgsm_view is not None:
+    if faithful.head_fgsm and fgsm_view is not None:
         if fgsm_view.shape != x.shape or fgsm_view.dtype != torch.uint8:
             raise ValueError(f"fgsm_view must be uint8 of shape {tuple(x.shape)}, got {fgsm_view.dtype} "
                              f"{tuple(fgsm_view.shape)}")
         parts.append(fgsm_view)
     cfg = cfg.replace(method="faithful_head", attack_loss="ce", clean_ce=False, supervised_contrastive=False)
-    return train(model, torch.cat(parts, dim=1), y, cfg, **kwargs)
+    select = "val_pgd_acc" if faithful.recipe("head_select") == "pgd" else "val_clean_acc"
+    return train(model, torch.cat(parts, dim=1), y, cfg, loss=head_loss(faithful), select=select, **kwargs)
 
 
 @dataclass
@@ -264,6 +366,7 @@ class FaithfulResult:
     surrogate: nn.Module
     histories: dict[str, History]
     config: TrainConfig
+    faithful: FaithfulConfig = field(default_factory=FaithfulConfig)
     views: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     seconds: float = 0.0
 
@@ -276,8 +379,8 @@ class FaithfulResult:
         return self.history.frame(kind)
 
 
-def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainConfig | None = None, *,
-                   dataset: str | None = None, model_name: str | None = None, num_classes: int = 10,
+def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainConfig | None = None,
+                   faithful: FaithfulConfig | None = None, *, dataset: str | None = None, model_name: str | None = None, num_classes: int = 10,
                    surrogate: nn.Module | None = None, x_val: torch.Tensor | None = None,
                    y_val: torch.Tensor | None = None, device: str | torch.device | None = None,
                    progress: bool = True, cache=None, callback: Callable | None = None,
@@ -285,14 +388,16 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
     """The published C-LEAD pipeline: surrogate -> 8-bit adversarial views -> 3-view InfoNCE encoder ->
     linear head. Returns FaithfulResult(model, surrogate, histories, ...).
 
-    surrogate: a trained standard model to reuse (stage 1 is skipped). Stage epochs: surrogate_epochs,
-    encoder_epochs (default `epochs`), head_epochs (default: the recipe's, `faithful_recipe='authors'`: 50 at
-    head_lr 0.1 halved every 15 epochs, the head kept on clean held-out accuracy; 'course-v1': `epochs`).
+    config: the stages' loop settings (eps, lr, batch size, seed, n_val). faithful: the pipeline's (views, stage
+    epochs: surrogate_epochs, encoder_epochs (default config.epochs), head_epochs (default: the recipe's,
+    'authors': 50 at head_lr 0.1 halved every 15 epochs, the head kept on clean held-out accuracy; 'course-v1':
+    config.epochs)). surrogate: a trained standard model to reuse (stage 1 is skipped).
     cache: where the views are kept (see `precompute_adversarial_views`). hook: the final stage's hook; the
     others get `hook.stage('surrogate')` and `hook.stage('encoder')` (the course's checkpoints: one file a stage).
     """
     t0 = time.perf_counter()
     cfg = (config or TrainConfig(method="clead_faithful")).replace(method="clead_faithful").resolved(dataset)
+    fc = (faithful or FaithfulConfig()).resolved()
     device = get_device(device)
     name = model_name or (dataset_info(dataset).model if dataset else None)
     if name is None and surrogate is None:
@@ -308,31 +413,30 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
         torch.manual_seed(cfg.seed)
         surrogate = build_model(name, num_classes=num_classes)
         res = train_surrogate(surrogate, x_train, y_train,
-                              base.replace(epochs=cfg.surrogate_epochs or cfg.epochs), hook=stage_hook("surrogate"),
+                              base.replace(epochs=fc.surrogate_epochs or cfg.epochs), hook=stage_hook("surrogate"),
                               **common)
         histories["surrogate"] = res.history
     surrogate.to(device).eval()
     flip = DATASETS[dataset].flip if dataset else False
-    views = precompute_adversarial_views(surrogate, x_train, y_train, eps=cfg.eps, kinds=cfg.view_kinds,
-                                         steps=cfg.view_steps, alpha=cfg.view_alpha, cw_steps=cfg.cw_steps,
-                                         crop_scale=cfg.crop_scale, flip=flip, aug_crop_scale=cfg.aug_crop_scale,
-                                         seed=cfg.seed, cache=cache,
-                                         device=device, progress=progress)
-    if cfg.encoder_init == "surrogate":
+    views = precompute_adversarial_views(surrogate, x_train, y_train, eps=cfg.eps, kinds=fc.view_kinds,
+                                         steps=fc.view_steps, alpha=fc.view_alpha, cw_steps=fc.cw_steps,
+                                         crop_scale=fc.crop_scale, flip=flip, aug_crop_scale=fc.aug_crop_scale,
+                                         seed=cfg.seed, cache=cache, device=device, progress=progress)
+    if fc.encoder_init == "surrogate":
         model = copy.deepcopy(unwrap(surrogate))
     else:
         torch.manual_seed(cfg.seed + 1)
         model = build_model(name or next(n for n, cls in MODELS.items() if type(unwrap(surrogate)) is cls),
                             num_classes=num_classes)
-    enc = finetune_encoder(model, x_train, views, base.replace(epochs=cfg.encoder_epochs or cfg.epochs),
-                           device=device, progress=progress, callback=callback, hook=stage_hook("encoder"))
+    enc = finetune_encoder(model, x_train, views, base.replace(epochs=fc.encoder_epochs or cfg.epochs),
+                           view_names=fc.encoder_views, device=device, progress=progress, callback=callback, hook=stage_hook("encoder"))
     histories["encoder"] = enc.history
     head_views = views.get("fgsm") if "fgsm" in views else None
     head = train_linear_head(model, x_train, y_train,
-                             base.replace(epochs=cfg.recipe("head_epochs") or cfg.epochs,
-                                          lr=cfg.recipe("head_lr") or cfg.lr,
-                                          schedule=cfg.recipe("head_schedule") or cfg.schedule),
-                             fgsm_view=head_views, hook=hook, **common)
+                             base.replace(epochs=fc.recipe("head_epochs") or cfg.epochs,
+                                          lr=fc.recipe("head_lr") or cfg.lr,
+                                          schedule=fc.recipe("head_schedule") or cfg.schedule),
+                             fgsm_view=head_views, faithful=fc, hook=hook, **common)
     histories["head"] = head.history
-    return FaithfulResult(model=head.model.eval(), surrogate=surrogate, histories=histories, config=cfg, views=views,
-                          seconds=time.perf_counter() - t0)
+    return FaithfulResult(model=head.model.eval(), surrogate=surrogate, histories=histories, config=cfg, faithful=fc,
+                          views=views, seconds=time.perf_counter() - t0)

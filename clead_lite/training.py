@@ -7,8 +7,8 @@
 - ``clead_online``  C-LEAD as the abstract describes it: PGD views made against the current model at every
                     step; loss = CE(adversarial) [+ CE(clean)] + lambda * InfoNCE(clean, adversarial
                     projections). With lambda = 0 the step *is* the pgd_at step: same seed, identical weights.
-- ``faithful_encoder`` / ``faithful_head``: the two learned stages of the published pipeline
-                    (`clead_lite.faithful`): 3-view InfoNCE without labels; a linear head on a frozen encoder.
+- ``faithful_encoder`` / ``faithful_head``: the two learned stages of the published pipeline; their losses and
+                    settings live in `clead_lite.faithful`, which passes the loss to `train(loss=...)`.
 
 Read in this order: `TrainConfig` (every setting), `lr_factor` (the schedules), `TrainStep` (one optimiser
 step: the attack, the loss of each method, mixed precision), `train` (the loop: epochs of steps, the held-out
@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,31 +39,17 @@ from .data import DeviceLoader, dataset_info, get_device
 from .evaluation import accuracy, robust_accuracy
 from .losses import info_nce, supcon, trades_kl
 from .models import eval_mode, unwrap
-from .validate import (NORMS, check_choice, check_eps, check_images, check_int, check_labels, check_nonnegative,
-                       check_positive, check_seed)
+from .validate import NORMS, Settings, check_eps, check_images, check_labels, check_nonnegative, check_seed, check_settings
 
-__all__ = ["METHODS", "SCHEDULES", "VIEW_KINDS", "FAITHFUL_RECIPES", "TRAIN_STEP_VERSION", "TrainConfig",
-           "TrainStep", "TrainHook", "Run", "TrainResult", "History", "train", "train_epoch", "lr_factor", "head_uses_fgsm",
-           "split_validation", "selection_metric", "TrainingDivergedError"]
+__all__ = ["METHODS", "SCHEDULES", "TRAIN_STEP_VERSION", "TrainConfig",
+           "TrainStep", "TrainHook", "Run", "TrainResult", "History", "train", "train_epoch", "lr_factor",
+           "split_validation", "TrainingDivergedError"]
 
 METHODS = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 STAGES = ("faithful_encoder", "faithful_head")     # internal methods of the clead_faithful stages
 SCHEDULES = ("onecycle", "piecewise", "constant", "step")
 ATTACK_LOSSES = ("ce", "contrastive")
 TRAIN_ATTACKS = ("pgd", "fgsm_rs")  # fgsm_rs: Wong, Rice & Kolter 2020 (one step of 1.25 eps from a random start)
-VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop", "pgd_aug", "fgsm_aug", "cw_aug")
-# the faithful pipeline's two readings of the authors' code; a None field of TrainConfig takes its recipe's value
-FAITHFUL_RECIPES = {
-    # as the authors' code runs: CW view on a SimCLR augmentation, head batches FGSM at random (p), 50 head
-    # epochs at lr 0.1 halved every 15, the head kept on clean held-out accuracy
-    "authors": dict(view_kinds=("pgd_crop", "fgsm", "cw_aug"), encoder_views=("pgd_crop", "cw_aug"),
-                    head_fgsm_mode="random", head_epochs=50, head_lr=0.1, head_schedule="step", head_select="clean"),
-    # this course's first version: plain CW view, every second head batch FGSM, the run's epochs / lr /
-    # schedule, the head kept on held-out PGD accuracy
-    "course-v1": dict(view_kinds=("pgd_crop", "fgsm", "cw"), encoder_views=("pgd_crop", "cw"),
-                      head_fgsm_mode="alternate", head_epochs=None, head_lr=None, head_schedule=None,
-                      head_select="pgd"),
-}
 # The version of the training maths. Part of every model-store key: bump it when a change makes the same settings
 # train different weights, so that stored and shipped models of the old code are not taken for the new one's.
 TRAIN_STEP_VERSION = 1
@@ -76,20 +61,16 @@ class TrainingDivergedError(RuntimeError):
 
 # what TrainConfig.validate checks, field by field
 _CHOICES = {"method": METHODS + STAGES, "schedule": SCHEDULES, "norm": NORMS, "attack": TRAIN_ATTACKS,
-            "attack_loss": ATTACK_LOSSES, "faithful_recipe": tuple(FAITHFUL_RECIPES), "encoder_init": ("surrogate", "scratch"),
-            "head_fgsm_mode": ("random", "alternate"), "head_schedule": SCHEDULES, "head_select": ("clean", "pgd")}
+            "attack_loss": ATTACK_LOSSES}
 _INTS = {"epochs": 1, "batch_size": 2, "attack_steps": 1, "step_every": 1, "log_every": 1, "n_val": 0,
-         "val_steps": 1, "view_steps": 1, "cw_steps": 1, "early_stop_patience": 1, "surrogate_epochs": 1,
-         "encoder_epochs": 1, "head_epochs": 1}
-_OPTIONAL = ("head_fgsm_mode", "head_schedule", "head_select", "early_stop_patience", "surrogate_epochs",
-             "encoder_epochs", "head_epochs")      # None allowed
-_FRACTIONS = {"momentum": "[0, 1)", "warmup": "(0, 1)", "eps_warmup": "[0, 1)", "co_drop": "(0, 1)",
-              "head_fgsm_p": "[0, 1]"}    # the interval is the rule: ( ) open, [ ] closed
+         "val_steps": 1, "early_stop_patience": 1}
+_OPTIONAL = ("early_stop_patience",)      # None allowed
+_FRACTIONS = {"momentum": "[0, 1)", "warmup": "(0, 1)", "eps_warmup": "[0, 1)", "co_drop": "(0, 1)"}
 
 
 # ============================================================================================== settings
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """Every setting of a training run (checked once, when it is made).
 
     eps / alpha: None takes the dataset's eps and Madry's step rule alpha = min(eps, 2.5 * eps / steps).
@@ -135,73 +116,20 @@ class TrainConfig:
     val_steps: int = 10
     early_stop_patience: int | None = None  # epochs without a better held-out PGD accuracy before stopping
     keep_best: bool = True           # end with the best held-out weights (when validating)
-    # clead_faithful (the stages run by clead_lite.faithful.train_faithful)
-    faithful_recipe: str = "authors"  # 'authors' | 'course-v1': the defaults of the None fields below
-    view_kinds: tuple[str, ...] | None = None      # None: the recipe's
-    encoder_views: tuple[str, str] | None = None   # None: the recipe's
-    view_steps: int = 3              # PGD steps of the precomputed views
-    view_alpha: float | None = None  # None: 3/8 eps (the published 3/255 for 8/255)
-    cw_steps: int = 50
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    aug_crop_scale: tuple[float, float] = (0.2, 1.0)  # the '_aug' views' RandomResizedCrop (then flip, jitter, gray)
-    head_fgsm: bool = True           # some linear-head batches are the surrogate's FGSM view
-    head_fgsm_mode: str | None = None  # 'random' (each batch with probability head_fgsm_p) | 'alternate'
-    head_fgsm_p: float = 0.5
-    head_lr: float | None = None     # None: the recipe's (authors 0.1; course-v1 the run's lr)
-    head_schedule: str | None = None  # None: the recipe's (authors 'step'; course-v1 the run's schedule)
-    head_select: str | None = None   # keep the head epoch with the best held-out 'clean' or 'pgd' accuracy
-    encoder_init: str = "surrogate"  # fine-tune the surrogate's encoder, or a fresh one
-    surrogate_epochs: int | None = None
-    encoder_epochs: int | None = None
-    head_epochs: int | None = None
 
     def __post_init__(self):
         self.validate()
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        """From `to_dict()` output (unknown keys, e.g. of older versions, are ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
-
-    def to_dict(self) -> dict:
-        """Plain data (lists for tuples), for checkpoints and JSON."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
-
-    def replace(self, **changes) -> "TrainConfig":
-        """A copy with fields changed; unknown names get a clear error."""
-        known = [f.name for f in dataclasses.fields(self)]
-        unknown = [k for k in changes if k not in known]
-        if unknown:
-            raise TypeError(f"unknown TrainConfig field(s) {', '.join(map(repr, unknown))}; fields: {', '.join(known)}")
-        return dataclasses.replace(self, **changes)
-
     def validate(self) -> None:
         """Each bad value raises one line naming the field, its value and what is allowed."""
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) is not None or name not in _OPTIONAL:
-                check_choice(getattr(self, name), name, allowed)
-        for name, minimum in _INTS.items():
-            if getattr(self, name) is not None or name not in _OPTIONAL:
-                check_int(getattr(self, name), name, minimum=minimum)
+        check_settings(self, choices=_CHOICES, ints=_INTS, optional=_OPTIONAL, fractions=_FRACTIONS,
+                       positive=("lr", "temperature", "step_gamma", "alpha"),
+                       bools=("clean_ce", "supervised_contrastive", "split_views", "compile", "augment", "keep_best",
+                              "nesterov"))
         check_seed(self.seed)
-        for name in ("lr", "temperature", "step_gamma", "alpha", "head_lr", "view_alpha"):
-            if getattr(self, name) is not None:
-                check_positive(getattr(self, name), name)
         for name, label in (("weight_decay", "weight_decay"), ("contrastive_weight", "contrastive_weight (lambda)"),
                             ("trades_beta", "trades_beta (beta)")):
             check_nonnegative(getattr(self, name), label)
-        for name, interval in _FRACTIONS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            value = check_nonnegative(value, name)
-            if (interval[0] == "(" and value == 0) or value > 1 or (interval[-1] == ")" and value == 1):
-                raise ValueError(f"{name} must be in {interval}, got {value}")
-        for name in ("clean_ce", "supervised_contrastive", "split_views", "compile", "augment", "keep_best",
-                     "nesterov", "head_fgsm"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("amp", "channels_last"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be None (automatic), True or False, got {getattr(self, name)!r}")
@@ -220,21 +148,6 @@ class TrainConfig:
                 if getattr(self, name) != default:
                     raise ValueError(f"{name}={getattr(self, name)!r} only applies to method 'clead_online', "
                                      f"got method {self.method!r}")
-        view_kinds, encoder_views = self.recipe("view_kinds"), self.recipe("encoder_views")
-        for kind in view_kinds:
-            check_choice(kind, "view kind (view_kinds)", VIEW_KINDS)
-        if len(encoder_views) != 2 or any(kind not in view_kinds for kind in encoder_views):
-            raise ValueError(f"encoder_views must name two of the computed view_kinds {view_kinds} (the 3-view "
-                             f"loss: clean + 2), got {encoder_views}")
-        for name in ("crop_scale", "aug_crop_scale"):
-            lo, hi = getattr(self, name)
-            if not 0.0 < lo <= hi <= 1.0:
-                raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {getattr(self, name)}")
-
-    def recipe(self, name: str):
-        """The field `name`, or its faithful recipe's value when it is None (e.g. view_kinds, head_select)."""
-        value = getattr(self, name)
-        return FAITHFUL_RECIPES[self.faithful_recipe][name] if value is None else value
 
     def resolved(self, dataset: str | None = None, need_eps: bool = True) -> "TrainConfig":
         """eps from the dataset when None; alpha = min(eps, 2.5 * eps / attack_steps) when None (FGSM-RS:
@@ -250,10 +163,7 @@ class TrainConfig:
         alpha = self.alpha if self.alpha is not None else min(eps, 2.5 * eps / self.attack_steps)
         if self.alpha is None and self.attack == "fgsm_rs":
             alpha = 1.25 * eps        # Wong et al. 2020: 10/255 for eps 8/255
-        recipe = {}
-        if self.method in ("clead_faithful",) + STAGES:   # other methods keep None (old checkpoints resume)
-            recipe = {k: self.recipe(k) for k in ("view_kinds", "encoder_views", "head_fgsm_mode", "head_select")}
-        return self.replace(eps=float(eps), alpha=float(alpha or 1e-12), **recipe)
+        return self.replace(eps=float(eps), alpha=float(alpha or 1e-12))
 
     @property
     def adversarial(self) -> bool:
@@ -328,7 +238,7 @@ class TrainStep:
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int,
-                 ddp: dict | None = None):
+                 ddp: dict | None = None, loss: Callable | None = None):
         cfg = self.cfg = config
         self.device, self.model, self.total_steps, self.step_index = device, model, total_steps, 0
         self.inner = unwrap(model)       # the course model under any DDP / compile wrapper, unwrapped once here
@@ -352,9 +262,10 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         # the training attack's random starts: its own stream, on the device (no host copies)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        self.loss = {"standard": self._standard, "pgd_at": self._pgd_at, "trades": self._trades,
-                     "clead_online": self._clead_online, "faithful_encoder": self._faithful_encoder,
-                     "faithful_head": self._faithful_head}[cfg.method]
+        # loss(step, x, y): a stage of the faithful pipeline brings its own (clead_lite.faithful)
+        self.loss = (lambda x, y: loss(self, x, y)) if loss is not None else {
+            "standard": self.ce, "pgd_at": self._pgd_at, "trades": self._trades,
+            "clead_online": self._clead_online}[cfg.method]
 
     def step(self, x: torch.Tensor, y: torch.Tensor):
         """One optimiser step on the batch (x, y); returns (loss, number correct or None, {term: value})."""
@@ -389,16 +300,14 @@ class TrainStep:
 
     # ---------------------------------------------------------------- the loss of each method
     # each returns (loss, logits for the training accuracy or None, {term name: detached scalar})
-    def _standard(self, x, y):
-        return self._ce(x, y)
-
-    def _pgd_at(self, x, y):
-        return self._ce(self.attack(x, y), y)
-
-    def _ce(self, x, y):
+    def ce(self, x, y):
+        """Cross-entropy of the model on x: the loss of standard training."""
         with self.autocast():
             logits = self.net(x)
             return F.cross_entropy(logits, y), logits, {}
+
+    def _pgd_at(self, x, y):
+        return self.ce(self.attack(x, y), y)
 
     def trades_attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """TRADES' inner maximisation: PGD on KL(f(x) || f(x')) from x + 0.001 * N(0, 1) (not projected), p(x)
@@ -435,7 +344,7 @@ class TrainStep:
         if lam == 0 and not cfg.clean_ce:
             # no term uses the clean images: forward x_adv alone, exactly the pgd_at step. Not a mere saving: with
             # BatchNorm, clean images in the batch would change the statistics that normalise x_adv
-            return self._ce(x_adv, y)
+            return self.ce(x_adv, y)
         b, project = x.shape[0], lam != 0
         with self.autocast():
             if cfg.split_views:      # two passes, each view normalised by its own BatchNorm batch statistics
@@ -458,17 +367,6 @@ class TrainStep:
                 con = info_nce(z_clean, z_adv, temperature=cfg.temperature)
             loss = ce + lam * con
         return loss, logits_adv, {"ce": ce.detach(), "contrastive": con.detach()}
-
-    def _faithful_encoder(self, x, y):
-        clean, v1, v2 = x.float().div_(255.0).chunk(3, dim=1)     # uint8 (B, 3C, H, W): clean + two views
-        with self.autocast():
-            _, z = self.net(torch.cat([clean, v1, v2]), projection=True)
-            return info_nce(*z.chunk(3), temperature=self.cfg.temperature), None, {}
-
-    def _faithful_head(self, x, y):
-        parts = x.float().div_(255.0).chunk(x.shape[1] // self.inner.in_channels, dim=1)
-        use_view = self.cfg.head_fgsm and len(parts) > 1 and head_uses_fgsm(self.cfg, self.step_index)
-        return self._ce(parts[1] if use_view else parts[0], y)
 
     # ---------------------------------------------------------------- plumbing
     def _select_parameters(self) -> list[nn.Parameter]:
@@ -496,15 +394,6 @@ class TrainStep:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step_index = int(state.get("step_index", 0))
-
-
-def head_uses_fgsm(cfg: TrainConfig, step: int) -> bool:
-    """Whether linear-head batch `step` (0-based) is the surrogate's FGSM view: 'random' draws it with
-    probability head_fgsm_p from a CPU stream keyed by (seed, step) (the same after a resume, no device sync);
-    'alternate' takes every second batch."""
-    if cfg.recipe("head_fgsm_mode") == "alternate":
-        return step % 2 == 1
-    return random.Random(cfg.seed * 1_000_003 + step).random() < cfg.head_fgsm_p
 
 
 # ============================================================================================== the loop
@@ -576,14 +465,16 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
           x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, dataset: str | None = None,
           device: str | torch.device | None = None, progress: bool = True,
           callback: Callable[[dict, nn.Module], bool | None] | None = None, hook: TrainHook | None = None,
-          **changes) -> TrainResult:
+          loss: Callable | None = None, select: str | None = None, **changes) -> TrainResult:
     """Train `model` with `config.method` (fields overridden by `changes`: train(..., epochs=2)).
 
     model: a course model (logits, `forward_all`), moved to the device and trained in place.
     x_train: (N, C, H, W) float in [0, 1], y_train: (N,) int64. x_val / y_val: held-out images for the per-epoch
     PGD accuracy (else `n_val` images are split off x_train, seeded). dataset: gives the default eps and the
     augmentation. callback(record, model): called with every history record; True from an epoch record stops
-    training after it. hook: checkpoints and resume (`clead_lite.course.runs.Checkpoint`).
+    training after it. hook: checkpoints and resume (`clead_lite.course.runs.Checkpoint`). loss(step, x, y) ->
+    (loss, logits or None, {term: value}) replaces the method's loss (the faithful stages). select: what keep-best
+    watches, 'val_pgd_acc' or 'val_clean_acc' (None: PGD for the adversarial methods, clean otherwise).
     """
     t_start = time.perf_counter()
     cfg, x_train, y_train, x_val, y_val = _prepare(model, x_train, y_train, config, changes, x_val, y_val, dataset)
@@ -607,8 +498,9 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
     if len(loader) == 0:
         raise ValueError(f"no training batch: {len(y_fit)} images, batch_size {cfg.batch_size}")
     model.to(device)
-    run = Run(model, TrainStep(model, cfg, device, cfg.epochs * len(loader), ddp), cfg, dataset, x_train, y_train,
-              rank=rank, show=show)
+    run = Run(model, TrainStep(model, cfg, device, cfg.epochs * len(loader), ddp, loss), cfg, dataset, x_train,
+              y_train, rank=rank, show=show)
+    select = select or ("val_pgd_acc" if cfg.adversarial else "val_clean_acc")
     hook = hook or TrainHook()
     try:
         hook.start(run)
@@ -616,8 +508,9 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
             record = train_epoch(run.step, loader, epoch, run.history, show, callback, ddp)
             _check_finite(record, run, epoch)
             if x_val is not None:      # the held-out robust accuracy: keep the best epoch, stop when it falls
-                record.update(held_out_accuracy(run.step.inner, x_val, y_val, cfg, epoch))
-                value, best = record[selection_metric(cfg)], run.best
+                record.update(held_out_accuracy(run.step.inner, x_val, y_val, cfg, epoch,
+                                                with_pgd=select == "val_pgd_acc" or cfg.method != "faithful_head"))
+                value, best = record[select], run.best
                 if best["val_acc"] is None or value > best["val_acc"]:
                     best.update(epoch=epoch + 1, val_acc=value, bad_epochs=0,
                                 model={k: v.detach().clone() for k, v in run.step.inner.state_dict().items()})
@@ -719,9 +612,9 @@ def _record(kind: str, epoch: float, step: TrainStep, means: dict) -> dict:
 
 
 def held_out_accuracy(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, cfg: TrainConfig,
-                      epoch: int) -> dict:
-    """Held-out clean and PGD-`val_steps` accuracy (fp32, eval mode, a seeded generator per epoch); FGSM too when
-    watching for catastrophic overfitting (FGSM accuracy rising while PGD accuracy collapses)."""
+                      epoch: int, with_pgd: bool = True) -> dict:
+    """Held-out clean and (with_pgd) PGD-`val_steps` accuracy (fp32, eval mode, a seeded generator per epoch);
+    FGSM too when watching for catastrophic overfitting (FGSM accuracy rising while PGD accuracy collapses)."""
     g = torch.Generator(device=x_val.device).manual_seed(cfg.seed * 1_000_003 + epoch)
     # the training attack's step suits PGD; FGSM-RS's 1.25 eps does not: Madry's rule for the check then
     alpha = cfg.alpha if cfg.attack == "pgd" else min(cfg.eps, 2.5 * cfg.eps / cfg.val_steps)
@@ -730,20 +623,12 @@ def held_out_accuracy(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor
     was = model.training
     model.eval()
     out = {"val_clean_acc": accuracy(model, x_val, y_val)}
-    if selection_metric(cfg) == "val_pgd_acc" or cfg.method != "faithful_head":   # a clean-selected head: no PGD
+    if with_pgd:
         out["val_pgd_acc"] = robust_accuracy(model, x_val, y_val, attack)
     if cfg.attack == "fgsm_rs" or cfg.co_drop is not None:
         out["val_fgsm_acc"] = robust_accuracy(model, x_val, y_val, lambda m, xb, yb: fgsm(m, xb, yb, eps=cfg.eps))
     model.train(was)
     return out
-
-
-def selection_metric(cfg: TrainConfig) -> str:
-    """What keep-best and early stopping watch: the held-out PGD accuracy for robust training, the clean accuracy
-    for standard training (whose PGD accuracy is about 0 and would pick noise) and for the authors' linear head."""
-    if cfg.method == "faithful_head":
-        return "val_pgd_acc" if cfg.recipe("head_select") == "pgd" else "val_clean_acc"
-    return "val_pgd_acc" if cfg.adversarial else "val_clean_acc"
 
 
 def split_validation(x: torch.Tensor, y: torch.Tensor, n_val: int, seed: int):

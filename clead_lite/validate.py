@@ -3,6 +3,7 @@ what is allowed. Call them once where a user calls in, never inside a loop: read
 checks below) waits for the device when the tensor is on a GPU."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -68,6 +69,54 @@ def check_choice(value: str, name: str, allowed) -> str:
     return value
 
 
+def check_settings(obj, *, choices: dict = {}, ints: dict = {}, optional: tuple = (), fractions: dict = {},
+                   positive: tuple = (), bools: tuple = ()) -> None:
+    """The field checks of a settings dataclass, from tables: {field: allowed values}, {field: minimum},
+    fields that may be None, {field: '[0, 1)'-style interval}, fields > 0 (None skipped), fields True / False."""
+    for name, allowed in choices.items():
+        if getattr(obj, name) is not None or name not in optional:
+            check_choice(getattr(obj, name), name, allowed)
+    for name, minimum in ints.items():
+        if getattr(obj, name) is not None or name not in optional:
+            check_int(getattr(obj, name), name, minimum=minimum)
+    for name in positive:
+        if getattr(obj, name) is not None:
+            check_positive(getattr(obj, name), name)
+    for name, interval in fractions.items():     # ( ) open, [ ] closed
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        value = check_nonnegative(value, name)
+        if (interval[0] == "(" and value == 0) or value > 1 or (interval[-1] == ")" and value == 1):
+            raise ValueError(f"{name} must be in {interval}, got {value}")
+    for name in bools:
+        if not isinstance(getattr(obj, name), bool):
+            raise TypeError(f"{name} must be True or False, got {getattr(obj, name)!r}")
+
+
+class Settings:
+    """What TrainConfig and FaithfulConfig (frozen dataclasses) share: plain-data round trips and `replace`."""
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """From `to_dict()` output (unknown keys, e.g. of older versions or the other config, are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        """Plain data (lists for tuples), for checkpoints and JSON."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes):
+        """A copy with fields changed; unknown names get a clear error."""
+        known = [f.name for f in dataclasses.fields(self)]
+        unknown = [k for k in changes if k not in known]
+        if unknown:
+            raise TypeError(f"unknown {type(self).__name__} field(s) {', '.join(map(repr, unknown))}; fields: "
+                            f"{', '.join(known)}")
+        return dataclasses.replace(self, **changes)
+
+
 def check_images(x: torch.Tensor, name: str = "x", channels: int | None = None, values: bool = True) -> torch.Tensor:
     """x: (B, C, H, W) floating tensor in [0, 1] with B >= 1 (and `channels` channels if given).
 
@@ -119,44 +168,3 @@ def check_logits(logits, batch: int, name: str = "the model's output") -> torch.
                          f"(B, num_classes) = ({batch}, C) for a batch of {batch} images (e.g. not (B,): keep the "
                          "class axis, one score per class)")
     return logits
-
-
-def parse_fraction(text: str) -> float:
-    """A number from the command line: '0.3', '8/255' or '2e-3' -> float (argparse `type=`)."""
-    import argparse
-    s = str(text).strip()
-    try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(s)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: write a decimal (0.031) or a fraction (8/255)")
-    if math.isnan(value) or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: must be finite")
-    return value
-
-
-def parse_finite(text: str) -> float:
-    """A finite number from the command line (argparse `type=`): '0.1', '1e-3'; 'inf' and 'nan' are refused."""
-    import argparse
-    try:
-        value = float(str(text).strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: write a decimal such as 0.1 or 1e-3") from None
-    if math.isnan(value) or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: must be finite")
-    return value
-
-
-def parse_seed(text: str) -> int:
-    """A seed from the command line (argparse `type=`): an integer in [0, 2**32 - 1]."""
-    import argparse
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: write an integer in [0, {SEED_MAX}]") from None
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: must be in [0, {SEED_MAX}] (2**32 - 1)")
-    return value

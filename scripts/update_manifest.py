@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clead_lite.course.cli import _train_config, build_parser  # noqa: E402
+from clead_lite.course.cli import _faithful_config, _train_config, build_parser  # noqa: E402
+from clead_lite.faithful import FaithfulConfig  # noqa: E402
 from clead_lite.course.checkpoints import checkpoint_dir, load_checkpoint, read_manifest  # noqa: E402
 from clead_lite.course.datasets import load_dataset, test_images  # noqa: E402
 from clead_lite.evaluation import evaluate  # noqa: E402
@@ -32,7 +33,8 @@ METRIC_KEYS = ("clean", "fgsm", "pgd", "transfer", "n", "eps", "steps", "restart
 
 
 def run_config(entry: dict):
-    """(profile, TrainConfig resolved, n_train) of the entry's recorded `python -m clead_lite train` command."""
+    """(profile, TrainConfig resolved, n_train, FaithfulConfig) of the entry's recorded `python -m clead_lite train`
+    command; the FaithfulConfig is the default one for the other methods, resolved for clead_faithful."""
     # `command_now`: the recorded command in today's flags, where the code's defaults moved since it ran
     argv = shlex.split(entry.get("command_now") or entry["command"])
     if argv[:3] != ["python", "-m", "clead_lite"]:
@@ -40,12 +42,18 @@ def run_config(entry: dict):
     args = build_parser().parse_args(argv[3:])
     profile = get_profile(args.profile, dataset=args.dataset)
     cfg = _train_config(args, profile).resolved(profile.dataset)
-    return profile, cfg, args.n_train
+    faithful = _faithful_config(args, profile)
+    return profile, cfg, args.n_train, faithful.resolved() if faithful is not None else FaithfulConfig()
 
 
-def check_against_checkpoint(entry: dict, state: dict, cfg) -> None:
+def settings(cfg, faithful) -> dict:
+    """The flat config dict of a manifest entry: the TrainConfig's fields and the FaithfulConfig's."""
+    return {**cfg.to_dict(), **faithful.to_dict()}
+
+
+def check_against_checkpoint(entry: dict, state: dict, cfg, faithful) -> None:
     """The stored config must be the command's (faithful: its last stage, the linear head, without validation)."""
-    want = cfg.to_dict()
+    want = settings(cfg, faithful)
     if entry["method"] == "clead_faithful":
         want.update(method="faithful_head", n_val=0)
     # where a run was checkpointed is not a setting of its training (older checkpoints recorded it)
@@ -72,12 +80,12 @@ def main() -> int:
     changed = []
     for e in entries:
         path = mpath.parent / e["file"]
-        profile, cfg, n_train = run_config(e)
+        profile, cfg, n_train, faithful = run_config(e)
         state = load_checkpoint(path)
-        check_against_checkpoint(e, state, cfg)
+        check_against_checkpoint(e, state, cfg, faithful)
         x, y = (load_dataset(profile.dataset, "train", n=n_train, seed=cfg.seed) if n_train
                 else load_dataset(profile.dataset, "train"))
-        key = model_key(e["method"], profile.dataset, profile.model, profile.name, cfg, x, y)
+        key = model_key(e["method"], profile.dataset, profile.model, profile.name, cfg, x, y, faithful)
         model, _ = load_model(StoreHit(path, "shipped", e))
         source = None
         if std_entry is not None and e is not std_entry:
@@ -89,7 +97,7 @@ def main() -> int:
         metrics["transfer"] = None if source is None else float(metrics["transfer"])
         metrics.update(images=f"the first {len(yt)} of the {profile.dataset} test split (data.test_images)",
                        transfer_source=None if source is None else std_entry["file"])
-        new = {"config": cfg.to_dict(), "key": key, "metrics": metrics}
+        new = {"config": settings(cfg, faithful), "key": key, "metrics": metrics}
         if any(e.get(k) != v for k, v in new.items()):
             changed.append(e["file"])
         e.update(new)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clead_lite.course.profiles import PROFILES  # noqa: E402
-from clead_lite.course.profiles import train_config  # noqa: E402
+from clead_lite.course.profiles import faithful_config  # noqa: E402
 from clead_lite.course.stats import half_width_95  # noqa: E402
 from clead_lite.training import TrainConfig  # noqa: E402
 
@@ -40,7 +40,7 @@ def ci(n: int) -> str:
 def distance(notebook: str) -> str:
     """How far the colab profile's budget is from the published (paper) setting, for one notebook."""
     c, p = PROFILES["colab"], PROFILES["paper"]
-    cc, pc = train_config(c, "pgd_at"), train_config(p, "pgd_at")
+    cc, pc = faithful_config(c), faithful_config(p)
     evals = (f"evaluated on {c.n_eval:,} test images instead of {p.n_eval:,} (95 % interval {ci(c.n_eval)} "
              f"instead of {ci(p.n_eval)} at 50 % accuracy)")
     train = (f"{c.epochs} epochs of FGSM-RS training instead of {p.epochs} epochs of PGD-{p.train_steps} "
@@ -56,7 +56,7 @@ def distance(notebook: str) -> str:
         "04": f"the contrastive encoder trains {max(1, c.epochs // 2)} epochs instead of {max(1, p.epochs // 2)}.",
         "05": f"C-LEAD online crafts its views with FGSM-RS and trains {c.epochs} epochs instead of PGD-{p.train_steps} "
               f"for {p.epochs}; the faithful pipeline uses CW views of {cc.cw_steps} steps instead of "
-              f"{pc.cw_steps} and {c.encoder_epochs} encoder and {c.head_epochs} head epoch(s) instead of "
+              f"{pc.cw_steps} and {cc.encoder_epochs} encoder and {cc.head_epochs} head epoch(s) instead of "
               f"{pc.encoder_epochs or p.epochs} encoder and {pc.recipe('head_epochs') or p.epochs} head epochs (the "
               f"authors' recipe): its numbers are a demonstration, not a reproduction.",
         "06": f"{evals}; AutoAttack on {c.n_autoattack} images instead of {p.n_autoattack:,} "

@@ -189,15 +189,16 @@ def golden_faithful() -> dict:
     import tempfile
 
     from clead_lite.course.views_cache import ViewsCache
-    from clead_lite.faithful import train_faithful
+    from clead_lite.faithful import FaithfulConfig, train_faithful
     from clead_lite.training import TrainConfig
     x, y = _train_data(256)
     out = {}
     for recipe in ("authors", "course-v1"):
         cfg = TrainConfig(method="clead_faithful", epochs=1, batch_size=64, lr=0.05, attack_steps=2, n_val=64,
-                          val_steps=2, cw_steps=5, head_epochs=2, faithful_recipe=recipe, seed=0)
+                          val_steps=2, seed=0)
+        faithful = FaithfulConfig(cw_steps=5, head_epochs=2, faithful_recipe=recipe)
         with tempfile.TemporaryDirectory() as cache:
-            res = train_faithful(x, y, cfg, dataset="mnist5k", device="cpu", progress=False,
+            res = train_faithful(x, y, cfg, faithful, dataset="mnist5k", device="cpu", progress=False,
                                  cache=ViewsCache(cache, progress=False))
         out[recipe] = {"weights": digest(_state(res.model)), "surrogate": digest(_state(res.surrogate)),
                        "views": digest(res.views),

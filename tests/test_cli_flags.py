@@ -62,8 +62,8 @@ def recorder(monkeypatch, tmp_path):
         return {"clean": 0.5, "fgsm": 0.4, "pgd": 0.3, "transfer": None, "n": len(y), "eps": kw["eps"],
                 "steps": kw["steps"], "restarts": kw["restarts"]}
 
-    def train_faithful(x, y, config, *, dataset=None, device=None, progress=True, hook=None, **kw):
-        calls.update(config=config, dataset=dataset, device=str(device), progress=progress, n_train=len(y),
+    def train_faithful(x, y, config, faithful=None, *, dataset=None, device=None, progress=True, hook=None, **kw):
+        calls.update(config=config, faithful=faithful, dataset=dataset, device=str(device), progress=progress, n_train=len(y),
                      checkpoint=str(hook.path), resume=hook.resume)
         model = SmallCNN().eval()
         save_checkpoint(hook.path, {"model": model.state_dict(), **model_metadata(model)})
@@ -117,8 +117,8 @@ CASES = {
     "--no-progress": (["--no-progress"], lambda c: c["progress"], False),
     "--json": (["--json", "OUT/run.json"], lambda c: Path("OUT/run.json").is_file(), True),
     "--beta": (["--method", "trades", "--beta", "3"], cfg("trades_beta"), 3.0),
-    "--faithful-recipe": (["--method", "clead_faithful", "--faithful-recipe", "course-v1"], cfg("faithful_recipe"),
-                          "course-v1"),
+    "--faithful-recipe": (["--method", "clead_faithful", "--faithful-recipe", "course-v1"],
+                          lambda c: c.get("faithful") and c["faithful"].faithful_recipe, "course-v1"),
 }
 # flags whose effect needs a filled model store: tested where the store is
 TESTED_ELSEWHERE = {"--retrain": "tests/test_store.py::test_cli_train_saves_into_the_store_and_the_second_run_loads"}
@@ -194,9 +194,10 @@ class Killed(RuntimeError):
 
 def test_train_faithful_resumes_from_a_stage_checkpoint(mnist5k_split, tmp_path):
     x, y = mnist5k_split.x_train[:96], mnist5k_split.y_train[:96]
-    cfg = TrainConfig(method="clead_faithful", epochs=2, batch_size=32, lr=0.05, eps=0.3, cw_steps=2, log_every=2,
+    cfg = TrainConfig(method="clead_faithful", epochs=2, batch_size=32, lr=0.05, eps=0.3, log_every=2,
                       n_val=0, seed=0, schedule="constant")
-    run = lambda path, resume=False: fa.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn",
+    faithful = fa.FaithfulConfig(cw_steps=2)
+    run = lambda path, resume=False: fa.train_faithful(x, y, cfg, faithful, dataset="mnist5k", model_name="smallcnn",
                                                        cache=ViewsCache(tmp_path / "cache", progress=False),
                                                        progress=False, hook=Checkpoint(path, resume=resume))
     straight = run(tmp_path / "a.pt")
@@ -207,7 +208,7 @@ def test_train_faithful_resumes_from_a_stage_checkpoint(mnist5k_split, tmp_path)
 
     path = tmp_path / "b.pt"
     with pytest.raises(Killed):
-        fa.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn",
+        fa.train_faithful(x, y, cfg, faithful, dataset="mnist5k", model_name="smallcnn",
                           cache=ViewsCache(tmp_path / "cache", progress=False), progress=False,
                           callback=kill_in_encoder_stage, hook=Checkpoint(path))
     stage = load_checkpoint(tmp_path / "b.encoder.pt")

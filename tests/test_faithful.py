@@ -10,7 +10,8 @@ import torch
 from clead_lite import faithful as fa
 from clead_lite import training as tr
 from clead_lite.models import SmallCNN
-from clead_lite.training import TrainConfig, TrainStep, head_uses_fgsm
+from clead_lite.faithful import FaithfulConfig, head_uses_fgsm
+from clead_lite.training import TrainConfig, TrainStep
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,21 +23,25 @@ def tiny_model(seed: int = 0) -> SmallCNN:
 
 
 def test_authors_recipe_is_the_default_and_course_v1_keeps_the_old_choices():
-    cfg = TrainConfig(method="clead_faithful", eps=0.3).resolved()
+    cfg = FaithfulConfig().resolved()
     assert cfg.faithful_recipe == "authors"
     assert cfg.view_kinds == ("pgd_crop", "fgsm", "cw_aug") and cfg.encoder_views == ("pgd_crop", "cw_aug")
     assert cfg.head_fgsm_mode == "random" and cfg.head_fgsm_p == 0.5 and cfg.head_select == "clean"
     assert (cfg.recipe("head_epochs"), cfg.recipe("head_lr"), cfg.recipe("head_schedule")) == (50, 0.1, "step")
     assert cfg.aug_crop_scale == (0.2, 1.0)
-    old = TrainConfig(method="clead_faithful", eps=0.3, faithful_recipe="course-v1").resolved()
+    old = FaithfulConfig(faithful_recipe="course-v1").resolved()
     assert old.view_kinds == ("pgd_crop", "fgsm", "cw") and old.head_fgsm_mode == "alternate"
     assert old.head_select == "pgd" and old.recipe("head_epochs") is None and old.recipe("head_lr") is None
     # a field given explicitly wins over the recipe
-    assert TrainConfig(method="clead_faithful", eps=0.3, head_select="pgd").resolved().head_select == "pgd"
+    assert FaithfulConfig(head_select="pgd").resolved().head_select == "pgd"
     with pytest.raises(ValueError, match="faithful_recipe"):
-        TrainConfig(faithful_recipe="paper")
-    # other methods keep None (checkpoints written before the recipes existed still resume)
-    assert TrainConfig(method="pgd_at", eps=0.3).resolved().view_kinds is None
+        FaithfulConfig(faithful_recipe="paper")
+    with pytest.raises(ValueError, match="encoder_views"):
+        FaithfulConfig(view_kinds=("pgd", "fgsm"), encoder_views=("pgd", "cw"))
+    # TrainConfig holds the loop's settings only: the pipeline's are not there to be set by mistake
+    assert "view_kinds" not in TrainConfig().to_dict()
+    with pytest.raises(TypeError, match="unknown TrainConfig field"):
+        TrainConfig().replace(head_epochs=3)
 
 
 def test_step_schedule_halves_every_15_epochs():
@@ -49,29 +54,29 @@ def test_step_schedule_halves_every_15_epochs():
 
 
 def test_head_fgsm_batches_are_random_at_rate_one_half_and_deterministic_per_seed():
-    cfg = TrainConfig(method="faithful_head", eps=0.3)
-    draws = [head_uses_fgsm(cfg, i) for i in range(4000)]
+    cfg = FaithfulConfig()
+    draws = [head_uses_fgsm(cfg, 0, i) for i in range(4000)]
     assert 0.46 < sum(draws) / len(draws) < 0.54
-    assert draws == [head_uses_fgsm(cfg, i) for i in range(4000)]                      # same seed, same batches
-    assert draws != [head_uses_fgsm(cfg.replace(seed=1), i) for i in range(4000)]      # another seed, others
+    assert draws == [head_uses_fgsm(cfg, 0, i) for i in range(4000)]                   # same seed, same batches
+    assert draws != [head_uses_fgsm(cfg, 1, i) for i in range(4000)]                   # another seed, others
     runs = sum(a == b for a, b in zip(draws, draws[1:]))   # not alternation: about half the neighbours agree
     assert 0.4 * len(draws) < runs < 0.6 * len(draws)
     alternate = cfg.replace(faithful_recipe="course-v1")
-    assert [head_uses_fgsm(alternate, i) for i in range(6)] == [False, True] * 3
-    assert sum(head_uses_fgsm(cfg.replace(head_fgsm_p=0.2), i) for i in range(4000)) / 4000 == pytest.approx(0.2, abs=0.03)
+    assert [head_uses_fgsm(alternate, 0, i) for i in range(6)] == [False, True] * 3
+    assert sum(head_uses_fgsm(cfg.replace(head_fgsm_p=0.2), 0, i) for i in range(4000)) / 4000 == pytest.approx(0.2, abs=0.03)
 
 
 def test_the_head_step_trains_on_the_fgsm_view_in_the_drawn_batches():
     model = tiny_model().eval()
     cfg = TrainConfig(method="faithful_head", eps=0.3, batch_size=8, lr=0.01).resolved()
-    step = TrainStep(model, cfg, torch.device("cpu"), total_steps=200)
+    step = TrainStep(model, cfg, torch.device("cpu"), total_steps=200, loss=fa.head_loss(FaithfulConfig()))
     used = []
-    real = step._ce
-    step._ce = lambda xb, yb: (used.append(bool(xb.max() > 0.5)), real(xb, yb))[1]   # FGSM part: ones
+    real = step.ce
+    step.ce = lambda xb, yb: (used.append(bool(xb.max() > 0.5)), real(xb, yb))[1]   # FGSM part: ones
     stack = torch.cat([torch.zeros(8, 1, 28, 28, dtype=torch.uint8), torch.full((8, 1, 28, 28), 255, dtype=torch.uint8)], 1)
     for _ in range(200):
         step.step(stack, torch.zeros(8, dtype=torch.int64))
-    assert used == [head_uses_fgsm(cfg, i) for i in range(200)]
+    assert used == [head_uses_fgsm(FaithfulConfig(), cfg.seed, i) for i in range(200)]
     assert 0.35 < sum(used) / 200 < 0.65
 
 
@@ -120,9 +125,6 @@ def test_cw_aug_view_is_made_on_the_augmented_image(mnist5k_split):
 
 
 def test_head_selection_uses_clean_held_out_accuracy(mnist5k_split):
-    assert tr.selection_metric(TrainConfig(method="faithful_head", eps=0.3)) == "val_clean_acc"
-    assert tr.selection_metric(TrainConfig(method="faithful_head", eps=0.3, faithful_recipe="course-v1")) == "val_pgd_acc"
-    assert tr.selection_metric(TrainConfig(method="pgd_at", eps=0.3)) == "val_pgd_acc"
     x, y = mnist5k_split.x_train[:96], mnist5k_split.y_train[:96]
     xv, yv = mnist5k_split.x_train[96:160], mnist5k_split.y_train[96:160]
     cfg = TrainConfig(method="clead_faithful", eps=0.3, epochs=4, batch_size=32, lr=0.1, schedule="step", log_every=2)
@@ -131,3 +133,8 @@ def test_head_selection_uses_clean_held_out_accuracy(mnist5k_split):
     assert all("val_pgd_acc" not in e for e in epochs)          # the published pipeline never runs PGD here
     clean = [e["val_clean_acc"] for e in epochs]
     assert res.best_epoch == 1 + clean.index(max(clean)) and res.best_val_acc == max(clean)
+    # course-v1 keeps the head epoch with the best held-out PGD accuracy
+    old = fa.train_linear_head(tiny_model(), x, y, cfg, x_val=xv, y_val=yv, progress=False,
+                               faithful=FaithfulConfig(faithful_recipe="course-v1"))
+    pgd = [e["val_pgd_acc"] for e in old.history.epochs()]
+    assert old.best_epoch == 1 + pgd.index(max(pgd)) and old.best_val_acc == max(pgd)

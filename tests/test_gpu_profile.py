@@ -75,7 +75,7 @@ def test_fgsm_rs_is_one_step_of_125_eps_from_a_random_start():
 
 def _scripted_validation(monkeypatch, pgd: list[float]):
     """Replace the held-out check by a scripted PGD accuracy per epoch (FGSM rising as PGD collapses)."""
-    def fake(model, x_val, y_val, cfg, epoch):
+    def fake(model, x_val, y_val, cfg, epoch, with_pgd=True):
         return {"val_clean_acc": 0.8, "val_pgd_acc": pgd[epoch], "val_fgsm_acc": 1.0 - pgd[epoch]}
     monkeypatch.setattr(T, "held_out_accuracy", fake)
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from clead_lite.course.cli import _test_split
-from clead_lite.course.profiles import train_config
+from clead_lite.course.profiles import faithful_config, train_config
+from clead_lite.faithful import FaithfulConfig
 from clead_lite.attacks import fgsm
 from clead_lite.course.checkpoints import checkpoint_dir, read_manifest
 from clead_lite.course.datasets import test_images as first_test_images
@@ -40,19 +41,20 @@ def no_store_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("CLEAD_STORE", str(tmp_path / "store"))   # only the shipped checkpoints can match
 
 
-def _settings(config: dict) -> dict:
-    """A manifest config's training settings: the TrainConfig fields (the manifest also keeps `checkpoint_path`
-    and `resume`, which moved out of TrainConfig into course.runs.Checkpoint)."""
-    fields = set(TrainConfig().to_dict())
+def _settings(config: dict, faithful: bool = False) -> dict:
+    """A manifest config's training settings: the TrainConfig fields, and with `faithful` the FaithfulConfig's (the
+    manifest also keeps `checkpoint_path` and `resume`, which moved out of TrainConfig into course.runs.Checkpoint)."""
+    fields = set(TrainConfig().to_dict()) | (set(FaithfulConfig().to_dict()) if faithful else set())
     return {k: v for k, v in config.items() if k in fields}
 
 
 @pytest.mark.parametrize("method", sorted(ENTRIES))
 def test_manifest_config_is_the_quick_profile(method):
-    entry = dict(ENTRIES[method], config=_settings(ENTRIES[method]["config"]))
+    entry = dict(ENTRIES[method], config=_settings(ENTRIES[method]["config"], faithful=True))
     # the shipped faithful model predates the 'authors' recipe (manifest: recipe_note, command_now)
-    recipe = {"faithful_recipe": "course-v1"} if method == "clead_faithful" else {}
-    want = train_config(QUICK, method, **recipe).resolved(QUICK.dataset).to_dict()
+    want = train_config(QUICK, method).resolved(QUICK.dataset).to_dict()
+    faithful = faithful_config(QUICK, faithful_recipe="course-v1") if method == "clead_faithful" else None
+    want.update(faithful.resolved().to_dict() if faithful else FaithfulConfig().to_dict())
     assert entry["config"] == want, {k: (entry["config"].get(k), v) for k, v in want.items()
                                      if entry["config"].get(k) != v}
     assert entry["config"]["attack_steps"] == QUICK.train_steps

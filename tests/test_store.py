@@ -169,11 +169,11 @@ def test_load_or_train_faithful_trains_once_then_loads(folder, monkeypatch):
     x, y = tiny_data(64)
     calls = []
 
-    def fake_train_faithful(x_train, y_train, config, **kw):    # the pipeline itself is tested in test_faithful
+    def fake_train_faithful(x_train, y_train, config, settings, **kw):    # the pipeline: tested in test_faithful
         calls.append(config)
         torch.manual_seed(len(calls))
         return faithful.FaithfulResult(model=SmallCNN().eval(), surrogate=kw["surrogate"], histories={},
-                                       config=config, seconds=1.0)
+                                       config=config, faithful=settings, seconds=1.0)
 
     monkeypatch.setattr(faithful, "train_faithful", fake_train_faithful)
     first, result = load_or_train_faithful(profile, x, y, "cpu", surrogate=SmallCNN(), progress=False)

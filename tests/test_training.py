@@ -270,9 +270,9 @@ def test_faithful_views_are_uint8_and_cached(digits, tmp_path, monkeypatch):
 
 def test_faithful_pipeline_stages(digits, tmp_path):
     x, y = digits[0][:128], digits[1][:128]
-    cfg = TrainConfig(method="clead_faithful", epochs=1, batch_size=32, lr=0.05, eps=0.3, cw_steps=2,
+    cfg = TrainConfig(method="clead_faithful", epochs=1, batch_size=32, lr=0.05, eps=0.3,
                       log_every=2, n_val=32, val_steps=2, seed=0)
-    res = fa.train_faithful(x, y, cfg, dataset="mnist5k", model_name="smallcnn", cache=ViewsCache(tmp_path, progress=False), progress=False)
+    res = fa.train_faithful(x, y, cfg, fa.FaithfulConfig(cw_steps=2), dataset="mnist5k", model_name="smallcnn", cache=ViewsCache(tmp_path, progress=False), progress=False)
     assert set(res.histories) == {"surrogate", "encoder", "head"}
     assert res.surrogate is not res.model and not res.model.training
     enc = res.histories["encoder"].epochs()[0]

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from .profiles import DATASETS, PROFILE_NAMES, train_config
-from ..validate import parse_finite, parse_fraction, parse_seed
+from .profiles import DATASETS, PROFILE_NAMES, faithful_config, train_config
+from .parse import parse_finite, parse_fraction, parse_seed
 
 METHOD_CHOICES = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 
@@ -116,7 +116,7 @@ _CONFIG_OPTIONS = (("--epochs", "epochs", "epochs"), ("--lambda", "contrastive_w
                    ("--attack-steps", "attack_steps", "attack_steps"), ("--schedule", "schedule", "schedule"),
                    ("--n-val", "n_val", "n_val"), ("--patience", "patience", "early_stop_patience"),
                    ("--temperature", "temperature", "temperature"), ("--attack-loss", "attack_loss", "attack_loss"),
-                   ("--beta", "trades_beta", "trades_beta"), ("--faithful-recipe", "faithful_recipe", "faithful_recipe"))
+                   ("--beta", "trades_beta", "trades_beta"))
 
 
 def _train_config(args, profile, out=None):
@@ -134,11 +134,18 @@ def _train_config(args, profile, out=None):
     if online_only and args.method != "clead_online":
         raise UsageError(f"--{online_only[0].replace('_', '-').replace('supervised-contrastive', 'supcon')} only "
                          f"applies to --method clead_online (got --method {args.method})")
-    for flag, field, method in (("--beta", "trades_beta", "trades"), ("--faithful-recipe", "faithful_recipe",
-                                                                      "clead_faithful")):
-        if field in changes and args.method != method:
+    for flag, value, method in (("--beta", args.trades_beta, "trades"),
+                                ("--faithful-recipe", args.faithful_recipe, "clead_faithful")):
+        if value is not None and args.method != method:
             raise UsageError(f"{flag} only applies to --method {method} (got --method {args.method})")
     return train_config(profile, args.method, **changes)
+
+
+def _faithful_config(args, profile):
+    """The pipeline's settings of `--method clead_faithful` (None for the other methods)."""
+    if args.method != "clead_faithful":
+        return None
+    return faithful_config(profile, **({"faithful_recipe": args.faithful_recipe} if args.faithful_recipe else {}))
 
 
 def cmd_train(args) -> int:
@@ -244,8 +251,9 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
     from ..training import train
 
     n_train = args.n_train if args.n_train is not None else profile.n_train
+    faithful = _faithful_config(args, profile)
     x, y = load_dataset(dataset, "train", n=n_train, seed=args.seed) if n_train else load_dataset(dataset, "train")
-    options = (("--n-train", "n_train", None),) + _CONFIG_OPTIONS
+    options = (("--n-train", "n_train", None),) + _CONFIG_OPTIONS + (("--faithful-recipe", "faithful_recipe", None),)
     overrides = [f"{flag} {getattr(args, dest)}" for flag, dest, _ in options if getattr(args, dest) is not None]
     print(f"{profile.describe()}" + (f" (overridden: {' '.join(overrides)})" if overrides else "") +
           ("" if main_rank else f" [rank {os.environ.get('RANK')}]") + f"\ntraining {args.method} on {len(y)} {dataset} images for {cfg.epochs} epoch(s), "
@@ -276,7 +284,8 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
         print(f"found this model in the store ({hit.source}: {hit.path}); not training (--retrain trains anyway)",
               flush=True)
     elif args.method == "clead_faithful":
-        result = train_faithful(x, y, cfg, dataset=dataset, model_name=profile.model, device=device,
+        result = train_faithful(x, y, cfg, faithful, dataset=dataset, model_name=profile.model,
+                                device=device,
                                 progress=not args.no_progress, cache=ViewsCache(progress=not args.no_progress),
                                 hook=Checkpoint(out, resume=args.resume))
         model, surrogate = result.model, result.surrogate
@@ -293,8 +302,9 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
     if hit is None and key is not None:
         from .store import save_model
         try:
-            print(f"saved to the model store: {save_model(key, model, cfg, history, command=_command_line(), seconds=seconds)}",
-                  flush=True)
+            path = save_model(key, model, cfg, history, command=_command_line(), seconds=seconds,
+                              faithful=faithful)
+            print(f"saved to the model store: {path}", flush=True)
         except OSError as e:     # the store is a cache: the run's own checkpoint is what counts
             print(f"warning: not stored in the model store ({e}); the model is in {out}", file=sys.stderr, flush=True)
 
@@ -322,7 +332,8 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
         print(format_table([row]), flush=True)
     if args.json:
         _write_json(args.json, {"checkpoint": str(out), "method": args.method, "dataset": dataset,
-                                "profile": profile.name, "seed": args.seed, "config": cfg.to_dict(),
+                                "profile": profile.name, "seed": args.seed,
+                                "config": {**cfg.to_dict(), **(faithful.to_dict() if faithful else {})},
                                 "train_seconds": seconds, "row": row, "command": _command_line(),
                                 "test_images": f"the first {row['n']} of the {dataset} test split" if row else None,
                                 "device": str(device), "torch": torch.__version__})
@@ -335,7 +346,7 @@ def _store_lookup(args, profile, cfg, x, y, out: Path):
     from .store import find, model_key, store_dir
     if not profile.use_checkpoints or store_dir() is None:
         return None, None
-    key = model_key(args.method, profile.dataset, profile.model, profile.name, cfg, x, y)
+    key = model_key(args.method, profile.dataset, profile.model, profile.name, cfg, x, y, _faithful_config(args, profile))
     resuming = args.resume and out.exists()
     return key, (None if args.retrain or resuming else find(key))
 

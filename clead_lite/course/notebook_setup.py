@@ -16,7 +16,7 @@ import torch
 
 from .. import __version__
 from .profiles import Profile, get_device, get_profile, seed_everything
-from .profiles import train_config
+from .profiles import faithful_config, train_config
 
 REPO_URL = "https://github.com/clead-course/clead-course"
 """The one place the course repository's address lives. Everything else is derived from it: COLAB_URL, the
@@ -285,9 +285,9 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
     from .checkpoints import find_checkpoint, load_pretrained
     from ..faithful import train_faithful
     from .store import find, load_model, model_key, save_model, store_dir
-    from ..training import TrainConfig
 
     config = train_config(profile, "clead_faithful").resolved(profile.dataset)
+    faithful = faithful_config(profile)
     key = None
     if profile.use_checkpoints:
         shipped = find_checkpoint(profile.dataset, "clead_faithful", profile.name, profile.model)
@@ -296,18 +296,19 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
                                            device=device)
             print(load_message("clead_faithful", f"shipped checkpoint {shipped.name}", entry.get("metrics")))
             return model.eval(), None
-        key = model_key("clead_faithful", profile.dataset, profile.model, profile.name, config, x_train, y_train)
+        key = model_key("clead_faithful", profile.dataset, profile.model, profile.name, config, x_train, y_train,
+                        faithful)
         hit = find(key)
         if hit is not None:
             model, _ = load_model(hit, device)
             print(load_message("clead_faithful", f"model store {hit.path.name}", hit.entry.get("metrics")))
             return model.eval(), None
     from .views_cache import ViewsCache
-    result = train_faithful(x_train, y_train, config, dataset=profile.dataset, surrogate=copy.deepcopy(surrogate),
+    result = train_faithful(x_train, y_train, config, faithful, dataset=profile.dataset, surrogate=copy.deepcopy(surrogate),
                             device=device, progress=progress, cache=ViewsCache(progress=progress))
     path = None
     if key is not None and store_dir() is not None:
-        path = save_model(key, result.model, config, result.history, seconds=result.seconds,
+        path = save_model(key, result.model, config, result.history, seconds=result.seconds, faithful=result.faithful,
                           command=f"load_or_train_faithful(profile {profile.name!r})")
     print(f"faithful pipeline trained in {result.seconds:.0f} s"
           + (f"; saved to the model store: {path}" if path else ""))

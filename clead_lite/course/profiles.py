@@ -154,11 +154,19 @@ def train_config(profile: Profile, method: str = "pgd_at", **changes):
     base = dict(method=method, epochs=profile.epochs, batch_size=profile.batch_size, lr=profile.lr,
                 eps=profile.eps, attack_steps=profile.train_steps, eps_warmup=eps_warmup,
                 contrastive_weight=profile.contrastive_weight, temperature=profile.temperature,
-                n_val=n_val, val_steps=min(profile.eval_steps, 10), view_steps=3,
-                cw_steps=10 if profile.name == "smoke" else 50,
-                head_epochs=2 if profile.name == "smoke" else None)   # smoke: the code path, not 50 epochs
+                n_val=n_val, val_steps=min(profile.eval_steps, 10))
     extra = dict(attack=profile.train_attack, warmup=profile.warmup, n_val=profile.n_val,
-                 val_steps=profile.val_steps, co_drop=profile.co_drop, cw_steps=profile.cw_steps,
-                 encoder_epochs=profile.encoder_epochs, head_epochs=profile.head_epochs)
+                 val_steps=profile.val_steps, co_drop=profile.co_drop)
     base.update({k: v for k, v in extra.items() if v is not None})
     return TrainConfig(**{**base, **changes})
+
+
+def faithful_config(profile: Profile, **changes):
+    """The FaithfulConfig of the published pipeline under `profile`: the views' CW steps and the stage epochs
+    (smoke: the code path, not 50 head epochs); `changes` override any field (e.g. faithful_recipe='course-v1')."""
+    from ..faithful import FaithfulConfig
+    base = dict(view_steps=3, cw_steps=10 if profile.name == "smoke" else 50,
+                head_epochs=2 if profile.name == "smoke" else None)
+    extra = dict(cw_steps=profile.cw_steps, encoder_epochs=profile.encoder_epochs, head_epochs=profile.head_epochs)
+    base.update({k: v for k, v in extra.items() if v is not None})
+    return FaithfulConfig(**{**base, **changes})

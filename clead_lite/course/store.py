@@ -47,6 +47,7 @@ from .checkpoints import (CheckpointError, checkpoint_dir, load_checkpoint,
                           sha256_file, verify_checkpoint)
 from ..models import MODELS, unwrap, build_model
 from .safe_io import OutputError, is_being_written, output_lock, refuse_special, stale_temps, temp_path
+from ..faithful import FaithfulConfig
 from ..training import TRAIN_STEP_VERSION, TrainConfig
 
 __all__ = ["STORE_ENV", "KEY_FORMAT", "StoreHit", "store_dir", "data_fingerprint", "key_config", "model_key",
@@ -112,9 +113,14 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()[:32]
 
 
-def key_config(config: TrainConfig, dataset: str) -> dict:
-    """The fields of `config` (eps and alpha resolved for `dataset`) that can change this method's weights."""
+def key_config(config: TrainConfig, dataset: str, faithful: FaithfulConfig | None = None) -> dict:
+    """The fields of `config` (eps and alpha resolved for `dataset`) and of the faithful pipeline's `faithful`
+    (clead_faithful only; its recipe resolved) that can change this method's weights. One flat dict, as when
+    both were one TrainConfig: the keys of stored and shipped models stay valid."""
     cfg = config.resolved(dataset)
+    fc = faithful or FaithfulConfig()
+    if cfg.method == "clead_faithful":
+        fc = fc.resolved()
     drop = set(_NOT_IN_KEY)
     if cfg.method != "clead_online":
         drop |= set(_ONLINE_ONLY)
@@ -124,24 +130,25 @@ def key_config(config: TrainConfig, dataset: str) -> dict:
         drop |= set(_FAITHFUL_ONLY)
     if cfg.method == "standard":
         drop |= set(_ATTACK)
-    return {k: v for k, v in cfg.to_dict().items() if k not in drop}
+    return {k: v for k, v in {**cfg.to_dict(), **fc.to_dict()}.items() if k not in drop}
 
 
 def model_key(method: str, dataset: str, model: str, profile: str, config: TrainConfig, x_train: torch.Tensor,
-              y_train: torch.Tensor) -> dict:
-    """The store key of the model `config` trains on (x_train, y_train); `profile` is the profile's name."""
+              y_train: torch.Tensor, faithful: FaithfulConfig | None = None) -> dict:
+    """The store key of the model `config` (and, for clead_faithful, `faithful`) trains on (x_train, y_train);
+    `profile` is the profile's name."""
     if config.method != method:
         raise ValueError(f"config.method is {config.method!r} but the key is for method {method!r}")
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
     return {"format": KEY_FORMAT, "dataset": dataset, "method": method, "model": model, "profile": profile,
             "n_train": int(len(y_train)), "data": data_fingerprint(x_train, y_train),
-            "train_step_version": TRAIN_STEP_VERSION, "config": key_config(config, dataset)}
+            "train_step_version": TRAIN_STEP_VERSION, "config": key_config(config, dataset, faithful)}
 
 
 def _defaults() -> dict:
     out = {}
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(TrainConfig) + dataclasses.fields(FaithfulConfig):
         value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
@@ -288,8 +295,10 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def save_model(key: dict, model: nn.Module, config: TrainConfig, history=None, *, command: str | None = None,
-               seconds: float | None = None, metrics: dict | None = None, folder: Path | str | None = None) -> Path:
+               seconds: float | None = None, metrics: dict | None = None, folder: Path | str | None = None,
+               faithful: FaithfulConfig | None = None) -> Path:
     """Save `model` under `key` into the store folder (default `store_dir()`); returns the checkpoint path.
+    The record's config is `config`'s fields, and `faithful`'s for the faithful pipeline.
 
     The .pt is written atomically first, then its record (.json, also atomic): a crash in between leaves a .pt
     without a record, which `find` ignores and `clear` removes."""
@@ -298,12 +307,13 @@ def save_model(key: dict, model: nn.Module, config: TrainConfig, history=None, *
         raise ValueError(f"the model store is off ({STORE_ENV}={os.environ.get(STORE_ENV)!r}); nothing saved")
     stem = f"{key['dataset']}_{key['method']}_{key['profile']}_{_digest(key)}"
     path = folder / f"{stem}.pt"
+    settings = {**config.to_dict(), **(faithful.to_dict() if faithful is not None else {})}
     state = {"format": 1, "kind": "store", **model_metadata(model), "model": unwrap(model).state_dict(),
-             "history": [dict(r) for r in (history or [])], "config": config.to_dict(), "method": key["method"],
+             "history": [dict(r) for r in (history or [])], "config": settings, "method": key["method"],
              "dataset": key["dataset"], "profile": key["profile"], "seed": config.seed, "store_key": key,
              "command": command, "train_seconds": seconds, "metrics": metrics or {}}
     with output_lock(path):   # `store clear` leaves a model alone while it is being written
-        return _save_locked(path, state, key, config, metrics, command, seconds)
+        return _save_locked(path, state, key, settings, metrics, command, seconds)
 
 
 def check_store_writable(model: nn.Module | None = None, folder: Path | str | None = "default") -> str | None:
@@ -323,10 +333,10 @@ def check_store_writable(model: nn.Module | None = None, folder: Path | str | No
     return None
 
 
-def _save_locked(path, state, key, config, metrics, command, seconds) -> Path:
+def _save_locked(path, state, key, settings: dict, metrics, command, seconds) -> Path:
     save_checkpoint(path, state)
     record = {"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size, "key": key,
-              "config": config.to_dict(), "metrics": metrics or {}, "command": command, "train_seconds": seconds,
+              "config": settings, "metrics": metrics or {}, "command": command, "train_seconds": seconds,
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__}
     _write_json_atomic(path.with_suffix(".json"), record)
