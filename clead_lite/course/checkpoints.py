@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..models import MODELS, unwrap, build_model
+from .datasets import env_folder
 from .safe_io import OutputError, clean_stale_temps, read_json_entries, refuse_special, temp_path, write_error
 
 __all__ = [
@@ -357,10 +358,11 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device | Non
 
 # ---------------------------------------------------------------------------------------------- manifest
 def checkpoint_dir() -> Path:
-    """Where shipped checkpoints live: `$CLEAD_CHECKPOINT_DIR`, else the repository's data/checkpoints."""
-    env = os.environ.get("CLEAD_CHECKPOINT_DIR")
-    if env:
-        return Path(env).expanduser()
+    """Where shipped checkpoints live: `$CLEAD_CHECKPOINT_DIR` (relative: to the repository, from every folder),
+    else the repository's data/checkpoints."""
+    env = env_folder("CLEAD_CHECKPOINT_DIR")
+    if env is not None:
+        return env
     repo = Path(__file__).resolve().parents[2]
     return repo / "data" / "checkpoints" if (repo / "clead_lite").is_dir() else Path("data") / "checkpoints"
 
