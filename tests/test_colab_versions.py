@@ -11,13 +11,12 @@ download).
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _venv_site import venv_with_site
 
 ROOT = Path(__file__).resolve().parents[1]
 COLAB = ("numpy==2.1.*", "pandas==2.2.*", "ipywidgets==7.7.1", "ipykernel==6.17.*")
@@ -49,29 +48,9 @@ print(json.dumps({"numpy": numpy.__version__, "pandas": pandas.__version__, "ipy
 '''
 
 
-def _torch_site(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    names = set(TORCH_ONLY) | {d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].startswith("nvidia")}
-    for name in sorted(names):
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue
-        base = Path(dist.locate_file(""))
-        for top in {Path(str(f)).parts[0] for f in dist.files or ()}:
-            if top not in ("..", "bin") and (base / top).exists() and not (folder / top).exists():
-                (folder / top).symlink_to(base / top)
-    return folder
-
-
 @pytest.mark.slow
 def test_colab_code_path_under_colabs_versions(tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    py = venv / "bin" / "python"
-    site = Path(subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
-    (site / "zz_torch.pth").write_text(str(_torch_site(tmp_path / "torch_site")) + "\n")
+    py = venv_with_site(tmp_path, TORCH_ONLY, "zz_torch.pth")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONNOUSERSITE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     inst = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *COLAB, *OTHERS],

@@ -13,7 +13,6 @@ committed. Marked slow (about a minute); it runs in CI with the other slow tests
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _venv_site import venv_with_site
 
 ROOT = Path(__file__).resolve().parents[1]
 # what the lent machine has installed: device KINDS.md's package list for its 'cuda' image (read 2026-11-17)
@@ -51,24 +51,6 @@ OFFLINE = {"PIP_NO_INDEX": "1", "https_proxy": "http://127.0.0.1:9", "http_proxy
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
 
 
-def _machine_site(folder: Path) -> Path:
-    """Symlinks to the files of the MACHINE distributions installed here (nvidia-* too: torch's CUDA libraries)."""
-    folder.mkdir(parents=True)
-    names = set(MACHINE) | {d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].startswith("nvidia")}
-    for name in sorted(names):
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue
-        base = Path(dist.locate_file(""))
-        for top in {Path(str(f)).parts[0] for f in dist.files or ()}:
-            src = base / top
-            if top in ("..", "bin") or not src.exists() or (folder / top).exists():
-                continue
-            (folder / top).symlink_to(src)
-    return folder
-
-
 @pytest.mark.slow
 def test_gpu_check_runs_offline_from_the_bundle_alone(tmp_path):
     pyver = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -85,12 +67,7 @@ def test_gpu_check_runs_offline_from_the_bundle_alone(tmp_path):
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     assert size < 48 * 2**20, size
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    py = venv / "bin" / "python"
-    site = Path(subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
-    (site / "zz_machine.pth").write_text(str(_machine_site(tmp_path / "machine")) + "\n")
+    py = venv_with_site(tmp_path, MACHINE, "zz_machine.pth")
     offline = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("PIP_")}
     offline.update(OFFLINE, PYTHONNOUSERSITE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     offline.pop("PYTHONPATH", None)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import math
 import os
 import time
@@ -27,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import strip_prefixes, checkpoint_dir
-from .safe_io import clean_stale_temps, refuse_special, temp_path
+from .safe_io import read_json_entries, write_json_atomic
 from ..evaluation import AutoAttackResult, autoattack_accuracy, random_subset
 from ..validate import check_int
 
@@ -85,27 +84,15 @@ def read_cache(path: str | os.PathLike | None = None) -> dict:
     entry is skipped with a warning naming it and the field. The readers of the cache (`find_entry`,
     `record_result`, `autoattack_with_cache`) turn a damaged file into a warning: a cache is only a cache."""
     path = Path(path) if path is not None else cache_path()
-    if not path.exists():
-        return {"format": 1, "entries": []}
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as e:
-        raise ValueError(f"the AutoAttack cache {path} cannot be read ({e.strerror or e})") from None
-    except ValueError as e:      # JSONDecodeError, UnicodeDecodeError: e.g. a write cut short
-        raise ValueError(f"the AutoAttack cache {path} is truncated or not UTF-8 JSON ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:100]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
-        raise ValueError(f"{path} is not an AutoAttack cache (expected an object with an 'entries' list)")
-    kept = []
-    for i, e in enumerate(data["entries"]):
-        problem = _entry_problem(e)
-        if problem is None:
-            kept.append(e)
-        else:
-            warnings.warn(f"the AutoAttack cache {path}: entry {i} is skipped: {problem}", RuntimeWarning,
-                          stacklevel=2)
-    data["entries"] = kept
-    return data
+
+    def unreadable(e: BaseException) -> str:
+        if isinstance(e, OSError):
+            return f"the AutoAttack cache {path} cannot be read ({e.strerror or e})"
+        return (f"the AutoAttack cache {path} is truncated or not UTF-8 JSON ({type(e).__name__}: "   # a write cut short
+                f"{' '.join(str(e).split())[:100]})")
+
+    return read_json_entries(path, "entries", _entry_problem, unreadable=unreadable, kind="an AutoAttack cache",
+                             skipped=lambda i, problem: f"the AutoAttack cache {path}: entry {i} is skipped: {problem}")
 
 
 def _read_or_empty(path: str | os.PathLike | None) -> dict:
@@ -159,19 +146,7 @@ def record_result(result: AutoAttackResult, model: nn.Module, x: torch.Tensor, y
     data["entries"] = [e for e in data["entries"] if _entry_key(e) != _entry_key(entry)] + [entry]
     data["entries"].sort(key=lambda e: (e.get("label") or "", e["weights_sha256"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    refuse_special(path, "AutoAttack cache")
-    clean_stale_temps(path)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "x") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, data, indent=1, what="AutoAttack cache")
     return entry
 
 

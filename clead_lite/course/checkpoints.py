@@ -30,7 +30,8 @@ import torch
 import torch.nn as nn
 
 from ..models import MODELS, unwrap, build_model
-from .safe_io import OutputError, clean_stale_temps, refuse_special, temp_path, write_error
+from .datasets import env_folder
+from .safe_io import OutputError, clean_stale_temps, read_json_entries, refuse_special, temp_path, write_error
 
 __all__ = [
     "CheckpointError", "ChecksumError", "save_checkpoint", "load_checkpoint", "load_model_state",
@@ -357,10 +358,11 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device | Non
 
 # ---------------------------------------------------------------------------------------------- manifest
 def checkpoint_dir() -> Path:
-    """Where shipped checkpoints live: `$CLEAD_CHECKPOINT_DIR`, else the repository's data/checkpoints."""
-    env = os.environ.get("CLEAD_CHECKPOINT_DIR")
-    if env:
-        return Path(env).expanduser()
+    """Where shipped checkpoints live: `$CLEAD_CHECKPOINT_DIR` (relative: to the repository, from every folder),
+    else the repository's data/checkpoints."""
+    env = env_folder("CLEAD_CHECKPOINT_DIR")
+    if env is not None:
+        return env
     repo = Path(__file__).resolve().parents[2]
     return repo / "data" / "checkpoints" if (repo / "clead_lite").is_dir() else Path("data") / "checkpoints"
 
@@ -381,25 +383,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def read_manifest(manifest: str | os.PathLike | None = None) -> dict:
     """The manifest as {'format': 1, 'checkpoints': [entry, ...]} (empty when the file does not exist)."""
     path = _manifest_path(manifest)
-    if not path.exists():
-        return {"format": 1, "checkpoints": []}
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, OSError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise CheckpointError(f"{path} is not a readable JSON manifest ({type(e).__name__}: "
-                              f"{_first_line(e, 150)}); restore it from git") from None
-    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), list):
-        raise CheckpointError(f"{path} is not a checkpoint manifest (expected an object with a 'checkpoints' list)")
-    kept = []
-    for i, e in enumerate(data["checkpoints"]):
-        problem = manifest_entry_problem(e)
-        if problem is not None and (not isinstance(e, dict) or not isinstance(e.get("file"), str)):
-            warnings.warn(f"{path}: entry {i} of 'checkpoints' is skipped: {problem}; restore the manifest from git",
-                          RuntimeWarning, stacklevel=2)
-            continue
-        kept.append(e)
-    data["checkpoints"] = kept
-    return data
+    return read_json_entries(
+        path, "checkpoints", manifest_entry_problem, error=CheckpointError, kind="a checkpoint manifest",
+        unreadable=lambda e: (f"{path} is not a readable JSON manifest ({type(e).__name__}: {_first_line(e, 150)}); "
+                              "restore it from git"),
+        skipped=lambda i, problem: f"{path}: entry {i} of 'checkpoints' is skipped: {problem}; restore the manifest "
+                                   "from git",
+        keep=lambda e: isinstance(e, dict) and isinstance(e.get("file"), str))   # named: list_entries warns about it
 
 
 _ENTRY_FIELDS = ("file", "sha256", "dataset", "method", "profile", "model")

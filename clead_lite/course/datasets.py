@@ -9,6 +9,9 @@ Dataset files are read without executing anything: MNIST's IDX files by a small 
 header and size, CIFAR-10's pickled batches by an unpickler that allows only numpy arrays (a crafted
 pickle is refused, never run). A truncated or foreign file gets a DatasetFileError naming it.
 `cache_dir()` is where computed results are cached (precomputed views, UMAP maps): data/cache.
+`env_folder(name)` reads a folder from an environment variable (CLEAD_DATA_ROOT, CLEAD_CACHE_DIR,
+CLEAD_CHECKPOINT_DIR): a relative value is taken relative to the repository, as CLEAD_STORE is, so that the command
+line (run from the repository) and the notebooks (run from notebooks/) use the same folder.
 """
 from __future__ import annotations
 
@@ -37,21 +40,35 @@ class DatasetFileError(ValueError):
     """A dataset file that is on disk but unusable: unreadable, truncated, or not what its name says."""
 
 
+def env_folder(name: str) -> Path | None:
+    """The folder named by the environment variable `name` (None when unset or empty), '~' expanded. A relative
+    value is relative to the repository (of this package's checkout; outside one, to the current folder): the
+    command line (cwd: the repository) and the notebooks (cwd: notebooks/) then agree on one folder."""
+    env = os.environ.get(name)
+    if not env:
+        return None
+    path = Path(env).expanduser()
+    if not path.is_absolute() and _REPO_DATA.parent.joinpath("clead_lite").is_dir():
+        path = _REPO_DATA.parent / path
+    return path
+
+
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where computed results are cached (views, UMAP maps): `path`, else `$CLEAD_CACHE_DIR`, else the
-    repository's data/cache (else ./data/cache)."""
+    """Where computed results are cached (views, UMAP maps): `path`, else `$CLEAD_CACHE_DIR` (relative: to the
+    repository), else the repository's data/cache (else ./data/cache)."""
     if path is not None:
         return Path(path)
-    env = os.environ.get("CLEAD_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
+    env = env_folder("CLEAD_CACHE_DIR")
+    if env is not None:
+        return env
     return _REPO_DATA / "cache" if _REPO_DATA.parent.joinpath("clead_lite").is_dir() else Path("data") / "cache"
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: `root`, else `$CLEAD_DATA_ROOT`, else the repository's `data/` (else `./data`)."""
+    """The data root: `root`, else `$CLEAD_DATA_ROOT` (relative: to the repository), else the repository's `data/`
+    (else `./data`)."""
     if root is None:
-        root = os.environ.get("CLEAD_DATA_ROOT")
+        root = env_folder("CLEAD_DATA_ROOT")
     if root is None:
         root = _REPO_DATA if _REPO_DATA.parent.joinpath("clead_lite").is_dir() else Path("data")
     return Path(root).expanduser()
@@ -120,8 +137,7 @@ def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _root_words(root: Path) -> str:
-    env = os.environ.get("CLEAD_DATA_ROOT")
-    notes = (["CLEAD_DATA_ROOT"] if env and Path(env).expanduser() == root else []) + \
+    notes = (["CLEAD_DATA_ROOT"] if env_folder("CLEAD_DATA_ROOT") == root else []) + \
         ([] if root.is_dir() else ["the folder does not exist"])
     return f"the data root {root}" + (f" ({'; '.join(notes)})" if notes else "")
 

@@ -18,18 +18,25 @@ temporary files that a kill cannot leave behind for good.
 - `fallback_path(path)`: where a result goes when its own path cannot be written after the work
   (the current folder, the home folder, the temporary folder: the first that takes a probe write).
 - `is_being_written(path)`: whether another live process holds `output_lock(path)`.
+- `write_json_atomic(path, data, indent=2, what="JSON file")`: a JSON file written whole or not at all
+  (temporary file, fsync, rename; the temporary removed on any failure).
+- `read_json_entries(path, list_key, entry_problem, ...)`: a JSON file holding an object with a list of entries
+  (the checkpoint manifest, the AutoAttack cache); an unreadable file raises one line, a damaged entry is skipped
+  with a warning.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import shutil
 import stat
 import time
+import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 try:
     import fcntl
@@ -37,7 +44,8 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, the lock i
     fcntl = None
 
 __all__ = ["OutputError", "check_writable", "output_lock", "temp_path", "clean_stale_temps", "write_error",
-           "check_output", "refuse_special", "fallback_path", "is_being_written", "stale_temps"]
+           "check_output", "refuse_special", "fallback_path", "is_being_written", "stale_temps", "write_json_atomic",
+           "read_json_entries"]
 
 _HELD: dict[str, list] = {}      # lock path -> [fd, depth] for the locks this process holds
 _LEGACY_TEMP_AGE_S = 3600        # temporaries without a pid (older versions) older than this are stale
@@ -360,3 +368,55 @@ def is_being_written(path: str | os.PathLike) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------- JSON files
+def write_json_atomic(path: str | os.PathLike, data, indent: int | None = 2, what: str = "JSON file") -> Path:
+    """Write `data` as JSON (plus a final newline) to `path` atomically: a temporary file in the same folder,
+    fsync, then a rename over `path`, so a kill or a full disk never leaves half a file; the temporary is removed
+    on any failure. A `path` that is not a regular file is refused (`refuse_special`, naming it as `what`), and
+    the temporaries of dead writers of `path` are removed first. The folder must exist."""
+    path = Path(path)
+    refuse_special(path, what)
+    clean_stale_temps(path)
+    tmp = temp_path(path)       # unique per writer; open() gives the usual mode (umask), unlike mkstemp's 0600
+    try:
+        with open(tmp, "x") as fh:
+            json.dump(data, fh, indent=indent)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json_entries(path: str | os.PathLike, list_key: str, entry_problem: Callable[[object], str | None], *,
+                      unreadable: Callable[[BaseException], str], kind: str,
+                      skipped: Callable[[int, str], str], keep: Callable[[object], bool] | None = None,
+                      error: type[Exception] = ValueError) -> dict:
+    """The JSON file `path`: an object whose `list_key` is a list of entries ({'format': 1, list_key: []} when
+    the file does not exist). A file that cannot be read or is not UTF-8 JSON raises `error(unreadable(e))`; one
+    that is not such an object raises `error` saying it is not `kind`. An entry for which `entry_problem` names a
+    problem is dropped with a RuntimeWarning `skipped(index, problem)` (unless `keep(entry)`: kept as it is)."""
+    path = Path(path)
+    if not path.exists():
+        return {"format": 1, list_key: []}
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise error(unreadable(e)) from None
+    if not isinstance(data, dict) or not isinstance(data.get(list_key), list):
+        article = "an" if list_key[0] in "aeiou" else "a"
+        raise error(f"{path} is not {kind} (expected an object with {article} {list_key!r} list)")
+    kept = []
+    for i, e in enumerate(data[list_key]):
+        problem = entry_problem(e)
+        if problem is not None and not (keep is not None and keep(e)):
+            warnings.warn(skipped(i, problem), RuntimeWarning, stacklevel=3)   # at the caller of the reader
+            continue
+        kept.append(e)
+    data[list_key] = kept
+    return data
