@@ -117,12 +117,14 @@ def describe_device(device: torch.device) -> str:
 
 
 def setup(profile: str | Profile | None = None, seed: int = 0, device: str | torch.device | None = None,
-          quiet: bool = False) -> tuple[Profile, torch.device]:
+          quiet: bool = False, use_drive: bool | None = None) -> tuple[Profile, torch.device]:
     """Prepare a notebook and return `(profile, device)`.
 
     profile: a name ('smoke' | 'quick' | 'colab' | 'paper'), a Profile, or None for `$CLEAD_PROFILE` (default:
     'colab' on a GPU, 'quick' otherwise; `$CLEAD_DATASET` overrides the dataset). seed: seeds Python, NumPy and
-    torch. device: None picks CUDA when available, else CPU (or `$CLEAD_DEVICE`).
+    torch. device: None picks CUDA when available, else CPU (or `$CLEAD_DEVICE`). use_drive: True keeps the model
+    store on Google Drive (Colab only; `course.drive.use_drive_store`: mounts Drive, which asks the student for
+    permission, probes the folder's lock and rename, one line); None, on Colab, prints one line saying how.
     """
     if not isinstance(profile, Profile):
         profile = get_profile(profile)
@@ -138,6 +140,12 @@ def setup(profile: str | Profile | None = None, seed: int = 0, device: str | tor
         if profile.name in ("paper", "colab") and device.type != "cuda":  # device-ok
             print(f"note: the {profile.name!r} profile (CIFAR-10, PreActResNet18) is meant for a GPU; on this CPU it "
                   "will be very slow. Set CLEAD_PROFILE=quick for a laptop lesson.")
+    if use_drive:
+        from .drive import use_drive_store
+        use_drive_store(quiet=quiet)
+    elif use_drive is None and not quiet and in_colab() and not os.environ.get("CLEAD_STORE"):
+        from .drive import drive_hint
+        print(drive_hint())
     return profile, device
 
 
