@@ -27,7 +27,8 @@ from clead_lite.course.checkpoints import checkpoint_dir, load_checkpoint, read_
 from clead_lite.course.datasets import load_dataset, test_images  # noqa: E402
 from clead_lite.evaluation import evaluate  # noqa: E402
 from clead_lite.course.profiles import get_profile  # noqa: E402
-from clead_lite.course.store import _write_json_atomic, load_model, model_key, StoreHit  # noqa: E402
+from clead_lite.course.safe_io import write_json_atomic  # noqa: E402
+from clead_lite.course.store import load_model, model_key, StoreHit  # noqa: E402
 
 METRIC_KEYS = ("clean", "fgsm", "pgd", "transfer", "n", "eps", "steps", "restarts")
 
@@ -108,7 +109,7 @@ def main() -> int:
     if args.check:
         print("up to date" if not changed else f"out of date: {', '.join(changed)}")
         return 1 if changed else 0
-    _write_json_atomic(mpath, data)
+    write_json_atomic(mpath, data, indent=2, what="manifest")
     print(f"wrote {mpath}")
     return 0
 

@@ -119,12 +119,12 @@ def test_a_save_killed_half_way_leaves_nothing_that_loads(folder, monkeypatch):
     assert store.find(key) is None
     monkeypatch.setattr(ck.torch, "save", real_save)
     # killed between the checkpoint and its record: the .pt alone does not count, and clear removes it
-    real_write = store._write_json_atomic
-    monkeypatch.setattr(store, "_write_json_atomic", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real_write = store.write_json_atomic
+    monkeypatch.setattr(store, "write_json_atomic", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         store.save_model(key, SmallCNN(), cfg)
     assert len(list(folder.glob("*.pt"))) == 1 and store.find(key) is None
-    monkeypatch.setattr(store, "_write_json_atomic", real_write)
+    monkeypatch.setattr(store, "write_json_atomic", real_write)
     store.clear()
     assert not list(folder.iterdir())
 

@@ -46,7 +46,7 @@ from .checkpoints import (CheckpointError, checkpoint_dir, load_checkpoint,
                           load_model_state, manifest_entry_problem, model_metadata, read_manifest, save_checkpoint,
                           sha256_file, verify_checkpoint)
 from ..models import MODELS, unwrap, build_model
-from .safe_io import OutputError, is_being_written, output_lock, refuse_special, stale_temps, temp_path
+from .safe_io import OutputError, is_being_written, output_lock, stale_temps, write_json_atomic
 from ..faithful import FaithfulConfig
 from ..training import TRAIN_STEP_VERSION, TrainConfig
 
@@ -279,21 +279,6 @@ def load_model(hit: StoreHit, device: str | torch.device | None = "cpu") -> tupl
 
 
 # ============================================================================================== save
-def _write_json_atomic(path: Path, data: dict) -> None:
-    refuse_special(path, "model-store record")
-    tmp = temp_path(path)       # unique per writer; open() gives the usual mode (umask), unlike mkstemp's 0600
-    try:
-        with open(tmp, "x") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(key: dict, model: nn.Module, config: TrainConfig, history=None, *, command: str | None = None,
                seconds: float | None = None, metrics: dict | None = None, folder: Path | str | None = None,
                faithful: FaithfulConfig | None = None) -> Path:
@@ -339,7 +324,7 @@ def _save_locked(path, state, key, settings: dict, metrics, command, seconds) ->
               "config": settings, "metrics": metrics or {}, "command": command, "train_seconds": seconds,
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__}
-    _write_json_atomic(path.with_suffix(".json"), record)
+    write_json_atomic(path.with_suffix(".json"), record, indent=2, what="model-store record")
     return path
 
 
