@@ -11,7 +11,13 @@ lambda sweep of C-LEAD online at one budget and one seed.
 One JSON file per point in --out, named by its key (dataset, method, epochs, seed, lambda) and written
 atomically once the point is trained AND scored by one process: a file never mixes two runs. Each file also
 holds the grid's settings (training images, PGD steps, scored images, ...); a file on disk with other settings
-stops the run (use --redo or another --out). A killed point resumes from its per-epoch checkpoint in --runs.
+stops the run (use --redo or another --out). A killed point resumes from its per-epoch checkpoint in --runs; a
+checkpoint there trained with other settings is never reused: the run stops naming the settings that differ
+(--redo trains the point afresh over it).
+
+Refused with one line and exit status 2, before any work: a count out of range (`--n-score -5`, a negative seed,
+`--epochs 0`), an infinite or negative lambda, a second run on the same --out or --runs while one is running, and
+an unreadable point file (named).
 """
 from __future__ import annotations
 
@@ -30,7 +36,15 @@ from clead_lite.course.budget import (budget_markdown, gap_markdown, lambda_mark
                                       plot_budget_curve, point_name, standard_check_markdown, summary_markdown,
                                       verdict_markdown)
 
+from clead_lite.course.checkpoints import CheckpointError  # noqa: E402
+from clead_lite.course.safe_io import output_lock, read_json  # noqa: E402
+from clead_lite.validate import check_int, check_nonnegative, check_seed, parse_finite  # noqa: E402
+
 METHODS = ("pgd_at", "trades", "clead_online")
+PROG = Path(__file__).name
+# the count arguments (one value or a list) and the smallest value each allows; the seeds are checked as seeds
+COUNTS = {"epochs": 1, "sweep_epochs": 1, "n_train": 2, "n_val": 0, "attack_steps": 1, "n_score": 1,
+          "standard_n": 1, "only": 0}
 
 
 def grid(args) -> list[dict]:
@@ -79,12 +93,12 @@ def run_point(key: dict, args, runs: Path) -> dict:
     """Train one point (resumable) and score it; the result dict of its file."""
     import torch
 
-    from clead_lite.course.checkpoints import CheckpointError
     from clead_lite.course.datasets import load_dataset
     from clead_lite.evaluation import accuracy, autoattack_accuracy
     from clead_lite.models import build_model
     from clead_lite.course.profiles import get_device, get_profile, seed_everything
     from clead_lite.course.profiles import train_config
+    from clead_lite.course.runs import Checkpoint
     from clead_lite.course.scoring import score_model
     from clead_lite.training import TrainConfig, train
 
@@ -101,13 +115,19 @@ def run_point(key: dict, args, runs: Path) -> dict:
     seed_everything(key["seed"])
     model = build_model(profile.model, num_classes=profile.info.num_classes)
     t = time.perf_counter()
-    try:
-        res = train(model, x, y, cfg, dataset=args.dataset, device=device, progress=False)
-    except CheckpointError:      # a checkpoint left by a run with other settings: start this point afresh
+    try:   # a killed point resumes; its checkpoint is refused (before any epoch) when its settings or images differ
+        res = train(model, x, y, cfg, dataset=args.dataset, device=device, progress=False,
+                    hook=Checkpoint(ckpt, resume=True))
+    except CheckpointError as e:
+        if not args.redo:     # a point is its model: never trained on from another run's checkpoint
+            raise CheckpointError(f"{e} (budget_curve.py: --redo trains this point afresh over it, or pass "
+                                  "another --runs)") from None
+        print(f"note: {ckpt} was trained with other settings; --redo: training the point afresh", flush=True)
         ckpt.unlink()
         seed_everything(key["seed"])
         model = build_model(profile.model, num_classes=profile.info.num_classes)
-        res = train(model, x, y, cfg, dataset=args.dataset, device=device, progress=False)
+        res = train(model, x, y, cfg, dataset=args.dataset, device=device, progress=False,
+                    hook=Checkpoint(ckpt, resume=True))
     train_seconds = time.perf_counter() - t
     xt, yt = load_dataset(args.dataset, "test", n=args.n_score, seed=0)    # the same images for every point
     xt, yt = xt.to(device), yt.to(device)
@@ -130,14 +150,78 @@ def run_point(key: dict, args, runs: Path) -> dict:
     return result
 
 
+def run_points(args, out: Path, runs: Path) -> int:
+    """Train and score the grid's points that are not on disk yet; 2 (said on stderr) when a point on disk was
+    made with other settings, else 0."""
+    mine = settings(args)
+    todo = []
+    for key in grid(args):
+        path = out / point_name(**key)
+        if path.exists() and not args.redo:
+            theirs = read_json(path, "budget-curve point").get("settings")
+            if theirs != mine:
+                print(f"{path} was made with other settings ({theirs}); use --redo or another --out",
+                      file=sys.stderr)
+                return 2
+            continue
+        todo.append(key)
+    print(f"{len(todo)} point(s) to run of {len(grid(args))}", flush=True)
+    for i, key in enumerate(todo[:args.only] if args.only is not None else todo):
+        t = time.perf_counter()
+        result = run_point(key, args, runs)
+        path = out / point_name(**key)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps({"key": key, "settings": mine, "result": result,
+                                       "command": "python benchmarks/budget_curve.py " + " ".join(sys.argv[1:])},
+                                      indent=1))
+        os.replace(partial, path)
+        print(f"[{i + 1}/{len(todo)}] {path.name}: clean {result['clean']:.3f}, APGD-CE+T {result['apgd']:.3f} "
+              f"({result['train_seconds']:.0f} s training, {result['score_seconds']:.0f} s scoring; "
+              f"{time.perf_counter() - t:.0f} s)", flush=True)
+    return 0
+
+
+def check_arguments(args) -> None:
+    """ValueError (one line) for a count out of range, a seed outside [0, 2**32 - 1], a negative lambda or more
+    held-out than training images."""
+    for name, minimum in COUNTS.items():
+        value = getattr(args, name)
+        for v in value if isinstance(value, list) else [] if value is None else [value]:
+            check_int(v, "--" + name.replace("_", "-"), minimum)
+    for flag, seeds in (("--seeds", args.seeds), ("--sweep-seed", [args.sweep_seed])):
+        for seed in seeds:
+            check_seed(seed, flag)
+    for flag, lambdas in (("--lam", [args.lam]), ("--sweep-lambdas", args.sweep_lambdas)):
+        for lam in lambdas:
+            check_nonnegative(lam, flag)
+    if args.n_val >= args.n_train:
+        raise ValueError(f"--n-val ({args.n_val}) must be smaller than --n-train ({args.n_train})")
+
+
+def fail(message: str):
+    """One line on stderr and exit status 2: bad arguments (argparse's `error`), a bad file, a second run."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv=None) -> int:
+    try:
+        return run_grid(argv)
+    except (OSError, ValueError, CheckpointError) as e:
+        if os.environ.get("CLEAD_DEBUG"):
+            raise
+        fail(" ".join(str(e).split()))
+
+
+def run_grid(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = fail
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--epochs", nargs="+", type=int, default=[5, 10, 20], help="the budgets")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--lam", type=float, default=0.5, help="C-LEAD online's lambda on the budget curve")
-    p.add_argument("--sweep-lambdas", nargs="*", type=float, default=[0.0, 0.1, 0.5, 1.0, 2.0])
+    p.add_argument("--lam", type=parse_finite, default=0.5, help="C-LEAD online's lambda on the budget curve")
+    p.add_argument("--sweep-lambdas", nargs="*", type=parse_finite, default=[0.0, 0.1, 0.5, 1.0, 2.0])
     p.add_argument("--sweep-epochs", type=int, default=10)
     p.add_argument("--sweep-seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=4000, help="training images (--n-val of them held out)")
@@ -160,35 +244,16 @@ def main(argv=None) -> int:
     for name in ("epochs", "seeds"):
         if not getattr(args, name):
             p.error(f"--{name} needs at least one value")
+    check_arguments(args)
     out, runs = Path(args.out), Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     if not args.summary:
-        mine = settings(args)
-        todo = []
-        for key in grid(args):
-            path = out / point_name(**key)
-            if path.exists() and not args.redo:
-                theirs = json.loads(path.read_text()).get("settings")
-                if theirs != mine:
-                    print(f"{path} was made with other settings ({theirs}); use --redo or another --out",
-                          file=sys.stderr)
-                    return 2
-                continue
-            todo.append(key)
-        print(f"{len(todo)} point(s) to run of {len(grid(args))}", flush=True)
-        for i, key in enumerate(todo[:args.only] if args.only is not None else todo):
-            t = time.perf_counter()
-            result = run_point(key, args, runs)
-            path = out / point_name(**key)
-            partial = path.with_name(path.name + ".partial")
-            partial.write_text(json.dumps({"key": key, "settings": mine, "result": result,
-                                           "command": "python benchmarks/budget_curve.py " + " ".join(sys.argv[1:])},
-                                          indent=1))
-            os.replace(partial, path)
-            print(f"[{i + 1}/{len(todo)}] {path.name}: clean {result['clean']:.3f}, APGD-CE+T {result['apgd']:.3f} "
-                  f"({result['train_seconds']:.0f} s training, {result['score_seconds']:.0f} s scoring; "
-                  f"{time.perf_counter() - t:.0f} s)", flush=True)
+        with output_lock(out), output_lock(runs):    # one run at a time on these points and checkpoints
+            if run_points(args, out, runs):
+                return 2
+    for f in sorted(out.glob("*_e*_s*_lam*.json")):   # a damaged point is named, not a bare JSONDecodeError
+        read_json(f, "budget-curve point")
     frame = load_points(out)
     print(budget_markdown(frame), gap_markdown(frame), lambda_markdown(frame), standard_check_markdown(frame),
           sep="\n\n")

@@ -32,6 +32,11 @@ batch 50 (about 83 epochs of MNIST) with PGD-40, and their model keeps 88.5 % un
 (not 40) may also leave the model short of that. So 20 epochs may not converge: read each row's best held-out
 epoch (kept / run in the per-seed table); if it is one of the last two, that run was still improving, and the grid
 should be run again with --epochs 40 before a row is read as converged.
+
+Refused with one line and exit status 2, before any work: a count out of range (`--n-score -5`, a negative seed,
+`--epochs 0`), a second run on the same --out or --runs while one is running, a checkpoint in --runs trained with
+other settings than the row's (`--epochs 1`, then `--epochs 2 --redo`: the flags that differ are named; remove the
+checkpoint or pass another --runs), and an unreadable row, checkpoint or README file (named).
 """
 from __future__ import annotations
 
@@ -44,10 +49,18 @@ import sys
 import time
 from pathlib import Path
 
+from clead_lite.course.checkpoints import CheckpointError
 from clead_lite.course.results import METHOD_ORDER as METHODS
 from clead_lite.course.results import load_results, per_seed_markdown, readme_table, replace_marked_block
+from clead_lite.course.safe_io import output_lock, read_json
+from clead_lite.validate import check_int, check_seed
 
 ROOT = Path(__file__).resolve().parents[1]
+PROG = Path(__file__).name
+# the count arguments and the smallest value each allows (the CLI's own limits: --n-train 2, --n-autoattack 0)
+COUNTS = {"n_score": 1, "n_train": 2, "epochs": 1, "attack_steps": 1, "n_test": 1, "steps": 1, "restarts": 1,
+          "n_autoattack": 0}
+SEED_LISTS = ("seeds", "sanity_seeds", "autoattack_seeds", "square_seeds")
 
 
 def run(cmd: list[str]) -> None:
@@ -73,7 +86,7 @@ def trained_by(ckpt: Path) -> str:
     from clead_lite.course.checkpoints import load_checkpoint
     command = load_checkpoint(ckpt, map_location="cpu").get("command")
     if not command:
-        raise SystemExit(f"{ckpt}: the checkpoint records no training command; delete it and run again")
+        raise ValueError(f"{ckpt}: the checkpoint records no training command; delete it and run again")
     return command
 
 
@@ -129,7 +142,7 @@ def add_scores(record: dict, ckpt: Path, args) -> dict:
     n = min(args.n_score, len(y))
     old = record.get("scores") or {}
     if old and old.get("n_scored") != n:
-        raise SystemExit(f"{ckpt.name}: its scores are on {old.get('n_scored')} images, --n-score gives {n}; "
+        raise ValueError(f"{ckpt.name}: its scores are on {old.get('n_scored')} images, --n-score gives {n}; "
                          "use the same --n-score (or --redo)")
     eps = float(record["row"]["eps"])
     t = time.perf_counter()
@@ -151,7 +164,7 @@ def add_autoattack(record: dict, ckpt: Path, args) -> dict:
     model, x, y, _ = load_for_scoring(str(ckpt), args.n_test, device=args.device)
     row = dict(record["row"])
     if int(row["n"]) != len(y):
-        raise SystemExit(f"{ckpt.name}: the row was evaluated on {row['n']} images, --n-test is {args.n_test}")
+        raise ValueError(f"{ckpt.name}: the row was evaluated on {row['n']} images, --n-test is {args.n_test}")
     n = min(args.n_autoattack, len(y))
     t = time.perf_counter()
     res = autoattack_accuracy(model, x, y, float(row["eps"]), n=n if n < len(y) else None, seed=0,
@@ -164,8 +177,121 @@ def add_autoattack(record: dict, ckpt: Path, args) -> dict:
             "autoattack_command": shlex.join(["python", "benchmarks/run_results.py"] + sys.argv[1:])}
 
 
+def run_rows(args, out: Path, runs: Path) -> None:
+    """Train, evaluate and score every selected row that is not on disk yet (see the module docstring)."""
+    py = [sys.executable, "-m", "clead_lite"]
+    device = ["--device", args.device] if args.device else []
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            std_ckpt = runs / f"{dataset}_standard_seed{seed}.pt"
+            for method in args.methods:
+                row_json = out / f"{dataset}_{method}_seed{seed}.json"
+                ckpt = runs / f"{dataset}_{method}_seed{seed}.pt"
+                n_autoattack = (args.n_autoattack if args.autoattack_seeds is None or seed in args.autoattack_seeds
+                                else 0)
+                if args.add_autoattack:
+                    if row_json.exists() and ckpt.exists() and n_autoattack:
+                        record = read_json(row_json, "row")
+                        if record["row"].get("autoattack") is None:
+                            replace_row(row_json, add_autoattack(record, ckpt, args))
+                    continue
+                if row_json.exists() and not args.redo:
+                    record = read_json(row_json, "row")
+                    if not args.no_score and wanted_scores(record, args) and ckpt.exists():   # add columns
+                        replace_row(row_json, add_scores(record, ckpt, args))
+                    continue
+                # written next to the row, renamed over it when complete: a killed run leaves the old row
+                partial = row_json.with_name(row_json.name + ".partial")
+                settings = {"--method": method, "--dataset": dataset, "--profile": args.profile, "--seed": str(seed),
+                            "--n-train": str(args.n_train), "--epochs": str(args.epochs),
+                            "--attack-steps": str(args.attack_steps)}
+                refuse_other_settings(ckpt, settings, method)    # a row is its model
+                train = py + ["train", *[v for kv in settings.items() for v in kv], "--out", rel(ckpt),
+                              "--no-eval", "--no-progress"] + device
+                if not finished(ckpt) or method == "clead_faithful" and not ckpt.with_suffix(".surrogate.pt").exists():
+                    run(train + (["--resume"] if ckpt.exists() else []))   # a killed run continues
+                evaluate = py + ["evaluate", rel(ckpt), "--profile", args.profile,
+                                 "--n", str(args.n_test), "--steps", str(args.steps), "--restarts",
+                                 str(args.restarts), "--n-autoattack", str(n_autoattack)] + device
+                if not args.no_sanity and (args.sanity_seeds is None or seed in args.sanity_seeds):
+                    evaluate.append("--sanity")
+                if method in ("pgd_at", "trades", "clead_online"):
+                    evaluate += ["--source", rel(std_ckpt)]
+                run(evaluate + ["--json", rel(partial)])
+                record = read_json(partial, "row")
+                # the command stored in the checkpoint: the one that really trained it (a checkpoint left
+                # from an earlier run with other settings would otherwise be mislabelled)
+                record["train_command"] = trained_by(ckpt)
+                record["evaluate_command"] = record["command"] = shlex.join(
+                    ["python", "-m", "clead_lite"] + evaluate[3:] + ["--json", rel(row_json)])
+                record["training"] = training_facts(ckpt, args, method, dataset)
+                record["trained_with"] = trained_with(ckpt)
+                if not args.no_score:
+                    record = add_scores(record, ckpt, args)
+                replace_row(row_json, record)
+
+
+def recorded_settings(ckpt: Path, flags, method: str) -> dict[str, str]:
+    """What trained `ckpt`, as {flag: value} for the `flags` it records: from the training command a finished
+    checkpoint holds; for a killed run (no command yet), from its config and its fingerprint of the training
+    images (not the epochs nor the images of clead_faithful, whose file is its last stage's)."""
+    from clead_lite.course.checkpoints import load_checkpoint
+    state = load_checkpoint(ckpt, map_location="cpu")
+    if state.get("command"):
+        words = shlex.split(state["command"])
+        given = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w in flags}
+        return {flag: given.get(flag, "not given") for flag in flags}
+    config, images = state.get("config") or {}, state.get("data_fingerprint") or {}
+    known = {"--dataset": state.get("dataset"), "--seed": config.get("seed")}
+    if method != "clead_faithful":
+        known.update({"--method": config.get("method"), "--epochs": config.get("epochs"),
+                      "--attack-steps": config.get("attack_steps"), "--n-train": images.get("n")})
+    return {k: str(v) for k, v in known.items() if v is not None and k in flags}
+
+
+def refuse_other_settings(ckpt: Path, settings: dict[str, str], method: str) -> None:
+    """ValueError (one line) when the checkpoint `ckpt` was trained with other `settings` ({flag: value}) than
+    the row's: the row would report settings its model was not trained with. A flag the checkpoint's training
+    command lacks counts as different."""
+    if not ckpt.exists():
+        return
+    theirs = recorded_settings(ckpt, settings, method)
+    differ = [f"{flag} {theirs[flag]} (this row: {value})" for flag, value in settings.items()
+              if flag in theirs and theirs[flag] != value]
+    if differ:
+        raise ValueError(f"{ckpt} was trained with other settings than this row's: {', '.join(differ)}; remove it "
+                         "to train the row again, or pass another --runs")
+
+
+def check_counts(args) -> None:
+    """ValueError (one line) for a count argument out of range or a seed outside [0, 2**32 - 1]."""
+    for name, minimum in COUNTS.items():
+        check_int(getattr(args, name), "--" + name.replace("_", "-"), minimum)
+    for name in SEED_LISTS:
+        for seed in getattr(args, name) or ():
+            check_seed(seed, "--" + name.replace("_", "-"))
+
+
+def fail(message: str):
+    """One line on stderr and exit status 2: bad arguments (argparse's `error`), a bad file, a second run."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv=None) -> int:
+    try:
+        return run_all(argv)
+    except (OSError, ValueError, CheckpointError, subprocess.CalledProcessError) as e:
+        if os.environ.get("CLEAD_DEBUG"):
+            raise
+        if isinstance(e, subprocess.CalledProcessError):   # the command printed its own message above
+            fail(f"`{shlex.join(map(str, e.cmd))}` failed (exit status {e.returncode}; its message is above)")
+        fail(" ".join(str(e).split()))
+
+
+def run_all(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = fail
     p.add_argument("--grid", choices=("default",) + tuple(GRIDS), default="default",
                    help="a preset grid that overrides the sizes below (see the module docstring). 'converged': "
                    "20 epochs = 9,280 steps of full MNIST / FashionMNIST with PGD-10, expected but not shown to "
@@ -211,58 +337,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     for k, v in GRIDS.get(args.grid, {}).items():
         setattr(args, k, v)
+    check_counts(args)
     out, runs = Path(args.out), Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
-    py = [sys.executable, "-m", "clead_lite"]
-    device = ["--device", args.device] if args.device else []
     if not args.summary:
-        for dataset in args.datasets:
-            for seed in args.seeds:
-                std_ckpt = runs / f"{dataset}_standard_seed{seed}.pt"
-                for method in args.methods:
-                    row_json = out / f"{dataset}_{method}_seed{seed}.json"
-                    ckpt = runs / f"{dataset}_{method}_seed{seed}.pt"
-                    n_autoattack = (args.n_autoattack if args.autoattack_seeds is None or seed in args.autoattack_seeds
-                                    else 0)
-                    if args.add_autoattack:
-                        if row_json.exists() and ckpt.exists() and n_autoattack:
-                            record = json.loads(row_json.read_text())
-                            if record["row"].get("autoattack") is None:
-                                replace_row(row_json, add_autoattack(record, ckpt, args))
-                        continue
-                    if row_json.exists() and not args.redo:
-                        record = json.loads(row_json.read_text())
-                        if not args.no_score and wanted_scores(record, args) and ckpt.exists():   # add columns
-                            replace_row(row_json, add_scores(record, ckpt, args))
-                        continue
-                    # written next to the row, renamed over it when complete: a killed run leaves the old row
-                    partial = row_json.with_name(row_json.name + ".partial")
-                    train = py + ["train", "--method", method, "--dataset", dataset, "--profile", args.profile,
-                                  "--seed", str(seed), "--n-train", str(args.n_train), "--epochs", str(args.epochs),
-                                  "--attack-steps", str(args.attack_steps), "--out", rel(ckpt),
-                                  "--no-eval", "--no-progress"] + device
-                    if not finished(ckpt) or method == "clead_faithful" and not ckpt.with_suffix(".surrogate.pt").exists():
-                        run(train + (["--resume"] if ckpt.exists() else []))   # a killed run continues
-                    evaluate = py + ["evaluate", rel(ckpt), "--profile", args.profile,
-                                     "--n", str(args.n_test), "--steps", str(args.steps), "--restarts",
-                                     str(args.restarts), "--n-autoattack", str(n_autoattack)] + device
-                    if not args.no_sanity and (args.sanity_seeds is None or seed in args.sanity_seeds):
-                        evaluate.append("--sanity")
-                    if method in ("pgd_at", "trades", "clead_online"):
-                        evaluate += ["--source", rel(std_ckpt)]
-                    run(evaluate + ["--json", rel(partial)])
-                    record = json.loads(partial.read_text())
-                    # the command stored in the checkpoint: the one that really trained it (a checkpoint left
-                    # from an earlier run with other settings would otherwise be mislabelled)
-                    record["train_command"] = trained_by(ckpt)
-                    record["evaluate_command"] = record["command"] = shlex.join(
-                        ["python", "-m", "clead_lite"] + evaluate[3:] + ["--json", rel(row_json)])
-                    record["training"] = training_facts(ckpt, args, method, dataset)
-                    record["trained_with"] = trained_with(ckpt)
-                    if not args.no_score:
-                        record = add_scores(record, ckpt, args)
-                    replace_row(row_json, record)
+        with output_lock(out), output_lock(runs):    # one run at a time on these rows and checkpoints
+            run_rows(args, out, runs)
+    for f in sorted(out.glob("*_seed*.json")):      # a damaged row is named, not a bare JSONDecodeError
+        read_json(f, "row")
     frame = load_results(out)
     table = readme_table(frame)
     details = per_seed_markdown(frame)

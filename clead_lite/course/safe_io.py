@@ -20,6 +20,7 @@ temporary files that a kill cannot leave behind for good.
 - `is_being_written(path)`: whether another live process holds `output_lock(path)`.
 - `write_json_atomic(path, data, indent=2, what="JSON file")`: a JSON file written whole or not at all
   (temporary file, fsync, rename; the temporary removed on any failure).
+- `read_json(path, what)`: a JSON file that must hold an object; anything else raises one line naming it.
 - `read_json_entries(path, list_key, entry_problem, ...)`: a JSON file holding an object with a list of entries
   (the checkpoint manifest, the AutoAttack cache); an unreadable file raises one line, a damaged entry is skipped
   with a warning.
@@ -45,7 +46,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, the lock i
 
 __all__ = ["OutputError", "check_writable", "output_lock", "temp_path", "clean_stale_temps", "write_error",
            "check_output", "refuse_special", "fallback_path", "is_being_written", "stale_temps", "write_json_atomic",
-           "read_json_entries"]
+           "read_json", "read_json_entries"]
 
 _HELD: dict[str, list] = {}      # lock path -> [fd, depth] for the locks this process holds
 _LEGACY_TEMP_AGE_S = 3600        # temporaries without a pid (older versions) older than this are stale
@@ -213,8 +214,9 @@ def _acquire(lock: Path, path: Path) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
+            with contextlib.suppress(OSError):    # the holder's pid is for messages only: a full disk still locks
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
             return fd
         os.close(fd)                      # the holder removed it after we opened it: try the new file
     raise OutputError(f"could not lock {path}: its lock file {lock} keeps changing")
@@ -391,6 +393,23 @@ def write_json_atomic(path: str | os.PathLike, data, indent: int | None = 2, wha
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
+    """The object the JSON file `path` holds. ValueError (one line naming the file, as `what`) when it cannot be
+    read, is not UTF-8 JSON (e.g. a write cut short) or holds something else than an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ValueError(f"the {what} {path} cannot be read ({e.strerror or e})") from None
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"the {what} {path} is not UTF-8 JSON ({type(e).__name__}: {' '.join(str(e).split())[:100]}); "
+                         "delete it to make it again") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"the {what} {path} holds a {type(data).__name__}, not a JSON object; delete it to make it "
+                         "again")
+    return data
 
 
 def read_json_entries(path: str | os.PathLike, list_key: str, entry_problem: Callable[[object], str | None], *,

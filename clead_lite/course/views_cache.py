@@ -29,7 +29,8 @@ def _hash_tensors(h, tensors) -> None:
     for t in tensors:
         t = t.detach().cpu().contiguous()
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape(-1): a 0-dim tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes; same bytes otherwise
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def views_key(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict) -> str:
