@@ -38,7 +38,8 @@ from clead_lite.course.budget import (budget_markdown, gap_markdown, lambda_mark
 
 from clead_lite.course.checkpoints import CheckpointError  # noqa: E402
 from clead_lite.course.safe_io import output_lock, read_json  # noqa: E402
-from clead_lite.validate import check_int, check_nonnegative, check_seed, parse_finite  # noqa: E402
+from clead_lite.course.parse import parse_finite  # noqa: E402
+from clead_lite.validate import check_int, check_nonnegative, check_seed  # noqa: E402
 
 METHODS = ("pgd_at", "trades", "clead_online")
 PROG = Path(__file__).name
