@@ -183,6 +183,12 @@ def test_load_or_train_faithful_trains_once_then_loads(folder, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
     load_or_train_faithful(profile, x[:32], y[:32], "cpu", surrogate=SmallCNN(), progress=False)
     assert len(calls) == 2                                       # other training images: another model
+    # a store that fails after the pipeline trained: a warning, and the trained model is returned all the same
+    import clead_lite.course.store as store_module
+    monkeypatch.setattr(store_module, "save_model", lambda *a, **kw: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.warns(RuntimeWarning, match="faithful model was not stored"):
+        kept, trained = load_or_train_faithful(profile, x[:16], y[:16], "cpu", surrogate=SmallCNN(), progress=False)
+    assert len(calls) == 3 and trained is not None and kept is trained.model
 
 
 def test_cli_store_list_and_clear(folder, capsys):

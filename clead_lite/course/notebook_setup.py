@@ -316,8 +316,12 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
                             device=device, progress=progress, cache=ViewsCache(progress=progress))
     path = None
     if key is not None and store_dir() is not None:
-        path = save_model(key, result.model, config, result.history, seconds=result.seconds, faithful=result.faithful,
-                          command=f"load_or_train_faithful(profile {profile.name!r})")
+        try:
+            path = save_model(key, result.model, config, result.history, seconds=result.seconds,
+                              faithful=result.faithful, command=f"load_or_train_faithful(profile {profile.name!r})")
+        except OSError as e:   # the trained pipeline is still returned: nothing computed is lost
+            warnings.warn(f"the trained faithful model was not stored ({e}); it is returned, use it in this session",
+                          RuntimeWarning, stacklevel=2)
     print(f"faithful pipeline trained in {result.seconds:.0f} s"
           + (f"; saved to the model store: {path}" if path else ""))
     return result.model.eval(), result
