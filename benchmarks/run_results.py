@@ -193,11 +193,13 @@ def run_rows(args, out: Path, runs: Path) -> None:
                     if row_json.exists() and ckpt.exists() and n_autoattack:
                         record = read_json(row_json, "row")
                         if record["row"].get("autoattack") is None:
+                            refuse_other_model(ckpt, record, row_json)
                             replace_row(row_json, add_autoattack(record, ckpt, args))
                     continue
                 if row_json.exists() and not args.redo:
                     record = read_json(row_json, "row")
                     if not args.no_score and wanted_scores(record, args) and ckpt.exists():   # add columns
+                        refuse_other_model(ckpt, record, row_json)
                         replace_row(row_json, add_scores(record, ckpt, args))
                     continue
                 # written next to the row, renamed over it when complete: a killed run leaves the old row
@@ -247,6 +249,19 @@ def recorded_settings(ckpt: Path, flags, method: str) -> dict[str, str]:
         known.update({"--method": config.get("method"), "--epochs": config.get("epochs"),
                       "--attack-steps": config.get("attack_steps"), "--n-train": images.get("n")})
     return {k: str(v) for k, v in known.items() if v is not None and k in flags}
+
+
+def refuse_other_model(ckpt: Path, record: dict, row_json: Path) -> None:
+    """ValueError (one line) when a row on disk is about to get new columns from a checkpoint that is not its
+    model: the checkpoint's training command must be the one the row recorded (`train_command`)."""
+    want = record.get("train_command")
+    if want is None:
+        raise ValueError(f"{row_json} records no train_command: its model cannot be told from another; run the row "
+                         "again with --redo")
+    have = trained_by(ckpt)
+    if shlex.split(have) != shlex.split(want):
+        raise ValueError(f"{ckpt} is not the model of {row_json}: trained by '{have}', the row by '{want}'; "
+                         "restore the row's checkpoint or run the row again with --redo")
 
 
 def refuse_other_settings(ckpt: Path, settings: dict[str, str], method: str) -> None:

@@ -184,3 +184,34 @@ def test_budget_curve_never_trains_on_from_a_checkpoint_of_other_settings(tmp_pa
     point = json.loads((out / "mnist5k_pgd_at_e1_s0_lam-.json").read_text())
     assert point["result"]["config"]["attack_steps"] == 1 == load_checkpoint(ckpt)["config"]["attack_steps"]
     assert load_checkpoint(ckpt)["finished"] and point["result"]["epochs_run"] == 1
+
+
+def test_run_results_adds_columns_only_from_the_rows_own_model(tmp_path, capsys, monkeypatch):
+    """A row on disk that gets new columns (--add-autoattack, new score columns) takes them from its own model only:
+    the checkpoint in --runs must have been trained by the command the row recorded."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    out.mkdir()
+    ckpt = runs / "mnist5k_standard_seed0.pt"
+    row_cmd = ("python -m clead_lite train --method standard --dataset mnist5k --profile smoke --seed 0 --n-train 160 "
+               f"--epochs 1 --attack-steps 1 --out {ckpt} --no-eval --no-progress --device cpu")
+    row = out / "mnist5k_standard_seed0.json"
+    row.write_text(json.dumps({"row": {"clean": 0.5, "autoattack": None}, "train_command": row_cmd}))
+    _checkpoint(ckpt, kind="train", finished=True, command=row_cmd.replace("--epochs 1", "--epochs 2"))
+    monkeypatch.setattr(run_results, "add_autoattack", lambda *a: pytest.fail("AutoAttack ran on another model"))
+    argv = [*ROW, "--n-autoattack", "8", "--add-autoattack", "--out", str(out), "--runs", str(runs)]
+    err = _refused(run_results, argv, capsys)
+    assert f"{ckpt} is not the model of {row}" in err and "--epochs 2" in err
+    # the row's own checkpoint: the column is added
+    _checkpoint(ckpt, kind="train", finished=True, command=row_cmd)
+    added = []
+    monkeypatch.setattr(run_results, "add_autoattack", lambda record, c, args: added.append(c) or record)
+
+    class RowsDone(Exception):
+        pass
+
+    def stop(folder):   # the summary of the rows after them is not this test's subject
+        raise RowsDone()
+    monkeypatch.setattr(run_results, "load_results", stop)
+    with pytest.raises(RowsDone):
+        run_results.main(argv)
+    assert added == [ckpt]
