@@ -1,12 +1,12 @@
-"""Notebook 07's Exercise 3 (answer the four questions from the metrics table): its check is written in the
-notebook's check cell (self-contained), so it is read from the solution notebook and run here. The solution
-passes; a stub gets "not implemented yet"; each typical wrong answer is rejected with the question it gets
-wrong and a hint."""
+"""Notebook 07's Exercise 3 (answer the four questions from the metrics table): the reference passes; a stub gets
+"not implemented yet"; each typical wrong answer is rejected with the question it gets wrong and a hint."""
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from clead_lite.exercises import nb07_embeddings as nb07
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "solutions" / "07_embedding_separation.ipynb"
 
@@ -19,17 +19,12 @@ def _cells():
 
 @pytest.fixture(scope="module")
 def check():
-    _, check_source = _cells()
-    definitions = check_source[:check_source.index("ok_answers = ")]   # the check, without its call
-    namespace: dict = {}
-    exec("import torch\nimport torch.nn.functional as F", namespace)
-    exec(definitions, namespace)
-    return namespace["check_answers"]
+    return nb07.check_answer_questions
 
 
 @pytest.fixture(scope="module")
 def solution():
-    solution_source, _ = _cells()
+    solution_source, _ = _cells()      # the notebook's solution, which must agree with the module's reference
     namespace: dict = {}
     exec(solution_source, namespace)
     return namespace["answer_questions"]
@@ -86,4 +81,10 @@ def test_each_wrong_answer_is_named(check, label, fn, phrases, capsys):
 
 def test_the_answers_are_printed_only_once_the_check_passes():
     _, check_source = _cells()
-    assert re.search(r"^if ok_answers:\n    show_answers\(answer_questions\(at_eps\), at_eps\)$", check_source, re.M)
+    assert re.search(r"^if ok_answers:\n    show_answers\(answer_questions\(at_eps\), at_eps, data, eps\)$", check_source,
+                     re.M)
+
+
+def test_the_reference_passes_too(check, capsys):
+    ok, out = verdict(check, nb07.answer_questions, capsys)
+    assert ok and "✅ Correct!" in out

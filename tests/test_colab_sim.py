@@ -176,7 +176,11 @@ def test_colab_simulation(tmp_path, monkeypatch):
     # 3. notebook 01, its own setup cell first, in a kernel of the simulated environment
     nb = nbformat.read(ROOT / "notebooks" / "01_adversarial_examples.ipynb", as_version=4)
     km = KernelManager(kernel_name="colabsim", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels.parent)]))
-    NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(work)}}).execute()
+    try:
+        NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(work)}}).execute()
+    finally:   # a kernel manager passed in is not shut down by the client: no kernel left behind
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     setup_out = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.get("output_type") == "stream")
     assert "on Colab" in setup_out and "profile smoke" in setup_out, setup_out
     # afterwards

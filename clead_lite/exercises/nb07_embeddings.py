@@ -6,9 +6,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._common import _allclose, _diagnose, _letter, _say, _try, _variants, exercise
+import pandas as pd
 
-__all__ = ["check_separation_metric", "check_umap_reading", "UMAP_READING_OPTIONS"]
+from ._common import NOT_IMPLEMENTED, _VERDICTS, _allclose, _diagnose, _letter, _say, _try, _variants, exercise
+
+__all__ = ["check_separation_metric", "check_umap_reading", "UMAP_READING_OPTIONS", "check_answer_questions", "show_answers"]
 
 _close = _allclose
 _call = _try
@@ -133,3 +135,84 @@ def check_umap_reading(answer) -> bool:
     if err:
         return _say(False, err)
     return _say(letter == UMAP_READING_ANSWER, _UMAP_READING_FEEDBACK[letter])
+
+
+# ---------------------------------------------------------------- Exercise 3: the four questions
+def answer_questions(table: pd.DataFrame) -> dict:
+    """The reference answers of Exercise 3, read off the metrics table (rows (attack, model))."""
+    pgd, noise = table.loc["pgd"], table.loc["noise"]
+    return {1: bool((pgd["pair_cosine"] < noise["pair_cosine"]).all()),
+            2: list(pgd.index[pgd["knn_accuracy"] >= 0.5]),
+            3: bool(pgd.loc["C-LEAD online", "pair_cosine"] > pgd.loc["PGD-AT", "pair_cosine"]),
+            4: bool(pgd.loc["C-LEAD faithful", "own_neighbour_fraction"] >= 0.5)}
+
+
+@exercise("clead_lite.exercises.nb07_embeddings:answer_questions")
+def check_answer_questions(answer_fn: Callable[[pd.DataFrame], dict]) -> bool:
+    """Exercise 3 of notebook 07: run answer_fn on two made-up metrics tables whose answers differ and name the
+    first wrong answer with a hint (answers typed in rather than read off the table are caught by table 2)."""
+    names = ["standard", "PGD-AT", "C-LEAD online", "C-LEAD faithful"]
+    def made_up(cos_pgd, cos_noise, knn, own, robust):   # one value per model, in the order of `names`
+        rows = {("pgd", m): {"robust_accuracy": robust[i], "pair_cosine": cos_pgd[i], "knn_accuracy": knn[i],
+                             "own_neighbour_fraction": own[i]} for i, m in enumerate(names)}
+        rows.update({("noise", m): {"robust_accuracy": 0.9, "pair_cosine": cos_noise[i], "knn_accuracy": 0.95,
+                                    "own_neighbour_fraction": 0.97} for i, m in enumerate(names)})
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["attack", "model"])
+    cases = [(made_up([0.6, 0.96, 0.97, 0.8], [0.97, 0.99, 0.99, 0.96], [0.0, 0.75, 0.8, 0.2], [0.0, 0.9, 0.95, 0.3],
+                      [0.0, 0.66, 0.70, 0.01]),
+              {1: True, 2: ["PGD-AT", "C-LEAD online"], 3: True, 4: False}),
+             (made_up([0.6, 0.95, 0.9, 0.97], [0.97, 0.98, 0.99, 0.95], [0.55, 0.4, 0.5, 0.4], [0.1, 0.8, 0.9, 0.7],
+                      [0.1, 0.7, 0.6, 0.2]),
+              {1: False, 2: ["standard", "C-LEAD online"], 3: False, 4: True})]
+    hints = {1: "compare pair_cosine under PGD with pair_cosine under noise, model by model, and require every model",
+             2: "keep the models whose knn_accuracy under PGD is at least 0.5 (not robust_accuracy)",
+             3: "compare the two models' pair_cosine in the PGD rows, table.loc['pgd']",
+             4: "read C-LEAD faithful's own_neighbour_fraction in the PGD rows and compare it with 0.5"}
+    for case, (table, expected) in enumerate(cases, 1):
+        try:
+            got = answer_fn(table.copy())
+        except NotImplementedError as e:
+            _VERDICTS.unsolved = True
+            print("❌ " + NOT_IMPLEMENTED.format(e))
+            return False
+        except Exception as e:  # noqa: BLE001 - any error in the student's code is feedback
+            print(f"❌ your function raised {type(e).__name__}: {e}")
+            return False
+        if not isinstance(got, dict) or set(got) != {1, 2, 3, 4}:
+            print(f"❌ return a dict with the keys 1, 2, 3 and 4, got {got!r}")
+            return False
+        for q in (1, 2, 3, 4):
+            want, have = expected[q], got[q]
+            same = sorted(map(str, have)) == sorted(want) if q == 2 else have is want or have == want
+            if not same:
+                print(f"❌ question {q}: on made-up table {case} the answer is {want!r}, yours {have!r}. Hint: {hints[q]}.")
+                if case == 2 and answer_fn(cases[0][0].copy()) == cases[0][1]:
+                    print("   (your answers were right on table 1: are they typed in rather than read off `table`?)")
+                return False
+    print("✅ Correct! all four answers follow the table. Your answers on the real table:")
+    return True
+
+
+def show_answers(answers: dict, table: pd.DataFrame, data, eps: float) -> None:
+    """The answers on the real metrics table, each with the numbers it rests on (question 3 with its paired
+    interval over the same images). data: the explorer's precomputed embeddings; eps: the attack's budget."""
+    models = list(table.loc["pgd"].index)
+    pgd, noise = table.loc["pgd"], table.loc["noise"]
+    cos = ", ".join(f"{m} {pgd.loc[m, 'pair_cosine']:.2f} vs {noise.loc[m, 'pair_cosine']:.2f}" for m in models)
+    print(f"1. {'yes' if answers[1] else 'no'}: pair_cosine under PGD vs noise: {cos}.")
+    knn = ", ".join(f"{m} {pgd.loc[m, 'knn_accuracy']:.1%}" for m in models)
+    print(f"2. {', '.join(answers[2]) or 'none'}: kNN accuracy of the adversarial embeddings: {knn}.")
+    per_image = {m: F.cosine_similarity(data.entry(m, "pgd", eps)["z_clean"], data.entry(m, "pgd", eps)["z_adv"])
+                 for m in ("C-LEAD online", "PGD-AT")}
+    diff = per_image["C-LEAD online"] - per_image["PGD-AT"]           # paired: the same images (notebook 06)
+    half = 1.96 * float(diff.std()) / len(diff) ** 0.5
+    online, at = pgd.loc["C-LEAD online"], pgd.loc["PGD-AT"]
+    ratio_agrees = (online["pair_distance_ratio"] < at["pair_distance_ratio"]) == answers[3]   # shorter steps?
+    print(f"3. {'yes' if answers[3] else 'no'}: pair_cosine {online['pair_cosine']:.3f} (C-LEAD online) vs "
+          f"{at['pair_cosine']:.3f} (PGD-AT), paired difference {float(diff.mean()):+.3f} ± {half:.3f} (95 % interval, "
+          f"{len(diff)} images);\n   pair_distance_ratio {online['pair_distance_ratio']:.3f} vs "
+          f"{at['pair_distance_ratio']:.3f} ({'agrees' if ratio_agrees else 'disagrees'}); "
+          f"robust accuracy {online['robust_accuracy']:.1%} vs {at['robust_accuracy']:.1%}.")
+    print(f"4. {'yes' if answers[4] else 'no'}: the nearest clean point of an adversarial embedding is its own image "
+          f"for {pgd.loc['C-LEAD faithful', 'own_neighbour_fraction']:.1%} of them (PGD-AT "
+          f"{pgd.loc['PGD-AT', 'own_neighbour_fraction']:.1%}).")
