@@ -206,6 +206,12 @@ def test_setup_prints_one_line_and_returns_profile_and_device(capsys, monkeypatc
     monkeypatch.setenv("CLEAD_PROFILE", "fast")
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         setup()
+    # colab states its cut of the published setting in the notebook, under the setup line
+    monkeypatch.setenv("CLEAD_PROFILE", "colab")
+    profile, _ = setup(device="cpu")
+    out = capsys.readouterr().out
+    assert f"colab: {profile.epochs} epochs of fast adversarial training on a seeded {profile.n_train:,}-image" in out
+    assert "expect lower accuracy than published" in out
 
 
 def _explorer():

@@ -137,6 +137,10 @@ def setup(profile: str | Profile | None = None, seed: int = 0, device: str | tor
         print(f"clead_lite {v['clead_lite']} | profile {profile.name} | dataset {profile.dataset} "
               f"({profile.model}, eps {profile.eps:.4g}) | device {describe_device(device)} | torch {v['torch']}, "
               f"torchvision {v['torchvision']}, python {v['python']}{where}")
+        if profile.name == "colab":   # the cut that fits a Colab session, stated where the numbers are shown
+            print(f"colab: {profile.epochs} epochs of fast adversarial training on a seeded {profile.n_train:,}-image "
+                  f"subset, {profile.n_eval} test images attacked: a fraction of the published setting, so expect "
+                  "lower accuracy than published (README: distance from the published setting)")
         if profile.name in ("paper", "colab") and device.type != "cuda":  # device-ok
             print(f"note: the {profile.name!r} profile (CIFAR-10, PreActResNet18) is meant for a GPU; on this CPU it "
                   "will be very slow. Set CLEAD_PROFILE=quick for a laptop lesson.")
