@@ -196,7 +196,7 @@ def check_answer_questions(answer_fn: Callable[[pd.DataFrame], dict]) -> bool:
 def show_answers(answers: dict, table: pd.DataFrame, data, eps: float) -> None:
     """The answers on the real metrics table, each with the numbers it rests on (question 3 with its paired
     interval over the same images). data: the explorer's precomputed embeddings; eps: the attack's budget."""
-    models = list(table.loc["pgd"].index)
+    models = list(dict.fromkeys(name for name, _, _ in data.entries))   # the notebook's order of the models
     pgd, noise = table.loc["pgd"], table.loc["noise"]
     cos = ", ".join(f"{m} {pgd.loc[m, 'pair_cosine']:.2f} vs {noise.loc[m, 'pair_cosine']:.2f}" for m in models)
     print(f"1. {'yes' if answers[1] else 'no'}: pair_cosine under PGD vs noise: {cos}.")
