@@ -57,6 +57,16 @@ def _private_model_store(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CLEAD_STORE", str(tmp_path_factory.mktemp("store")))
 
 
+@pytest.fixture()
+def folder(tmp_path, monkeypatch):
+    """An empty model-store folder and an empty shipped-checkpoint folder, so nothing shipped or stored elsewhere
+    interferes (the store and fault tests)."""
+    d = tmp_path / "store"
+    monkeypatch.setenv("CLEAD_STORE", str(d))
+    monkeypatch.setenv("CLEAD_CHECKPOINT_DIR", str(tmp_path / "shipped"))
+    return d
+
+
 class Split(NamedTuple):
     """mnist5k: x (N, 1, 28, 28) float32 in [0, 1], y (N,) int64; 4,000 train and 1,000 test images."""
     x_train: torch.Tensor

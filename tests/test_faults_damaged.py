@@ -29,14 +29,6 @@ from clead_lite.training import TrainConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture()
-def folder(tmp_path, monkeypatch):
-    d = tmp_path / "store"
-    monkeypatch.setenv("CLEAD_STORE", str(d))
-    monkeypatch.setenv("CLEAD_CHECKPOINT_DIR", str(tmp_path / "shipped"))
-    return d
-
-
 def _key(x, y, method="standard"):
     cfg = TrainConfig(method=method, epochs=1, batch_size=32)
     return store.model_key(method, "mnist5k", "smallcnn", "smoke", cfg, x, y), cfg

@@ -17,15 +17,6 @@ from clead_lite.course.profiles import get_profile
 from clead_lite.training import TrainConfig
 
 
-@pytest.fixture()
-def folder(tmp_path, monkeypatch):
-    """An empty store folder and an empty manifest, so nothing shipped or stored elsewhere interferes."""
-    d = tmp_path / "store"
-    monkeypatch.setenv("CLEAD_STORE", str(d))
-    monkeypatch.setenv("CLEAD_CHECKPOINT_DIR", str(tmp_path / "shipped"))
-    return d
-
-
 def tiny_data(n=96, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)

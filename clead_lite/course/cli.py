@@ -262,7 +262,7 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
     seed_everything(args.seed)
     t0 = time.perf_counter()
     surrogate_path = None
-    key, hit = _store_lookup(args, profile, cfg, x, y, out)
+    key, hit = _store_lookup(args, profile, cfg, faithful, x, y, out)
     loaded = None
     if hit is not None:
         from .store import load_hit
@@ -340,13 +340,13 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
     return 0
 
 
-def _store_lookup(args, profile, cfg, x, y, out: Path):
+def _store_lookup(args, profile, cfg, faithful, x, y, out: Path):
     """(store key, StoreHit or None); (None, None) in smoke (never stored) or with the store off. A --resume run
     of an existing checkpoint is not looked up (it continues its own file) but is stored when it ends."""
     from .store import find, model_key, store_dir
     if not profile.use_checkpoints or store_dir() is None:
         return None, None
-    key = model_key(args.method, profile.dataset, profile.model, profile.name, cfg, x, y, _faithful_config(args, profile))
+    key = model_key(args.method, profile.dataset, profile.model, profile.name, cfg, x, y, faithful)
     resuming = args.resume and out.exists()
     return key, (None if args.retrain or resuming else find(key))
 

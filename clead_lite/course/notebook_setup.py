@@ -11,6 +11,7 @@ import platform
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -268,17 +269,25 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
     result = train(model, x_train, y_train, config, dataset=profile.dataset, device=device, callback=callback)
     path = None
     if key is not None and store_dir() is not None and not unstorable:
-        try:
-            path = save_model(key, result.model, result.config, result.history, seconds=result.seconds,
-                              command=f"load_or_train({method!r}, profile {profile.name!r}"
-                                      + "".join(f", {k}={v!r}" for k, v in changes.items()) + ")")
-        except OSError as e:   # the trained model is still returned: nothing computed is lost
-            warnings.warn(f"the trained {method} model was not stored ({e}); it is returned, use it in this "
-                          "session", RuntimeWarning, stacklevel=2)
+        path = _store_trained(method, lambda: save_model(
+            key, result.model, result.config, result.history, seconds=result.seconds,
+            command=f"load_or_train({method!r}, profile {profile.name!r}"
+                    + "".join(f", {k}={v!r}" for k, v in changes.items()) + ")"))
     print(f"{method}: trained here in {result.seconds:.0f} s ({result.epochs_run} epoch(s)"
           f"{'' if result.best_epoch is None else f', kept the weights of epoch {result.best_epoch}'})"
           + ("; saved in the model store" if path else ""))
     return LoadedModel(result.model.eval(), result.history, result.config, "trained", path)
+
+
+def _store_trained(what: str, save: Callable[[], Path]):
+    """save() into the model store; when that fails after training (a full disk, a folder made read-only) a
+    warning and None: the trained model is still returned by the caller, nothing computed is lost."""
+    try:
+        return save()
+    except OSError as e:
+        warnings.warn(f"the trained {what} model was not stored ({e}); it is returned, use it in this session",
+                      RuntimeWarning, stacklevel=3)    # attributed to the notebook cell that called the loader
+        return None
 
 
 def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.device, surrogate: torch.nn.Module,
@@ -320,12 +329,9 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
                             device=device, progress=progress, cache=ViewsCache(progress=progress))
     path = None
     if key is not None and store_dir() is not None:
-        try:
-            path = save_model(key, result.model, config, result.history, seconds=result.seconds,
-                              faithful=result.faithful, command=f"load_or_train_faithful(profile {profile.name!r})")
-        except OSError as e:   # the trained pipeline is still returned: nothing computed is lost
-            warnings.warn(f"the trained faithful model was not stored ({e}); it is returned, use it in this session",
-                          RuntimeWarning, stacklevel=2)
+        path = _store_trained("faithful", lambda: save_model(
+            key, result.model, config, result.history, seconds=result.seconds, faithful=result.faithful,
+            command=f"load_or_train_faithful(profile {profile.name!r})"))
     print(f"faithful pipeline trained in {result.seconds:.0f} s"
           + (f"; saved to the model store: {path}" if path else ""))
     return result.model.eval(), result

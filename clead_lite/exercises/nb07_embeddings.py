@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import pandas as pd
 
-from ._common import NOT_IMPLEMENTED, _VERDICTS, _allclose, _diagnose, _letter, _say, _try, _variants, exercise
+from ._common import _allclose, _diagnose, _letter, _say, _try, _variants, exercise
 
 __all__ = ["check_separation_metric", "check_umap_reading", "UMAP_READING_OPTIONS", "check_answer_questions", "show_answers"]
 
@@ -169,14 +169,9 @@ def check_answer_questions(answer_fn: Callable[[pd.DataFrame], dict]) -> bool:
              3: "compare the two models' pair_cosine in the PGD rows, table.loc['pgd']",
              4: "read C-LEAD faithful's own_neighbour_fraction in the PGD rows and compare it with 0.5"}
     for case, (table, expected) in enumerate(cases, 1):
-        try:
-            got = answer_fn(table.copy())
-        except NotImplementedError as e:
-            _VERDICTS.unsolved = True
-            print("❌ " + NOT_IMPLEMENTED.format(e))
-            return False
-        except Exception as e:  # noqa: BLE001 - any error in the student's code is feedback
-            print(f"❌ your function raised {type(e).__name__}: {e}")
+        got, err = _try(answer_fn, table.copy())
+        if err:
+            print("❌ " + err)
             return False
         if not isinstance(got, dict) or set(got) != {1, 2, 3, 4}:
             print(f"❌ return a dict with the keys 1, 2, 3 and 4, got {got!r}")
