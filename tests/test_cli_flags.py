@@ -23,7 +23,7 @@ from clead_lite.course.cli import build_parser, main
 from clead_lite.course.profiles import train_config
 from clead_lite.course.runs import Checkpoint
 from clead_lite.course.views_cache import ViewsCache
-from clead_lite.course.checkpoints import ChecksumError, load_checkpoint, model_metadata, save_checkpoint, write_manifest_entry
+from clead_lite.course.checkpoints import CheckpointError, ChecksumError, load_checkpoint, model_metadata, save_checkpoint, write_manifest_entry
 from clead_lite.models import SmallCNN
 from clead_lite.course.notebook_setup import load_or_train
 from clead_lite.course.profiles import get_profile
@@ -220,6 +220,33 @@ def test_train_faithful_resumes_from_a_stage_checkpoint(mnist5k_split, tmp_path)
     assert [r["loss"] for r in resumed.histories["encoder"].epochs()] == \
            [r["loss"] for r in straight.histories["encoder"].epochs()]
     assert load_checkpoint(path)["finished"]
+
+
+def test_a_stage_checkpoint_refuses_a_resume_with_other_faithful_settings(mnist5k_split, tmp_path):
+    """The views an encoder stage trains on depend on the FaithfulConfig, not only on the TrainConfig: a stage
+    checkpoint records the pipeline's settings and a resume with others is refused before any work."""
+    x, y = mnist5k_split.x_train[:64], mnist5k_split.y_train[:64]
+    cfg = TrainConfig(method="clead_faithful", epochs=2, batch_size=32, lr=0.05, eps=0.3, log_every=2,
+                      n_val=0, seed=0, schedule="constant")
+    path = tmp_path / "b.pt"
+
+    def run(faithful, resume=False, callback=None):
+        return fa.train_faithful(x, y, cfg, faithful, dataset="mnist5k", model_name="smallcnn",
+                                 cache=ViewsCache(tmp_path / "cache", progress=False), progress=False,
+                                 callback=callback,
+                                 hook=Checkpoint(path, resume=resume, settings=faithful.to_dict()))
+
+    def kill_in_encoder_stage(record, model):
+        if record["kind"] == "epoch" and "acc" not in record and record["epoch"] == 1:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        run(fa.FaithfulConfig(cw_steps=2), callback=kill_in_encoder_stage)
+    assert load_checkpoint(tmp_path / "b.encoder.pt")["settings"]["cw_steps"] == 2
+    with pytest.raises(CheckpointError, match=r"other settings \(cw_steps: checkpoint 2 vs now 3\)"):
+        run(fa.FaithfulConfig(cw_steps=3), resume=True)
+    run(fa.FaithfulConfig(cw_steps=2), resume=True)       # the same settings resume
+    assert load_checkpoint(path)["finished"] and load_checkpoint(tmp_path / "b.encoder.pt")["finished"]
 
 
 def test_load_or_train_uses_a_shipped_checkpoint(tmp_path, monkeypatch, capsys):

@@ -287,7 +287,7 @@ def _train_and_save(args, profile, dataset, cfg, device, out: Path, main_rank: b
         result = train_faithful(x, y, cfg, faithful, dataset=dataset, model_name=profile.model,
                                 device=device,
                                 progress=not args.no_progress, cache=ViewsCache(progress=not args.no_progress),
-                                hook=Checkpoint(out, resume=args.resume))
+                                hook=Checkpoint(out, resume=args.resume, settings=faithful.to_dict()))
         model, surrogate = result.model, result.surrogate
         history = [dict(r) for r in result.history]
         surrogate_path = str(out.with_name(f"{out.stem}.surrogate{out.suffix or '.pt'}"))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..models import unwrap
-from ..training import Run, TrainConfig, TrainHook
+from ..training import Run, TrainHook
 from .checkpoints import CheckpointError, load_checkpoint, load_model_state, model_metadata, save_checkpoint
 from .safe_io import check_writable, output_lock
 
@@ -29,16 +29,21 @@ RESUME_FREE = ("resume", "checkpoint_path", "log_every", "compile", "early_stop_
 
 
 class Checkpoint(TrainHook):
-    """Checkpoint a run to `path` after every epoch; `resume=True` continues from it when it exists."""
+    """Checkpoint a run to `path` after every epoch; `resume=True` continues from it when it exists.
 
-    def __init__(self, path: str | Path, resume: bool = False):
-        self.path, self.resume = Path(path), resume
+    settings: what else determines the run besides its TrainConfig (a pipeline's own settings, e.g. the faithful
+    pipeline's `FaithfulConfig.to_dict()`): recorded, and a resume with other values is refused like other
+    TrainConfig values are."""
+
+    def __init__(self, path: str | Path, resume: bool = False, settings: dict | None = None):
+        self.path, self.resume, self.settings = Path(path), resume, dict(settings or {})
         self._lock = None
         self.fingerprint: dict | None = None
 
     def stage(self, name: str) -> "Checkpoint":
-        """The hook of one stage of a pipeline: '<stem>.<name>.pt' beside this checkpoint."""
-        return Checkpoint(self.path.with_name(f"{self.path.stem}.{name}{self.path.suffix or '.pt'}"), self.resume)
+        """The hook of one stage of a pipeline: '<stem>.<name>.pt' beside this checkpoint, the same settings."""
+        return Checkpoint(self.path.with_name(f"{self.path.stem}.{name}{self.path.suffix or '.pt'}"), self.resume,
+                          self.settings)
 
     def start(self, run: Run) -> None:
         main = run.rank == 0
@@ -53,7 +58,9 @@ class Checkpoint(TrainHook):
         if not (self.resume and self.path.exists()):
             return
         state = load_checkpoint(self.path, map_location="cpu", required=("model", "config", "epoch"))
-        diff = _config_mismatch(state["config"], run.cfg)
+        diff = _config_mismatch(state["config"], run.cfg.to_dict())
+        if "settings" in state:     # (checkpoints written before settings were recorded have none to compare)
+            diff += _config_mismatch(state["settings"], self.settings)
         if diff:
             raise CheckpointError(f"cannot resume from {self.path}: its run used other settings ({'; '.join(diff)}); "
                                   "use the same settings, or another checkpoint path to start afresh")
@@ -93,7 +100,7 @@ class Checkpoint(TrainHook):
                  "epoch": len(run.history.epochs()), "history": list(run.history), "config": run.cfg.to_dict(),
                  "method": run.cfg.method, "dataset": run.dataset, "finished": finished,
                  "stopped_early": run.stopped_early if finished else False, "best": best,
-                 "data_fingerprint": self.fingerprint}
+                 "data_fingerprint": self.fingerprint, "settings": self.settings}
         if not finished:  # what a resume needs; a finished checkpoint is slim
             state["train_state"] = run.step.state_dict()
             state["rng"] = _rng_state(run.step.generator)
@@ -110,8 +117,7 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor, dataset: str | None) -> d
     return {"dataset": dataset, "n": int(len(y)), "sha256": h.hexdigest()}
 
 
-def _config_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
-    now = cfg.to_dict()
+def _config_mismatch(saved: dict, now: dict) -> list[str]:
     return [f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in now
             if k not in RESUME_FREE and k in saved and saved[k] != now[k]]
 
