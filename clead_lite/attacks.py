@@ -1,20 +1,13 @@
 """Adversarial attacks in pixel space: FGSM, PGD (L-inf and L2), Carlini-Wagner L2 and a random-noise baseline.
 
-Every attack is `attack(model, x, y, ...) -> x_adv`, with
-- x: (B, C, H, W) float in [0, 1] (the models normalise inside, so eps is in pixel units),
-- y: (B,) int64 class indices (the target classes when targeted=True),
-- x_adv: (B, C, H, W) in [0, 1] and in the eps ball around x (up to float32 rounding of x +- eps, < 1e-7),
-  detached, in x's dtype; fp16 / bf16 inputs are attacked and returned in float32 (rounding x_adv back to
-  half precision could leave the ball by half a unit in the last place, up to 0.002 in bf16).
-`loss_fn(model, x_adv, y) -> (B,)` is the per-example loss an attack climbs (default cross-entropy; targeted: it
-descends it, pulling x_adv towards the class y). C-LEAD attacks a contrastive loss with it.
-
-During an attack every module is in eval mode (each module's own mode is restored after) and gradients are
-taken w.r.t. x only: parameters never get a `.grad`, and callers may be under torch.no_grad() or autocast.
-Arguments are checked once per call, before the loop: settings, shapes, dtypes, devices. The value ranges (x in
-[0, 1], y < num_classes) are read only from CPU tensors: on a GPU reading them would make every call wait for
-the device (the evaluation functions check their data once). `make_attack('pgd', eps=0.3, alpha=0.01,
-steps=20)` binds settings into `attack(model, x, y)` (torchattacks-like).
+Every attack is `attack(model, x, y, ...) -> x_adv`: x (B, C, H, W) float in [0, 1] (models normalise inside, so eps
+is in pixel units), y (B,) int64 (the target classes when targeted=True); x_adv is detached, in [0, 1] and in the eps
+ball (up to float32 rounding, < 1e-7), in x's dtype, but float32 for fp16 / bf16 x (rounding back could leave the
+ball). `loss_fn(model, x_adv, y) -> (B,)` is the loss an attack climbs (default cross-entropy; targeted: descends).
+During an attack every module is in eval mode (each one's mode restored after); gradients are taken w.r.t. x only,
+also under torch.no_grad() or autocast. Arguments are checked once per call; the value ranges (x in [0, 1], y <
+num_classes) only on CPU tensors, as reading a GPU tensor waits for the device (evaluation checks its data once).
+Reading order: pgd, fgsm, random_noise, cw_l2, the helpers, then `make_attack` (binds settings, torchattacks-like).
 """
 from __future__ import annotations
 
@@ -42,14 +35,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
         start: torch.Tensor | None = None) -> torch.Tensor:
     """Projected Gradient Descent (Madry et al. 2018): `steps` gradient steps, each projected back onto the ball.
 
-    L-inf: x_{t+1} = clip(x_t + alpha * sign(grad), max(x - eps, 0), min(x + eps, 1)). L2: a step of length alpha
-    along grad / |grad|_2, the difference to x shrunk to norm <= eps, clipped to [0, 1]. eps in [0, 1] for 'linf',
-    >= 0 for 'l2' (e.g. 2.0 on MNIST); alpha > 0; steps >= 1. The first iterate: `start` if given ((B, C, H, W),
-    taken as it is, not projected; random_start is then ignored), else a random point of the ball
-    (`random_in_ball`, from `generator` if given), else x (random_start=False). restarts > 1: independent random
-    starts, per example the worst for the model kept: fooling it (pred != y; targeted: pred == y) beats not
-    fooling it, then the higher loss. Restart 1 draws what a single run with the same generator draws.
-    Returns x_adv (module docstring); eps = 0 returns a copy of x.
+    L-inf: x_{t+1} = clip(x_t + alpha * sign(grad), max(x - eps, 0), min(x + eps, 1)). L2 (eps may exceed 1): a step
+    of length alpha along grad / |grad|_2, x_{t+1} - x shrunk to norm <= eps, clipped to [0, 1]. First iterate: `start`
+    (as is), else a random point of the ball if random_start, else x. restarts > 1: per example the restart worst for
+    the model is kept (fooled first, then the higher loss); restart 1 draws as a single run does. eps = 0: a copy of x.
     """
     _check_params(dict(eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start, restarts=restarts,
                        targeted=targeted, loss_fn=loss_fn, generator=generator))
@@ -87,10 +76,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, loss_fn: LossFn | None = None,
          targeted: bool = False) -> torch.Tensor:
-    """Fast Gradient Sign Method (Goodfellow et al. 2015): x_adv = clip_[0,1](x + eps * sign(grad_x loss)).
-
-    eps in [0, 1] (L-inf). Targeted: one step down the target's loss. Returns x_adv (see the module docstring).
-    """
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): x_adv = clip_[0,1](x + eps * sign(grad_x loss)), one step."""
     _check_params(dict(eps=eps, loss_fn=loss_fn, targeted=targeted))
     x = _check_batch(model, x, y)
     if eps == 0:
@@ -103,11 +89,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, loss_fn
 
 def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random perturbation of the attack's size: the baseline an attack must clearly beat.
-
-    L-inf: clip_[0,1](x + eps * s), s uniform in {-1, +1} per pixel; L2: clip_[0,1](x + eps * d / |d|_2), d
-    Gaussian. model and y are only checked (no forward pass). Returns x_adv; eps = 0 returns a copy of x.
-    """
+    """A random perturbation of the attack's size, the baseline an attack must clearly beat (no forward pass). L-inf:
+    clip_[0,1](x + eps * s), s uniform in {-1, +1} per pixel; L2: clip_[0,1](x + eps * d / |d|_2), d Gaussian."""
     _check_params(dict(eps=eps, norm=norm, generator=generator))
     x = _check_batch(model, x, y)
     if eps == 0:
@@ -120,9 +103,8 @@ def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 def random_in_ball(x: torch.Tensor, eps: float, norm: str = "linf",
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random point of the eps ball around x, clipped to [0, 1]: PGD's random start. L-inf: uniform per pixel;
-    L2: a Gaussian direction scaled to a radius drawn uniformly in [0, eps] (as torchattacks). x: (B, C, H, W)
-    in [0, 1], float32 or float64; nothing is checked (pgd checks its arguments before calling it)."""
+    """PGD's random start, a point of the eps ball around x clipped to [0, 1]; nothing is checked. L-inf: uniform per
+    pixel; L2: a Gaussian direction scaled to a radius drawn uniformly in [0, eps] (as torchattacks)."""
     if norm == "linf":
         return (x + _draw(x, generator, (-eps, eps))).clamp_(0.0, 1.0)
     delta = _draw(x, generator)
@@ -134,12 +116,10 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
           steps: int = 50, lr: float = 0.01, binary_search_steps: int = 1) -> torch.Tensor:
     """Carlini-Wagner L2 (2017); with binary_search_steps > 1 their search over c, per example.
 
-    In tanh space x_adv = (tanh(w) + 1) / 2 (always in [0, 1]), Adam on w minimises |x_adv - x|_2^2 +
-    c * max(Z_y - max_{i != y} Z_i, -kappa), Z the logits, keeping per example the smallest-L2 misclassified
-    x_adv (x itself where none is). Every max(steps // 10, 1) steps the run stops if the total cost went up.
-    binary_search_steps = n > 1: n runs from x, c starting at `c` and moving per example by `cw_search_update`;
-    the smallest-L2 success over all runs is kept (n times the cost). c > 0; kappa >= 0; steps >= 1; lr > 0.
-    Returns x_adv in [0, 1] (no eps bound). Pixels at exactly 0 or 1 stay put (w = -+inf, as in torchattacks).
+    x_adv = (tanh(w) + 1) / 2; Adam on w minimises |x_adv - x|_2^2 + c * max(Z_y - max_{i != y} Z_i, -kappa), Z the
+    logits, keeping per example the smallest-L2 misclassified x_adv (else x). Every max(steps // 10, 1) steps the run
+    stops if the cost went up. binary_search_steps = n > 1: n runs, c moving per example by `cw_search_update`, the
+    smallest-L2 success kept. No eps bound; pixels at exactly 0 or 1 stay put (w = -+inf, as in torchattacks).
     """
     _check_params(dict(c=c, kappa=kappa, steps=steps, lr=lr, binary_search_steps=binary_search_steps))
     x = _check_batch(model, x, y)
@@ -161,9 +141,8 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
 def _cw_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, c: float | torch.Tensor,
             kappa: float, steps: int, lr: float, best: torch.Tensor, best_l2: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One CW optimisation from w0 with a fresh Adam and the constant c (a float, or (B,) per example).
-    best (B, C, H, W), best_l2 (B,): the smallest misclassified x_adv so far (squared L2), returned updated, with
-    success (B,) bool: where THIS run misclassified x_adv at some step (what the search over c reads)."""
+    """One CW run from w0, fresh Adam, c a float or (B,). Updates best / best_l2 (the smallest misclassified x_adv,
+    squared L2) and returns them with success (B,) bool: where THIS run misclassified (what the search over c reads)."""
     w = w0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=lr)
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -196,18 +175,15 @@ def _cw_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, w0: torch.Tensor
 
 def cw_search_update(c: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, success: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step of Carlini and Wagner's search over c, per example; all (B,). A success makes c an upper bound
-    (upper = min(upper, c)), a failure a lower bound (lower = max(lower, c)). The next c bisects [lower, upper]
-    once upper is finite, and is c * 10 before the first success. Returns new tensors (c, lower, upper)."""
+    """One step of Carlini and Wagner's search over c, per example, all (B,): a success makes c an upper bound, a
+    failure a lower bound; the next c bisects [lower, upper] once upper is finite, else is c * 10."""
     upper = torch.where(success, torch.minimum(upper, c), upper)
     lower = torch.where(success, lower, torch.maximum(lower, c))
     c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
     return c, lower, upper
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Helpers: the loss, ranking restarts, random draws, argument checks
-
+# Helpers: the loss, ranking restarts, random draws, argument checks.
 def _loss(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, loss_fn: LossFn | None,
           targeted: bool) -> torch.Tensor:
     """(B,): the per-example quantity the attack climbs: loss_fn (default cross-entropy), negated if targeted."""
@@ -234,8 +210,7 @@ def _score(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, loss_fn: Loss
 
 
 def _worse(best: tuple | None, new: tuple) -> tuple:
-    """Per example the worse of two restarts (x_adv, fooled, loss) for the model: fooling it beats not fooling
-    it, then the higher loss wins (a tie keeps the earlier restart)."""
+    """Per example the restart (x_adv, fooled, loss) worse for the model (see pgd); a tie keeps the earlier one."""
     if best is None:
         return new
     (x_best, f_best, l_best), (x_new, f_new, l_new) = best, new
@@ -250,8 +225,7 @@ def _l2_norm(t: torch.Tensor) -> torch.Tensor:
 
 def _draw(x: torch.Tensor, generator: torch.Generator | None, uniform: tuple[float, float] | None = None
           ) -> torch.Tensor:
-    """Random, shaped like x: uniform in `uniform` = (low, high), else standard normal; from `generator` if given
-    (on the generator's device, so a CPU generator also serves tensors on a GPU)."""
+    """Like x: uniform in (low, high), else standard normal; drawn on the generator's device (a CPU one serves GPUs)."""
     t = torch.empty(x.shape, dtype=x.dtype, device=generator.device if generator is not None else x.device)
     t = t.uniform_(*uniform, generator=generator) if uniform else t.normal_(generator=generator)
     return t.to(x.device)
@@ -261,12 +235,10 @@ def _check_params(params: dict) -> None:
     """The scalar settings of an attack; each error names the argument, its value and what is allowed."""
     norm = check_choice(params.get("norm", "linf"), "norm", NORMS)
     for name, value in params.items():
-        if name == "eps":  # L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) may exceed 1
-            check_eps(value) if norm == "linf" else check_nonnegative(value, "eps")
+        if name in ("eps", "kappa"):  # L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) may exceed 1
+            check_eps(value) if name == "eps" and norm == "linf" else check_nonnegative(value, name)
         elif name in ("alpha", "c", "lr"):
             check_positive(value, name)
-        elif name == "kappa":
-            check_nonnegative(value, name)
         elif name in ("steps", "restarts", "binary_search_steps"):
             check_int(value, name, minimum=1)
         elif name in ("random_start", "targeted") and not isinstance(value, bool):
@@ -282,9 +254,7 @@ def _check_params(params: dict) -> None:
 
 
 def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """model: an nn.Module; x: (B, C, H, W) float in [0, 1] with the model's channels and size; y: (B,) int64 on
-    x's device. The value ranges are read only on the CPU (module docstring). Returns x detached, and in float32
-    if it was fp16 / bf16."""
+    """Checks model, x, y (shapes, dtypes, devices; values on the CPU only); x detached, fp16 / bf16 made float32."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inner = unwrap(model)
@@ -302,9 +272,6 @@ def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Te
                            "(torch.no_grad() is fine)")
     return x.detach().float() if x.dtype in (torch.float16, torch.bfloat16) else x.detach()
 
-
-# ----------------------------------------------------------------------------------------------------------
-# Registry
 
 ATTACKS: dict[str, Callable[..., torch.Tensor]] = {
     "fgsm": fgsm, "pgd": pgd, "cw_l2": cw_l2, "random_noise": random_noise}
@@ -325,10 +292,7 @@ class Attack:
 
 def make_attack(name: str, **kwargs) -> Attack:
     """Bind an attack's settings: make_attack('pgd', eps=0.3, alpha=0.01, steps=20)(model, x, y) -> x_adv.
-
-    name: one of ATTACKS. The settings are checked now, so a typo or a bad value fails here rather than in the
-    middle of an evaluation.
-    """
+    name: one of ATTACKS. The settings are checked now, so a typo fails here, not in the middle of an evaluation."""
     check_choice(name, "attack", tuple(ATTACKS))
     fn = ATTACKS[name]
     params = list(inspect.signature(fn).parameters.values())[3:]  # after model, x, y

@@ -1,9 +1,9 @@
-"""Data: what each dataset's threat model is (`DatasetInfo`), the device the work runs on, and the batches.
+"""Data: each dataset's threat model (`DatasetInfo`), the device the work runs on (`get_device`), and the batches.
 
-`DeviceLoader` keeps the whole training set on the device and makes each batch there (shuffle, random crop with
-padding, flip): no DataLoader workers, no host-to-device copy per batch, and each epoch's order and augmentation a
-function of (seed, epoch) only, so a resumed run sees the same batches. Images are `x: (N, C, H, W) float32 in
-[0, 1]`, labels `y: (N,) int64`; reading the datasets' files is the course's job (`clead_lite.course.datasets`).
+`DeviceLoader` keeps the whole training set (x: (N, C, H, W) float32 in [0, 1], y: (N,) int64) on the device and
+makes each batch there (shuffle, random crop with padding, flip): no DataLoader workers, no host-to-device copy per
+batch, and each epoch's order and augmentation a function of (seed, epoch) only, so a resumed run sees the same
+batches. Reading the datasets' files is the course's job (`clead_lite.course.datasets`).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .validate import check_int
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -34,12 +35,10 @@ _DIGITS = tuple(str(i) for i in range(10))
 DATASETS: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo("mnist5k", 1, 28, 10, 0.3, 0.01, 2.0, False, 2, "smallcnn", _DIGITS),
     "mnist": DatasetInfo("mnist", 1, 28, 10, 0.3, 0.01, 2.0, False, 2, "smallcnn", _DIGITS),
-    "fashion-mnist": DatasetInfo(
-        "fashion-mnist", 1, 28, 10, 0.1, 0.01, 1.5, False, 2, "smallcnn",
-        ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")),
-    "cifar10": DatasetInfo(
-        "cifar10", 3, 32, 10, 8 / 255, 2 / 255, 0.5, True, 4, "preactresnet18",
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, 10, 0.1, 0.01, 1.5, False, 2, "smallcnn", (
+        "T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")),
+    "cifar10": DatasetInfo("cifar10", 3, 32, 10, 8 / 255, 2 / 255, 0.5, True, 4, "preactresnet18", (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
 }
 DEFAULT_DATASET = "mnist5k"
 
@@ -87,15 +86,9 @@ def _check_available(device: torch.device, source: str) -> torch.device:
     return device
 
 
-
-
 class DeviceLoader:
-    """Batches from tensors that stay on `device`, augmented there (random crop with padding, flip).
-
-    x: (N, C, H, W) float in [0, 1], y: (N,) int64. Each epoch's order and augmentation are a function of
-    (seed, epoch) only — call `set_epoch(e)` — so a resumed run sees the same batches. With
-    `world_size > 1` each rank takes a disjoint, equal-sized shard (DistributedDataParallel).
-    """
+    """Batches from tensors that stay on `device`, augmented there (module docstring); call `set_epoch(e)` each
+    epoch. With `world_size > 1` each rank takes a disjoint, equal-sized shard (DistributedDataParallel)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str = "cpu",
                  shuffle: bool = True, crop_pad: int = 0, flip: bool = False, drop_last: bool = False,
@@ -106,12 +99,10 @@ class DeviceLoader:
         if len(x) == 0:
             raise ValueError("cannot build a loader on an empty dataset")
         self.device = torch.device(device)
-        self.x = x.to(self.device, non_blocking=True)
-        self.y = y.to(self.device, non_blocking=True)
+        self.x, self.y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.crop_pad, self.flip, self.seed = crop_pad, flip, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
 
     @classmethod
     def for_dataset(cls, name: str, x: torch.Tensor, y: torch.Tensor, batch_size: int, augment: bool = True,
@@ -158,8 +149,8 @@ class DeviceLoader:
 
 
 def augment_draws(b: int, crop_pad: int, flip: bool, generator: torch.Generator):
-    """The random numbers of one batch's augmentation, from the CPU `generator`: ((B, 2) crop offsets or None,
-    (B,) flip mask or None)."""
+    """One batch's augmentation draws, from the CPU `generator`: ((B, 2) crop offsets or None, (B,) flip mask or
+    None)."""
     offsets = None
     if crop_pad:       # rows first, then columns: the order every earlier version drew them in
         oy = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator)
@@ -182,11 +173,8 @@ def _to_device(tensors: list, device: torch.device) -> list:
 
 def augment_batch(x: torch.Tensor, crop_pad: int, flip: bool, offsets: torch.Tensor | None,
                   mask: torch.Tensor | None) -> torch.Tensor:
-    """Random crop after zero-padding by `crop_pad`, and random horizontal flip, on x's device.
-
-    x: (B, C, H, W); offsets: (B, 2) crop corners (row, column) in [0, 2 * crop_pad]; mask: (B,) bool, flip where
-    True (both from `augment_draws`, on x's device).
-    """
+    """Random crop after zero-padding by `crop_pad`, and random horizontal flip, on x's device. x: (B, C, H, W);
+    offsets: (B, 2) crop corners (row, column) in [0, 2 * crop_pad]; mask: (B,) bool, flip where True."""
     b, c, h, w = x.shape
     if crop_pad:
         xp = torch.nn.functional.pad(x, (crop_pad,) * 4)

@@ -1,13 +1,10 @@
-"""Clean and adversarial embeddings, how far apart they are, and a shared 2-D UMAP map of both.
+"""Clean and adversarial embeddings, how far apart they are, and a shared 2-D UMAP map of both, in reading order:
 
-- `embed(model, x)` -> (N, D) embeddings ("features": the penultimate layer, or "projection": the
-  contrastive head's output).
-- `clean_and_adversarial_embeddings(model, x, y, attack)` -> embeddings and predictions of the clean images
-  and of their adversarial versions.
-- `separation_metrics(z_clean, z_adv, y)` -> numbers that say whether the attack moves an embedding far
-  (towards another class) or keeps it close to its clean version.
-- `umap_projection(z_clean, z_adv)` -> one UMAP fitted on both sets together; `warm_up_umap()` pays
-  numba's one-off compilation early.
+- `embed`: (N, D) embeddings, "features" (the penultimate layer) or "projection" (the contrastive head's output);
+- `clean_and_adversarial_embeddings`: embeddings and predictions of clean images and of their adversarial versions;
+- `separation_metrics`: does the attack move an embedding far (towards another class) or keep it close?
+- `umap_projection`: one UMAP fitted on both sets together; `warm_up_umap` pays numba's compilation early.
+Embeddings come back as (N, D) float32 CPU tensors; row i of z_adv is image i attacked.
 """
 from __future__ import annotations
 
@@ -31,7 +28,6 @@ __all__ = ["embed", "clean_and_adversarial_embeddings", "separation_metrics", "u
            "warm_up_umap", "SPACES"]
 
 
-# ---------------------------------------------------------------------------------------------- helpers
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -48,34 +44,24 @@ def _embedder(model: nn.Module, space: str) -> Callable[[torch.Tensor], torch.Te
     return fn
 
 
-# ---------------------------------------------------------------------------------------------- embeddings
 def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 512, space: str = "features") -> torch.Tensor:
-    """Embeddings of x: (N, C, H, W) float in [0, 1] -> (N, D) float32 on the CPU.
+    """Embeddings of x: (N, C, H, W) in [0, 1] -> (N, D) float32 on the CPU, in eval mode, without gradients.
 
-    space: "features" (the penultimate layer, `model.features`) or "projection" (the contrastive
-    projection head, `model.project`, not normalised). Runs in eval mode without gradients, in batches of
-    `batch_size` on the model's device; the model's train/eval mode is restored afterwards.
-    """
+    space: "features" (`model.features`) or "projection" (`model.project`, not normalised)."""
     fn = _embedder(model, space)
     check_int(batch_size, "batch_size")
     model_input_check(model, x)
     device = _device_of(model)
-    out = []
     with eval_mode(model), torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            out.append(fn(x[i:i + batch_size].to(device)).float().cpu())
-    return torch.cat(out)
+        return torch.cat([fn(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
 
 def clean_and_adversarial_embeddings(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack,
                                      batch_size: int = 256, space: str = "features") -> dict[str, torch.Tensor]:
     """Attack x and embed both the clean and the adversarial images (all results on the CPU).
 
-    x: (N, C, H, W) float in [0, 1], y: (N,) int64, attack: callable(model, x, y) -> x_adv, e.g.
-    `clead_lite.attacks.make_attack("pgd", eps=0.3, alpha=0.01, steps=20)`.
-    Returns a dict: z_clean, z_adv: (N, D) float32; y, pred_clean, pred_adv: (N,) int64;
-    x_adv: (N, C, H, W) float32 in [0, 1]. Row i of every entry is image i.
-    """
+    x: (N, C, H, W) in [0, 1], y: (N,) int64, attack: callable(model, x, y) -> x_adv (`attacks.make_attack`).
+    Returns {z_clean, z_adv: (N, D) float32; y, pred_clean, pred_adv: (N,) int64; x_adv: (N, C, H, W) float32}."""
     fn = _embedder(model, space)
     check_int(batch_size, "batch_size")
     if not callable(attack):
@@ -103,7 +89,6 @@ def clean_and_adversarial_embeddings(model: nn.Module, x: torch.Tensor, y: torch
     return out
 
 
-# ---------------------------------------------------------------------------------------------- metrics
 def _as_embeddings(z, name: str) -> torch.Tensor:
     if isinstance(z, np.ndarray):
         z = torch.from_numpy(z)
@@ -120,34 +105,23 @@ def _as_embeddings(z, name: str) -> torch.Tensor:
 
 def _nearest_clean(u_adv: torch.Tensor, u_clean: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     """Indices (N_adv, k) of the k clean points most cosine-similar to each adversarial one (nearest first)."""
-    return torch.cat([(u_adv[i:i + chunk] @ u_clean.T).topk(k, dim=1).indices
-                      for i in range(0, len(u_adv), chunk)])
+    return torch.cat([(u_adv[i:i + chunk] @ u_clean.T).topk(k, dim=1).indices for i in range(0, len(u_adv), chunk)])
 
 
 def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """How far adversarial embeddings move away from their clean versions, as five numbers.
 
-    z_clean, z_adv: (N, D), row i of z_adv is the adversarial version of clean row i; y: (N,) int64 true
-    labels. "Cosine" below means cosine similarity (embeddings scaled to unit length).
-
-    - pair_cosine: mean over i of cos(z_clean_i, z_adv_i), in [-1, 1]. Near 1: the attack barely moves an
-      embedding's direction; low: the adversarial embedding points somewhere else.
-    - pair_distance_ratio: mean ||z_clean_i - z_adv_i|| divided by the mean distance between the clean class
-      centroids (Euclidean, raw embeddings; scale-free). Much below 1: the attack moves points a small step
-      compared with how far apart the classes are; near or above 1: as far as from one class to another.
-    - knn_accuracy: each adversarial embedding is classified by a 5-nearest-neighbour (cosine) vote among
-      the clean embeddings and their true labels; the fraction that gets its own true label. High: the
-      adversarial point still sits among clean points of its class (the representation is robust even
-      if the classifier head is fooled); low: it has moved into another class's region.
-    - silhouette: sklearn's silhouette score (cosine distance) of the union of clean and adversarial
-      embeddings, both labelled with the true class, in [-1, 1]. High: the classes form compact, separate
-      clusters even with adversarial points in them; near 0 or negative: the adversarial points blur them.
-    - own_neighbour_fraction: fraction of adversarial points whose nearest (cosine) clean point is their
-      own clean version. High: the attack does not carry an embedding past any other image; low: the
-      adversarial embedding lands nearer to other images than to its source.
-    """
-    z_clean = _as_embeddings(z_clean, "z_clean")
-    z_adv = _as_embeddings(z_adv, "z_adv")
+    z_clean, z_adv: (N, D), paired row for row; y: (N,) int64 true labels. "Cosine": cosine similarity.
+    - pair_cosine: mean_i cos(z_clean_i, z_adv_i) in [-1, 1]; near 1: the attack barely turns an embedding.
+    - pair_distance_ratio: mean ||z_clean_i - z_adv_i|| / mean distance between the clean class centroids
+      (Euclidean, scale-free); much below 1: a small step next to the class gaps; near 1: one class to another.
+    - knn_accuracy: fraction of adversarial embeddings whose 5-nearest-neighbour (cosine) vote among the clean
+      ones gives their true label; high: the representation is robust even if the classifier head is fooled.
+    - silhouette: sklearn's silhouette score (cosine) of clean and adversarial embeddings together, labelled
+      with the true class, in [-1, 1]; high: compact, separate classes; near 0 or below: the attack blurs them.
+    - own_neighbour_fraction: fraction of adversarial points whose nearest clean point (cosine) is their own
+      clean version; low: the attack carries embeddings past other images."""
+    z_clean, z_adv = _as_embeddings(z_clean, "z_clean"), _as_embeddings(z_adv, "z_adv")
     if z_adv.shape != z_clean.shape:
         raise ValueError(f"z_adv has shape {tuple(z_adv.shape)}, but z_clean has shape {tuple(z_clean.shape)}; "
                          "they must be paired row for row")
@@ -159,9 +133,7 @@ def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tens
         raise ValueError(f"separation_metrics needs at least two classes in y, got only class {classes.tolist()}")
     n = len(z_clean)
     u_clean, u_adv = F.normalize(z_clean, dim=1), F.normalize(z_adv, dim=1)
-
     pair_cosine = (u_clean * u_adv).sum(1).mean()
-
     centroids = torch.stack([z_clean[y == c].mean(0) for c in classes])
     iu = torch.triu_indices(len(classes), len(classes), offset=1)
     centroid_dist = torch.cdist(centroids, centroids)[iu[0], iu[1]].mean()
@@ -170,24 +142,20 @@ def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tens
 
     k = min(KNN_K, n)
     nn_idx = _nearest_clean(u_adv, u_clean, k)
-    votes = F.one_hot(y[nn_idx], int(y.max()) + 1).float()                      # (N, k, C)
-    votes = votes * (1.0 + 1e-3 * 0.5 ** torch.arange(k).view(1, k, 1))         # a tie goes to the class of
-    # the nearest point among the tied classes (the bonuses 2^-rank never add up to a whole vote)
+    # votes (N, k, C); a tie goes to the class of the nearest point among the tied classes (the bonuses 2^-rank
+    # never add up to a whole vote)
+    votes = F.one_hot(y[nn_idx], int(y.max()) + 1).float() * (1.0 + 1e-3 * 0.5 ** torch.arange(k).view(1, k, 1))
     knn_accuracy = (votes.sum(1).argmax(1) == y).float().mean()
     own = (nn_idx[:, 0] == torch.arange(n)).float().mean()
-
     from sklearn.metrics import silhouette_score
     union = torch.cat([u_clean, u_adv]).numpy()
     labels = torch.cat([y, y]).numpy()
     sample = 10_000 if len(union) > 10_000 else None
     silhouette = silhouette_score(union, labels, metric="cosine", sample_size=sample, random_state=0)
-
-    return {"pair_cosine": float(pair_cosine), "pair_distance_ratio": float(ratio),
-            "knn_accuracy": float(knn_accuracy), "silhouette": float(silhouette),
-            "own_neighbour_fraction": float(own)}
+    return {"pair_cosine": float(pair_cosine), "pair_distance_ratio": float(ratio), "knn_accuracy": float(knn_accuracy),
+            "silhouette": float(silhouette), "own_neighbour_fraction": float(own)}
 
 
-# ---------------------------------------------------------------------------------------------- UMAP
 def _fit_umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, metric: str) -> np.ndarray:
     """z: (N, D) float32 -> (N, 2) float32, UMAP imported only here (numba compiles it on first use)."""
     try:
@@ -203,15 +171,12 @@ def _fit_umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, metri
 
 def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
                     metric: str = "cosine") -> np.ndarray:
-    """One 2-D UMAP map of clean and adversarial embeddings together; (N_clean + N_adv, 2) float32 numpy.
+    """One 2-D UMAP map of z_clean: (N_clean, D) and z_adv: (N_adv, D) (tensors or arrays) together.
 
-    z_clean: (N_clean, D), z_adv: (N_adv, D) (tensors or arrays). Rows [0, N_clean) of the result are the
-    clean points, the rest the adversarial ones, in input order. A single UMAP is fitted on the union so
-    that both sets live in the same map (fitting them separately would make their positions
-    incomparable). Seeded (deterministic, single-threaded). Below 4,096 points UMAP uses exact neighbours;
-    above, pynndescent, whose first use compiles for a minute. (The course caches the maps on disk:
-    `clead_lite.course.umap_cache.cached_umap_projection`.)
-    """
+    Returns (N_clean + N_adv, 2) float32 numpy: the clean rows first, in input order. One UMAP is fitted on the
+    union so that both sets share a map (separate fits would be incomparable). Seeded: deterministic,
+    single-threaded. Above 4,096 points UMAP uses pynndescent, whose first use compiles for a minute (the course
+    caches the maps: `clead_lite.course.umap_cache.cached_umap_projection`)."""
     zc, za = _as_embeddings(z_clean, "z_clean"), _as_embeddings(z_adv, "z_adv")
     if zc.shape[1] != za.shape[1]:
         raise ValueError(f"z_clean and z_adv must have the same embedding dimension, got {tuple(zc.shape)} and "
@@ -230,8 +195,8 @@ def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1
 
 
 def warm_up_umap(metric: str = "cosine") -> float:
-    """Import UMAP and run a tiny fit, so numba compiles its kernels now (~10-30 s once per process) rather
-    than in the middle of a lesson. Returns the seconds it took."""
+    """Import UMAP and run a tiny fit, so numba compiles its kernels now (~10-30 s once per process), not in the
+    middle of a lesson. Returns the seconds it took."""
     start = time.perf_counter()
     z = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
     _fit_umap(z, n_neighbors=5, min_dist=0.1, seed=0, metric=metric)

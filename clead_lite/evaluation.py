@@ -1,14 +1,11 @@
-"""Honest robustness evaluation: clean, robust and transfer accuracy, eps sweeps, the automated sanity checks of
-Carlini et al. (2019) and Croce & Hein (2020), the original AutoAttack, and one results row that states its
-threat model.
+"""Honest robustness evaluation, in reading order: argument checks and helpers; clean, robust and transfer
+accuracy; eps sweeps; the automated sanity checks of Carlini et al. (2019) and Croce & Hein (2020); the original
+AutoAttack (Croce & Hein 2020); `evaluate`, one results row that states its threat model.
 
-Every function takes plain tensors:
-- `x`: (N, C, H, W) float in [0, 1] (any device: batches are moved to the model's device),
-- `y`: (N,) int64 class indices,
-- `attack`: a callable `attack(model, xb, yb) -> x_adv`, e.g. `attacks.make_attack("pgd", eps=0.3,
-  alpha=0.0375, steps=20)`.
-
-Arguments are checked once, where you call; the loops over batches then trust them.
+Every function takes plain tensors: x: (N, C, H, W) float in [0, 1] (any device: batches are moved to the
+model's device); y: (N,) int64 class indices; attack: a callable attack(model, xb, yb) -> x_adv, e.g.
+`attacks.make_attack("pgd", eps=0.3, alpha=0.0375, steps=20)`. Arguments are checked once, where you call; the
+loops over batches then trust them.
 """
 from __future__ import annotations
 
@@ -45,13 +42,9 @@ BALL_ATOL = 1e-6        # float32 slack when checking |x_adv - x| <= eps
 BALL_RTOL = 1e-5        # relative slack for the L2 norm (a sum of 784+ squares)
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Argument checks: called once by each public function
-
 def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1,
                   name: str = "model") -> None:
-    """model: nn.Module; x: (N, C, H, W) float in [0, 1] with the model's channels; y: (N,) int64 labels in
-    [0, num_classes) (when given); batch_size >= 1."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
     model_input_check(model, x)
@@ -68,7 +61,6 @@ def _check_attack(attack: AttackFn) -> AttackFn:
 
 
 def _check_norm(norm: str) -> str:
-    """'linf' or 'l2' (any case) -> lower case."""
     if not isinstance(norm, str):
         raise TypeError(f"norm must be 'linf' or 'l2', got {norm!r}")
     return check_choice(norm.lower(), "norm", ("linf", "l2"))
@@ -76,12 +68,7 @@ def _check_norm(norm: str) -> str:
 
 def _check_budget(eps: float, norm: str, name: str = "eps") -> float:
     """L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) are any finite number >= 0."""
-    if norm == "linf":
-        return check_eps(eps, name)
-    eps = check_nonnegative(eps, name)
-    if math.isinf(eps):
-        raise ValueError(f"{name} must be finite, got {eps}")
-    return eps
+    return check_eps(eps, name) if norm == "linf" else check_nonnegative(eps, name)   # which refuses inf
 
 
 def _check_ints(minimum: int = 1, **values: int) -> None:
@@ -89,9 +76,7 @@ def _check_ints(minimum: int = 1, **values: int) -> None:
         check_int(value, name, minimum)
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Small helpers
-
 def default_alpha(eps: float, steps: int) -> float:
     """PGD step size 2.5 * eps / steps (Madry et al. 2018): the steps can cross the ball 2.5 times.
     eps = 0 gets 1/255 (an eps-0 attack returns x unchanged; the step size only has to be valid)."""
@@ -125,16 +110,12 @@ def _single_step(eps: float, norm: str) -> AttackFn:
 @contextmanager
 def _channels_last(model: nn.Module) -> Iterator[None]:
     """4-D weights in the channels_last memory layout for the duration; each one's layout restored afterwards.
-
-    Only the layout changes, not a value: outputs agree to float rounding (1e-7). On the CPU it makes
-    SmallCNN's forward 1.8x and forward + backward to the input 1.3x faster (oneDNN prefers it;
-    benchmarks/bench_eval_layout.py), which matters for AutoAttack's 5,000 Square queries. Nested use
-    converts nothing twice.
-    """
+    Only the layout changes, not a value (outputs agree to 1e-7). On the CPU it makes SmallCNN's forward 1.8x and
+    forward + backward to the input 1.3x faster (oneDNN prefers it; benchmarks/bench_eval_layout.py), which
+    matters for AutoAttack's 5,000 Square queries. Nested use converts nothing twice."""
     def channels_last_strides(p: torch.Tensor) -> tuple[int, ...]:
         _, c, h, w = p.shape
         return (h * w * c, 1, w * c, c)
-
     # compared by strides, not is_contiguous(memory_format=...): a (O, 1, k, k) kernel counts as channels_last
     # either way, but its strides decide the layout oneDNN picks for the first convolution and all after it
     converted = [p for p in model.parameters() if p.dim() == 4 and p.stride() != channels_last_strides(p)]
@@ -150,9 +131,7 @@ def _channels_last(model: nn.Module) -> Iterator[None]:
                 p.data = data
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Accuracy: one forward pass, or one attack run with its per-example outcomes
-
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     device, preds = _device(model), []
     with torch.no_grad(), eval_mode(model):
@@ -201,12 +180,8 @@ def _run_attack(attack: AttackFn, source: nn.Module, target: nn.Module, x: torch
         with torch.no_grad(), eval_mode(target):
             pred = check_logits(target(x_adv.to(tgt_device)), x_adv.shape[0]).argmax(1)
         correct.append(pred == yb.to(tgt_device))
-
-    def cat(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([p.cpu() for p in parts])
-
-    return _Run(cat(correct), float(cat(dist).nan_to_num(nan=math.inf).max()), float(cat(lo).min()),
-                float(cat(hi).max()), int(cat(bad).sum()))
+    correct, dist, lo, hi, bad = (torch.cat([p.cpu() for p in parts]) for parts in (correct, dist, lo, hi, bad))
+    return _Run(correct, float(dist.nan_to_num(nan=math.inf).max()), float(lo.min()), float(hi.max()), int(bad.sum()))
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -224,10 +199,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackFn, batch_size: int = 512,
                     return_correct: bool = False) -> float | tuple[float, torch.Tensor]:
     """White-box robust accuracy in [0, 1]: x_adv = attack(model, xb, yb) per batch, scored on the same model.
-
-    x: (N, C, H, W) float in [0, 1]; y: (N,) int64; attack: callable(model, x, y) -> x_adv.
-    return_correct: also return the (N,) bool per-example correctness (CPU).
-    """
+    return_correct: also return the (N,) bool per-example correctness (CPU)."""
     _check_inputs(model, x, y, batch_size)
     run = _run_attack(_check_attack(attack), model, model, x, y, batch_size)
     return (run.accuracy, run.correct) if return_correct else run.accuracy
@@ -235,27 +207,22 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
 
 def transfer_accuracy(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackFn,
                       batch_size: int = 512, return_correct: bool = False) -> float | tuple[float, torch.Tensor]:
-    """Black-box transfer accuracy in [0, 1]: x_adv = attack(source, xb, yb) is made on `source` (the
-    surrogate) and scored on `target`. x: (N, C, H, W) float in [0, 1]; y: (N,) int64."""
+    """Black-box transfer accuracy in [0, 1]: x_adv = attack(source, xb, yb) on the surrogate, scored on `target`."""
     _check_inputs(source, x, y, batch_size, "source")
     _check_inputs(target, x, y, batch_size, "target")
     run = _run_attack(_check_attack(attack), source, target, x, y, batch_size)
     return (run.accuracy, run.correct) if return_correct else run.accuracy
 
 
-# ----------------------------------------------------------------------------------------------------------
 # eps sweeps
-
 def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
               attack: str | Callable[[float], AttackFn] = "pgd", *, batch_size: int = 512, seed: int = 0,
               **attack_kwargs) -> pd.DataFrame:
     """Accuracy against one attack at several budgets: DataFrame with columns eps, accuracy, attack, n.
-
     attack: 'fgsm' (L-inf), 'pgd' (L-inf), 'pgd_l2' (L2; eps may exceed 1), 'noise' (random sign noise of
     size eps, L-inf; pass norm='l2' for Gaussian directions), or a callable eps -> attack(model, x, y).
     attack_kwargs go to the attack; PGD defaults: steps=20, alpha=2.5 * eps / steps at each eps (pass alpha
-    to fix it). Each eps draws its random starts from a fresh generator seeded with `seed`.
-    """
+    to fix it). Each eps draws its random starts from a fresh generator seeded with `seed`."""
     _check_inputs(model, x, y, batch_size)
     check_int(seed, "seed", minimum=0)
     if not callable(attack):
@@ -293,10 +260,7 @@ def _sweep_attack(name: str, eps: float, seed: int, kwargs: dict) -> AttackFn:
     return make_attack("pgd", eps=eps, alpha=alpha, steps=steps, norm=norm, generator=_generator(seed), **kwargs)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The sanity checks of one evaluation: each says what was measured, what was expected and whether it held
-# (or that it does not apply: never a fake pass)
-
+# Sanity checks: each says what was measured, what was expected and whether it held (or n/a: never a fake pass)
 @dataclass
 class Check:
     """One sanity check: passed is True / False, or None when the check does not apply."""
@@ -358,7 +322,6 @@ def _pgd_factory(norm: str, eps: float, alpha: float, seed: int) -> AttackFactor
         a = ratio * e if ratio * e > 0 else default_alpha(e, steps)
         return make_attack("pgd", eps=e, alpha=a, steps=steps, norm=norm, restarts=restarts,
                            generator=_generator(seed))
-
     factory.__name__ = "PGD"
     return factory
 
@@ -370,26 +333,20 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
                   more_restarts: int | None = None, tolerance: int = 2, large_eps_max: float = 0.05,
                   undefended_max: float = 0.05, noise_ratio: float = 0.5, batch_size: int = 512,
                   seed: int = 0) -> SanityReport:
-    """Run the automated sanity checks (Carlini et al. 2019; Croce & Hein 2020) of one evaluation.
-
-    The attack under test is PGD (norm, eps, alpha = 2.5 * eps / steps unless given, steps, restarts) or
-    `attack`, a factory attack(eps, steps, restarts) -> callable(model, x, y) -> x_adv. Checks:
-    - eps0_equals_clean: the attack at eps 0 gives exactly the clean accuracy;
-    - monotone_in_eps: accuracy does not rise along `sweep` (default 0, eps/4, eps/2, 3eps/4, eps);
-    - large_eps_breaks: at `large_eps` (1 for L-inf, the [0, 1]-cube diameter sqrt(C*H*W) for L2: any image
-      is reachable) accuracy <= large_eps_max (0.05);
-    - more_steps_not_weaker: steps/4, steps, 2*steps never raise accuracy;
-    - more_restarts_not_weaker: `more_restarts` (default restarts + 2) never raise accuracy;
-    - attack_beats_single_step: accuracy <= FGSM's (FGM for L2);
-    - whitebox_le_transfer: accuracy <= that of the same attack made on `source` (n/a without a source);
-    - noise_much_weaker: random noise of the same size removes at most `noise_ratio` of what the attack
-      removes from the clean accuracy, and the attack removes more than `tolerance` examples;
-    - within_ball: every x_adv of every run here is finite, in [0, 1] and within eps (float slack 1e-6);
-    - undefended_near_zero: with undefended=True, accuracy <= undefended_max (n/a otherwise: it is a
-      check for models without a defence, at the dataset's standard eps).
-    Comparisons between attacks allow `tolerance` examples (default 2) of noise; eps 0 must match exactly.
-    x: (N, C, H, W) float in [0, 1]; y: (N,) int64.
-    """
+    """The automated sanity checks (Carlini et al. 2019; Croce & Hein 2020) of one evaluation, in this order:
+    - eps0_equals_clean: the attack at eps 0 gives exactly the clean accuracy
+    - monotone_in_eps: accuracy does not rise along `sweep` (default 0, eps/4, eps/2, 3eps/4, eps)
+    - large_eps_breaks: <= large_eps_max at large_eps (1 for L-inf, sqrt(C*H*W) for L2: any image is reachable)
+    - more_steps_not_weaker: steps/4, steps, 2*steps never raise accuracy
+    - more_restarts_not_weaker: `more_restarts` (default restarts + 2) never raise accuracy
+    - attack_beats_single_step: accuracy <= FGSM's (FGM for L2)
+    - whitebox_le_transfer: accuracy <= that of the same attack made on `source` (n/a without a source)
+    - noise_much_weaker: noise of size eps removes <= noise_ratio of the attack's drop, the attack > tolerance
+    - within_ball: every x_adv of every run is finite, in [0, 1] and within eps (float slack 1e-6)
+    - undefended_near_zero: accuracy <= undefended_max, with undefended=True only (a model without a defence)
+    The attack under test is PGD (alpha = 2.5 * eps / steps unless given) or `attack`, a factory attack(eps, steps,
+    restarts) -> callable(model, x, y) -> x_adv. Comparisons between attacks allow `tolerance` examples of noise;
+    eps 0 must match exactly."""
     _check_inputs(model, x, y, batch_size)
     norm = _check_norm(norm)
     eps = _check_budget(eps, norm)
@@ -398,10 +355,9 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     _check_ints(steps=steps, restarts=restarts)
     _check_ints(0, tolerance=tolerance, seed=seed)
     alpha = default_alpha(eps, steps) if alpha is None else check_positive(alpha, "alpha")
-    for name, value in (("large_eps_max", large_eps_max), ("undefended_max", undefended_max),
-                        ("noise_ratio", noise_ratio)):
-        if check_nonnegative(value, name) > 1:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    for name, v in dict(large_eps_max=large_eps_max, undefended_max=undefended_max, noise_ratio=noise_ratio).items():
+        if check_nonnegative(v, name) > 1:
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
     if not isinstance(undefended, bool):
         raise TypeError(f"undefended must be True or False, got {undefended!r}")
     if source is not None:
@@ -412,18 +368,15 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     more_restarts = restarts + 2 if more_restarts is None else check_int(more_restarts, "more_restarts")
     if more_restarts <= restarts:
         raise ValueError(f"more_restarts must be > restarts ({restarts}), got {more_restarts}")
-    if large_eps is None:
-        large_eps = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
-    large_eps = _check_budget(large_eps, norm, "large_eps")
+    default_large = 1.0 if norm == "linf" else math.sqrt(x[0].numel())   # the [0, 1]-cube's diameter for L2
+    large_eps = _check_budget(default_large if large_eps is None else large_eps, norm, "large_eps")
     if large_eps <= eps:
         raise ValueError(f"large_eps must be > eps ({eps}), got {large_eps}")
     sweep = sorted({0.0, eps / 4, eps / 2, 3 * eps / 4, eps} if sweep is None else
                    {_check_budget(e, norm, f"sweep[{i}]") for i, e in enumerate(sweep)} | {0.0, eps})
-
     factory = attack or _pgd_factory(norm, eps, alpha, seed)
     name = getattr(factory, "__name__", type(factory).__name__)
-    n = x.shape[0]
-    tol = tolerance / n
+    n, tol = x.shape[0], tolerance / x.shape[0]
     runs: dict[str, tuple[_Run, float]] = {}      # label -> (run, its eps): every x_adv made on `model`
 
     def run(label: str, fn: AttackFn, e: float, src: nn.Module = model) -> float:
@@ -437,8 +390,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
         acc = sweep_acc[sweep.index(eps)]
         acc_large = run(f"{name} eps={large_eps:.4g}", factory(large_eps, steps, restarts), large_eps)
         step_list = sorted({max(1, steps // 4), steps, 2 * steps})
-        step_acc = [acc if s == steps else run(f"{name} steps={s}", factory(eps, s, restarts), eps)
-                    for s in step_list]
+        step_acc = [acc if s == steps else run(f"{name} steps={s}", factory(eps, s, restarts), eps) for s in step_list]
         acc_more = run(f"{name} restarts={more_restarts}", factory(eps, steps, more_restarts), eps)
         single = "FGSM" if norm == "linf" else "FGM-L2"
         acc_single = run(single, _single_step(eps, norm), eps)
@@ -450,7 +402,6 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     # then the checks
     def rises(points: list, accs: list[float]) -> list[tuple]:   # neighbours where accuracy rises beyond tol
         return [(points[i], points[i + 1]) for i in range(len(points) - 1) if accs[i + 1] > accs[i] + tol]
-
     acc0, eps_rises, step_rises = sweep_acc[0], rises(sweep, sweep_acc), rises(step_list, step_acc)
     drop_attack, drop_noise = clean - acc, clean - acc_noise
     ok = drop_attack > tol and drop_noise <= noise_ratio * drop_attack
@@ -462,56 +413,43 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
             outside.append(f"{label}: max dist {r.max_distance:.4g} (eps {e:.4g}), values in "
                            f"[{r.min_value:.3g}, {r.max_value:.3g}], {r.n_nonfinite} non-finite")
     checks = [
-        # 1. the attack at eps 0 gives exactly the clean accuracy (the same inputs)
         Check("eps0_equals_clean", acc0 == clean, f"eps 0: {acc0:.2%} vs clean {clean:.2%} (must be equal)",
               {"eps0": acc0, "clean": clean}),
-        # 2. accuracy does not rise with eps
         Check("monotone_in_eps", not eps_rises, ", ".join(f"{e:.3g}: {a:.1%}" for e, a in zip(sweep, sweep_acc)) +
               (f"; rises between eps {eps_rises}" if eps_rises else " (non-increasing)"),
               {f"eps={e:.4g}": a for e, a in zip(sweep, sweep_acc)}),
-        # 3. a very large eps drives accuracy to about 0
         Check("large_eps_breaks", acc_large <= large_eps_max, f"eps {large_eps:.3g}: {acc_large:.2%} (must be <= "
               f"{large_eps_max:.0%}: any image is reachable)", {"large_eps": large_eps, "accuracy": acc_large}),
-        # 4. more steps never raise accuracy
         Check("more_steps_not_weaker", not step_rises,
               ", ".join(f"{s} steps: {a:.1%}" for s, a in zip(step_list, step_acc)) +
               (f"; rises {step_rises}" if step_rises else ""), {f"steps={s}": a for s, a in zip(step_list, step_acc)}),
-        # 5. more restarts never raise accuracy
         Check("more_restarts_not_weaker", acc_more <= acc + tol,
               f"{restarts} restart(s): {acc:.1%}, {more_restarts}: {acc_more:.1%}",
               {f"restarts={restarts}": acc, f"restarts={more_restarts}": acc_more}),
-        # 6. the iterative attack is at least as strong as the single-step one
         Check("attack_beats_single_step", acc <= acc_single + tol,
               f"{name} {acc:.1%} vs {single} {acc_single:.1%} (must be <=)",
               {"attack": acc, "single_step": acc_single}),
-        # 7. white-box at least as strong as transfer from a source model
         Check("whitebox_le_transfer", None, "no source model given", {}) if acc_tr is None else
         Check("whitebox_le_transfer", acc <= acc_tr + tol,
               f"white-box {acc:.1%} vs transfer from source {acc_tr:.1%} (must be <=)",
               {"whitebox": acc, "transfer": acc_tr}),
-        # 8. random noise of the same size is much weaker than the attack
         Check("noise_much_weaker", ok, f"clean {clean:.1%}, noise {acc_noise:.1%}, {name} {acc:.1%}: noise removes "
               f"{drop_noise:.1%}, the attack {drop_attack:.1%} (noise must remove <= {noise_ratio:.0%} of it, the "
               f"attack > {tolerance} examples)", {"clean": clean, "noise": acc_noise, "attack": acc}),
-        # 9. every x_adv of every run finite, in [0, 1] and in the eps ball
         Check("within_ball", not outside, (f"{len(runs)} runs, all x_adv finite, in [0, 1] and within eps"
                                            if not outside else "; ".join(outside)),
               {"runs": len(runs), "max_excess": worst}),
-        # 10. an undefended model scores about 0
         Check("undefended_near_zero", acc <= undefended_max,
               f"{name} {acc:.1%} (an undefended model must be <= {undefended_max:.0%})", {"attack": acc})
         if undefended else Check("undefended_near_zero", None, "model not flagged undefended", {}),
     ]
-    settings = {"attack": name, "norm": norm, "eps": eps, "alpha": alpha if attack is None else None,
-                "steps": steps, "restarts": restarts, "n": n, "tolerance": tolerance, "seed": seed,
-                "source": None if source is None else type(unwrap(source)).__name__, "clean": clean,
-                "accuracy": acc}
+    settings = {"attack": name, "norm": norm, "eps": eps, "alpha": alpha if attack is None else None, "steps": steps,
+                "restarts": restarts, "n": n, "tolerance": tolerance, "seed": seed,
+                "source": None if source is None else type(unwrap(source)).__name__, "clean": clean, "accuracy": acc}
     return SanityReport(checks, settings)
 
 
-# ----------------------------------------------------------------------------------------------------------
 # AutoAttack (the original, Croce & Hein 2020, from the PyPI package `pyautoattack`)
-
 @dataclass
 class AutoAttackResult:
     """What one AutoAttack run measured. accuracy: robust accuracy of the evaluated subset, re-scored on
@@ -535,8 +473,7 @@ class AutoAttackResult:
 
 
 def random_subset(total: int, n: int | None, seed: int) -> torch.Tensor:
-    """Positions of a seeded random subset of n out of `total` (all of them, in order, for n=None): the
-    images AutoAttack evaluates."""
+    """Positions of a seeded random subset of n out of `total` (all, in order, for n=None): AutoAttack's images."""
     return torch.arange(total) if n is None else torch.randperm(total, generator=_generator(seed))[:n]
 
 
@@ -568,17 +505,13 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
                         version: str = "standard", n: int | None = None, seed: int = 0, *,
                         attacks: Sequence[str] | None = None, batch_size: int = 500, verbose: bool = False,
                         return_details: bool = False) -> float | AutoAttackResult:
-    """Robust accuracy in [0, 1] under the original AutoAttack (package `pyautoattack`).
-
-    x: (N, C, H, W) float in [0, 1]; y: (N,) int64; eps > 0 (L-inf: at most 1); norm 'Linf' | 'L2' | 'L1'
-    (any case); version 'standard' (APGD-CE, APGD-T, FAB-T, Square: the headline number), 'plus', 'rand',
-    or 'custom' with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's settings).
-    n: evaluate a random subset of n examples (`random_subset`, drawn with `seed`; None = all). Runs on the
-    model's device, seeded with `seed`; the global RNG state is restored afterwards. AutoAttack's log is
-    silent unless `verbose`; its warnings (e.g. "it seems to be a randomized defense") are re-issued as
-    Python warnings. return_details: return an AutoAttackResult (attacks run, accuracy after each,
-    per-example correctness, subset indices) instead of the float.
-    """
+    """Robust accuracy in [0, 1] under the original AutoAttack (package `pyautoattack`). eps > 0 (L-inf: at most 1);
+    norm 'Linf' | 'L2' | 'L1' (any case); version 'standard' (APGD-CE, APGD-T, FAB-T, Square: the headline number),
+    'plus', 'rand', or 'custom' with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's
+    settings). n: a random subset of n examples (`random_subset`, drawn with `seed`; None = all). Runs on the
+    model's device, seeded with `seed`; the global RNG state is restored afterwards. AutoAttack's log is silent
+    unless `verbose`; its warnings (e.g. "it seems to be a randomized defense") become Python warnings.
+    return_details: return an AutoAttackResult instead of the float."""
     _check_inputs(model, x, y, batch_size)
     if not isinstance(norm, str) or norm.lower() not in AUTOATTACK_NORMS:
         raise ValueError(f"unknown norm {norm!r}; allowed: 'Linf', 'L2', 'L1'")
@@ -590,18 +523,15 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     if (attacks is None) != (version != "custom"):
         raise ValueError("pass attacks=[...] exactly when version='custom' "
                          f"(got version={version!r}, attacks={attacks!r})")
-    if attacks is not None:
-        if isinstance(attacks, str) or not attacks:
-            raise ValueError(f"attacks must be a non-empty list such as ['apgd-ce', 'apgd-t'], got {attacks!r}")
-        for a in attacks:
-            check_choice(a, "AutoAttack attack", AUTOATTACK_ATTACKS)
+    if attacks is not None and (isinstance(attacks, str) or not attacks):
+        raise ValueError(f"attacks must be a non-empty list such as ['apgd-ce', 'apgd-t'], got {attacks!r}")
+    for a in attacks or ():
+        check_choice(a, "AutoAttack attack", AUTOATTACK_ATTACKS)
     check_int(seed, "seed", minimum=0)
     if n is not None and check_int(n, "n") > x.shape[0]:
         raise ValueError(f"n must be at most the number of examples ({x.shape[0]}), got {n}")
     from pyautoattack import AutoAttack
-
-    indices = random_subset(x.shape[0], n, seed)
-    device = _device(model)
+    indices, device = random_subset(x.shape[0], n, seed), _device(model)
     xs, ys = x[indices].to(device), y[indices].to(device)
     with torch.no_grad(), eval_mode(model):   # AutoAttack assumes (B, C) logits: say so before it starts
         check_logits(model(xs[:2]), min(2, xs.shape[0]))
@@ -619,12 +549,9 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         seconds = time.perf_counter() - start
         correct = (_predict(model, x_adv, batch_size) == ys).cpu()
         clean = (_predict(model, xs, batch_size) == ys).cpu()
-
-    after = {}   # AutoAttack logs this line once an attack has run on every remaining robust example
-    for r in log:
-        match = re.match(r"robust accuracy after (\S+): ([\d.]+)%", r.getMessage())
-        if match:
-            after[match.group(1).lower()] = float(match.group(2)) / 100
+    # AutoAttack logs this line once an attack has run on every remaining robust example
+    found = [re.match(r"robust accuracy after (\S+): ([\d.]+)%", r.getMessage()) for r in log]
+    after = {m.group(1).lower(): float(m.group(2)) / 100 for m in found if m}
     warned = [r.getMessage() for r in log if r.levelno >= logging.WARNING]
     for w in warned:
         warnings.warn(f"AutoAttack: {w}", RuntimeWarning, stacklevel=2)
@@ -636,23 +563,17 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     return result if return_details else result.accuracy
 
 
-# ----------------------------------------------------------------------------------------------------------
 # One evaluation: a results row that states its threat model
-
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float | None = None,
              steps: int = 20, restarts: int = 1, n_autoattack: int = 0, source: nn.Module | None = None,
              batch_size: int = 512, seed: int = 0, *, norm: str = "linf", name: str | None = None,
              source_name: str | None = None, per_image: bool = False) -> dict:
-    """One row of the results table, with its threat model stated.
-
-    Accuracies in [0, 1]: clean; fgsm (single step; FGM for L2); pgd (PGD-`steps`, `restarts` restarts,
-    alpha = 2.5 * eps / steps unless given, white-box: generated on the model itself); autoattack (original
-    AutoAttack, standard version, on a seeded subset of n_autoattack examples; NaN when 0); transfer (the
-    same PGD generated on `source` and scored on the model; NaN without a source).
-    per_image: also return row["pgd_correct"], the (N,) bool per-image outcome of that PGD (CPU), so that a
-    later comparison on a subset (e.g. AutoAttack's) reuses this run instead of attacking again.
-    x: (N, C, H, W) float in [0, 1]; y: (N,) int64.
-    """
+    """One row of the results table, with its threat model stated. Accuracies in [0, 1]: clean; fgsm (single
+    step; FGM for L2); pgd (PGD-`steps`, `restarts` restarts, alpha = 2.5 * eps / steps unless given, white-box:
+    made on the model itself); autoattack (original AutoAttack, standard version, on a seeded subset of
+    n_autoattack examples; NaN when 0); transfer (the same PGD made on `source`, scored on the model; NaN
+    without a source). per_image: also return row["pgd_correct"], the (N,) bool per-image outcome of that PGD
+    (CPU), so that a later comparison on a subset (e.g. AutoAttack's) reuses this run instead of attacking again."""
     _check_inputs(model, x, y, batch_size)
     if not isinstance(per_image, bool):
         raise TypeError(f"per_image must be True or False, got {per_image!r}")
@@ -669,7 +590,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
     def pgd() -> AttackFn:     # the same seeded PGD for the white-box and the transfer run
         return make_attack("pgd", eps=eps, alpha=alpha, steps=steps, restarts=restarts, norm=norm,
                            generator=_generator(seed))
-
     row = {"model": name or type(unwrap(model)).__name__, "norm": norm, "eps": eps, "alpha": alpha,
            "steps": steps, "restarts": restarts, "attack_source": "white-box (the model itself)",
            "n": x.shape[0], "clean": math.nan, "fgsm": math.nan, "pgd": math.nan, "autoattack": math.nan,

@@ -1,11 +1,11 @@
-"""The published C-LEAD pipeline (`clead_faithful`), as the authors' code runs it, in stages:
-
-standard surrogate (`train_surrogate`) -> one 8-bit adversarial copy of every training image per view kind,
-made once against the fixed surrogate (`precompute_adversarial_views`) -> the encoder fine-tuned with the 3-view
-InfoNCE, no labels (`finetune_encoder`) -> a linear head on the frozen encoder (`train_linear_head`) -> evaluate.
-`train_faithful` runs all four. Each learned stage is one call of `training.train` with an internal method
-('faithful_encoder', 'faithful_head') and its own loss: the same loop as every other method. The pipeline's
-settings are a `FaithfulConfig`; the loop settings of each stage (lr, batch size, seed) are the `TrainConfig`'s.
+"""The published C-LEAD pipeline (`clead_faithful`) as the authors' code runs it; `train_faithful` runs its stages:
+1. `train_surrogate`: a standard classifier;
+2. `precompute_adversarial_views`: one 8-bit adversarial copy of every training image per view kind, made once
+   against the fixed surrogate (some on crops or augmentations: `random_resized_crop`, `simclr_augment`);
+3. `finetune_encoder`: the encoder fine-tuned with the 3-view InfoNCE, no labels;
+4. `train_linear_head`: a linear head on the frozen encoder.
+Each learned stage is one `training.train` call (3 and 4 with an internal method and their own loss). The pipeline's
+settings are a `FaithfulConfig`; each stage's loop settings (lr, batch size, seed) a `TrainConfig`.
 """
 from __future__ import annotations
 
@@ -27,21 +27,16 @@ from .losses import info_nce
 from .training import SCHEDULES, History, TrainConfig, TrainHook, TrainResult, TrainStep, split_validation, train
 from .validate import Settings, check_choice, check_eps, check_images, check_int, check_labels, check_settings
 
-__all__ = [
-    "random_resized_crop", "color_jitter", "simclr_augment", "precompute_adversarial_views", "finetune_encoder", "train_linear_head",
-    "train_surrogate", "train_faithful", "FaithfulResult", "FaithfulConfig", "FAITHFUL_RECIPES", "VIEW_KINDS",
-    "head_uses_fgsm", "to_uint8",
-]
+__all__ = ["random_resized_crop", "color_jitter", "simclr_augment", "precompute_adversarial_views",
+           "finetune_encoder", "train_linear_head", "train_surrogate", "train_faithful", "FaithfulResult",
+           "FaithfulConfig", "FAITHFUL_RECIPES", "VIEW_KINDS", "head_uses_fgsm", "to_uint8"]
 
 VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop", "pgd_aug", "fgsm_aug", "cw_aug")
-# the two readings of the authors' code; a None field of FaithfulConfig takes its recipe's value
-FAITHFUL_RECIPES = {
-    # as the authors' code runs: CW view on a SimCLR augmentation, head batches FGSM at random (p), 50 head
-    # epochs at lr 0.1 halved every 15, the head kept on clean held-out accuracy
+FAITHFUL_RECIPES = {   # the two readings of the authors' code; a None field of FaithfulConfig takes its recipe's value
+    # as the authors' code runs: CW view on a SimCLR augmentation, head batches FGSM at random, lr halved every 15
     "authors": dict(view_kinds=("pgd_crop", "fgsm", "cw_aug"), encoder_views=("pgd_crop", "cw_aug"),
                     head_fgsm_mode="random", head_epochs=50, head_lr=0.1, head_schedule="step", head_select="clean"),
-    # this course's first version: plain CW view, every second head batch FGSM, the run's epochs / lr /
-    # schedule, the head kept on held-out PGD accuracy
+    # this course's first version: plain CW view, every second head batch FGSM, the run's head epochs / lr / schedule
     "course-v1": dict(view_kinds=("pgd_crop", "fgsm", "cw"), encoder_views=("pgd_crop", "cw"),
                       head_fgsm_mode="alternate", head_epochs=None, head_lr=None, head_schedule=None,
                       head_select="pgd"),
@@ -50,8 +45,8 @@ FAITHFUL_RECIPES = {
 
 @dataclass(frozen=True)
 class FaithfulConfig(Settings):
-    """The published pipeline's own settings (checked when made). eps, the lr, the batch size and the seed of each
-    stage come from its TrainConfig; stage epochs None: the TrainConfig's `epochs` (head: the recipe's)."""
+    """The published pipeline's own settings (checked when made). Stage epochs None: the TrainConfig's `epochs`
+    (head: the recipe's)."""
     faithful_recipe: str = "authors"  # 'authors' | 'course-v1': the defaults of the None fields below
     view_kinds: tuple[str, ...] | None = None      # None: the recipe's
     encoder_views: tuple[str, str] | None = None   # None: the recipe's
@@ -72,14 +67,12 @@ class FaithfulConfig(Settings):
     head_epochs: int | None = None
 
     def __post_init__(self):
-        optional = ("head_fgsm_mode", "head_schedule", "head_select", "surrogate_epochs", "encoder_epochs",
-                    "head_epochs")
-        check_settings(self, choices={"faithful_recipe": tuple(FAITHFUL_RECIPES), "encoder_init": ("surrogate", "scratch"),
-                                      "head_fgsm_mode": ("random", "alternate"), "head_schedule": SCHEDULES,
-                                      "head_select": ("clean", "pgd")},
-                       ints={"view_steps": 1, "cw_steps": 1, "surrogate_epochs": 1, "encoder_epochs": 1, "head_epochs": 1},
-                       optional=optional, fractions={"head_fgsm_p": "[0, 1]"}, positive=("head_lr", "view_alpha"),
-                       bools=("head_fgsm",))
+        choices = dict(faithful_recipe=tuple(FAITHFUL_RECIPES), encoder_init=("surrogate", "scratch"),
+                       head_fgsm_mode=("random", "alternate"), head_schedule=SCHEDULES, head_select=("clean", "pgd"))
+        epochs = ("surrogate_epochs", "encoder_epochs", "head_epochs")
+        check_settings(self, choices=choices, ints={"view_steps": 1, "cw_steps": 1, **dict.fromkeys(epochs, 1)},
+                       optional=("head_fgsm_mode", "head_schedule", "head_select", *epochs),
+                       fractions={"head_fgsm_p": "[0, 1]"}, positive=("head_lr", "view_alpha"), bools=("head_fgsm",))
         view_kinds, encoder_views = self.recipe("view_kinds"), self.recipe("encoder_views")
         for kind in view_kinds:
             check_choice(kind, "view kind (view_kinds)", VIEW_KINDS)
@@ -139,13 +132,11 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.5, 1.0)
                         generator: torch.Generator | None = None) -> torch.Tensor:
     """SimCLR-style random resized crop (and optional horizontal flip) of every image, on x's device.
 
-    x: (B, C, H, W) float in [0, 1] -> (B, C, H, W) in [0, 1]: a random box of `scale` times the area and
-    aspect `ratio` is resized back to H x W (bilinear). Random numbers from the CPU `generator`.
-    """
+    x: (B, C, H, W) in [0, 1] -> same shape in [0, 1]: a box of `scale` times the area and aspect `ratio` is
+    resized back to H x W (bilinear). Random numbers (here and below) from the CPU `generator`."""
     b = x.shape[0]
     area = torch.empty(b).uniform_(scale[0], scale[1], generator=generator)
-    log_r = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
-    r = log_r.exp()
+    r = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator).exp()   # log-uniform
     sw = (area * r).sqrt().clamp(max=1.0)          # box width / image width
     sh = (area / r).sqrt().clamp(max=1.0)
     cx = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sw)   # box centre in [-1, 1] coordinates
@@ -185,12 +176,10 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4
                  hue: float = 0.1, p: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
     """torchvision's RandomApply([ColorJitter(b, c, s, h)], p) on a batch, per image, on x's device.
 
-    x: (B, C, H, W) float in [0, 1] -> same shape in [0, 1]. Each selected image (probability p) gets the four
-    adjustments in its own random order, with factors drawn uniformly: brightness x * f, contrast and
-    saturation blends with the mean gray / the gray image (f in [1 - v, 1 + v]), hue a shift in [-hue, hue]
-    turns. For 1-channel images saturation and hue do nothing (as in torchvision): brightness and contrast
-    only. Random numbers from the CPU `generator` (deterministic per seed).
-    """
+    x: (B, C, H, W) in [0, 1] -> same shape in [0, 1]. Each selected image (probability p) gets the four
+    adjustments in its own random order, factors f uniform in [max(0, 1 - v), 1 + v]: brightness x * f, contrast and
+    saturation blends with the mean gray / the gray image; hue a shift in [-hue, hue] turns. On 1-channel
+    images saturation and hue do nothing (as in torchvision)."""
     b = x.shape[0]
     factor = lambda v: torch.empty(b).uniform_(max(0.0, 1 - v), 1 + v, generator=generator)
     fb, fc, fs = factor(brightness), factor(contrast), factor(saturation)
@@ -218,11 +207,8 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4
 
 def simclr_augment(x: torch.Tensor, scale: tuple[float, float] = (0.2, 1.0), jitter_p: float = 0.8,
                    gray_p: float = 0.2, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The authors' CW-view augmentation: RandomResizedCrop(scale) -> horizontal flip (p 0.5) ->
-    RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8) -> RandomGrayscale(p=0.2), on x's device.
-
-    x: (B, C, H, W) float in [0, 1] -> same shape in [0, 1]; random numbers from the CPU `generator`.
-    """
+    """The authors' CW-view augmentation of x: (B, C, H, W) in [0, 1], on x's device: RandomResizedCrop(scale)
+    -> horizontal flip (p 0.5) -> RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8) -> RandomGrayscale(p=0.2)."""
     out = random_resized_crop(x, scale, flip=True, generator=generator)
     out = color_jitter(out, p=jitter_p, generator=generator)
     gray = (torch.rand(x.shape[0], generator=generator) < gray_p).to(x.device).view(-1, 1, 1, 1)
@@ -234,52 +220,44 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
                                  alpha: float | None = None, cw_steps: int = 50, cw_c: float = 1.0,
                                  cw_kappa: float = 0.0, cw_lr: float = 0.01,
                                  crop_scale: tuple[float, float] = (0.5, 1.0), flip: bool = False,
-                                 aug_crop_scale: tuple[float, float] = (0.2, 1.0),
-                                 batch_size: int = 256, seed: int = 0, cache=None,
-                                 device: str | torch.device | None = None,
+                                 aug_crop_scale: tuple[float, float] = (0.2, 1.0), batch_size: int = 256,
+                                 seed: int = 0, cache=None, device: str | torch.device | None = None,
                                  progress: bool = True) -> dict[str, torch.Tensor]:
     """One adversarial copy of every image per kind, against the fixed `surrogate`, stored as 8-bit.
 
-    x: (N, C, H, W) float in [0, 1], y: (N,) int64. Kinds: 'pgd' (L-inf eps, `steps` steps of `alpha`,
-    default 3/8 eps = the published 3/255 for 8/255), 'fgsm' (eps), 'cw' (CW-L2, c=1, kappa=0, `cw_steps`
-    steps of Adam lr 0.01, no eps bound); '<kind>_crop' attacks a SimCLR-style random resized crop of the
-    image instead; '<kind>_aug' attacks the authors' SimCLR augmentation of it (`simclr_augment` with
-    `aug_crop_scale`: crop, flip, colour jitter, grayscale). Returns {kind: (N, C, H, W) uint8 on the CPU}.
+    x: (N, C, H, W) in [0, 1], y: (N,) int64 -> {kind: (N, C, H, W) uint8 on the CPU}. Kinds: 'pgd' (L-inf eps,
+    `steps` steps of `alpha`, default 3/8 eps), 'fgsm' (eps), 'cw' (CW-L2, no eps bound, `cw_steps` steps of
+    Adam); '<kind>_crop' attacks a `random_resized_crop` of the image, '<kind>_aug' its `simclr_augment`.
     cache: None, or an object with `load(surrogate, x, y, params) -> views | None` and `save(surrogate, x, y,
-    params, views)` (the course's `clead_lite.course.views_cache.ViewsCache`: a second call loads the file).
-    """
+    params, views)` (the course's `clead_lite.course.views_cache.ViewsCache`)."""
     from tqdm.auto import tqdm
     for k in kinds:
         check_choice(k, "view kind", VIEW_KINDS)
     check_eps(eps)
-    check_int(steps, "steps")
-    check_int(cw_steps, "cw_steps")
-    check_int(batch_size, "batch_size")
+    for name, value in (("steps", steps), ("cw_steps", cw_steps), ("batch_size", batch_size)):
+        check_int(value, name)
     inner = unwrap(surrogate)
     check_images(x, "x", getattr(inner, "in_channels", None))
     check_labels(y, x.shape[0], getattr(inner, "num_classes", None))
     alpha = alpha if alpha is not None else 3 / 8 * eps
+    has_crop, has_aug = (any(k.endswith(s) for k in kinds) for s in ("_crop", "_aug"))
     params = dict(kinds=list(kinds), eps=eps, steps=steps, alpha=alpha, cw_steps=cw_steps, cw_c=cw_c,
                   cw_kappa=cw_kappa, cw_lr=cw_lr, crop_scale=list(crop_scale), flip=flip, seed=seed, format=1)
-    if any(k.endswith("_aug") for k in kinds):   # (absent otherwise: earlier caches keep their keys)
+    if has_aug:   # (absent otherwise: earlier caches keep their keys)
         params["aug_crop_scale"] = list(aug_crop_scale)
     views = cache.load(surrogate, x, y, params) if cache is not None else None
     if views is not None:
         return views
-
     device = get_device(device) if device is not None else next(inner.parameters()).device
     was_training = surrogate.training
     surrogate.eval()
     crop_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator().manual_seed(seed + 1)     # its own stream: the crops stay as they were
     out = {k: torch.empty(x.shape, dtype=torch.uint8) for k in kinds}
-    n = x.shape[0]
-    for start in tqdm(range(0, n, batch_size), desc="adversarial views", disable=not progress, leave=False):
-        xb = x[start:start + batch_size].to(device)
-        yb = y[start:start + batch_size].to(device)
-        crop = random_resized_crop(xb, crop_scale, flip=flip, generator=crop_gen) if any(
-            k.endswith("_crop") for k in kinds) else None
-        aug = simclr_augment(xb, aug_crop_scale, generator=aug_gen) if any(k.endswith("_aug") for k in kinds) else None
+    for start in tqdm(range(0, x.shape[0], batch_size), desc="adversarial views", disable=not progress, leave=False):
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        crop = random_resized_crop(xb, crop_scale, flip=flip, generator=crop_gen) if has_crop else None
+        aug = simclr_augment(xb, aug_crop_scale, generator=aug_gen) if has_aug else None
         for k in kinds:
             src = crop if k.endswith("_crop") else aug if k.endswith("_aug") else xb
             base = k.removesuffix("_crop").removesuffix("_aug")
@@ -308,14 +286,9 @@ def train_surrogate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: 
 def finetune_encoder(model: nn.Module, x: torch.Tensor, views: dict[str, torch.Tensor],
                      config: TrainConfig | None = None, *, view_names: tuple[str, str] | None = None,
                      **kwargs) -> TrainResult:
-    """Stage 3: fine-tune the encoder (body + projection head) with the 3-view InfoNCE, no labels.
-
-    x: (N, C, H, W) float in [0, 1]; views: {name: (N, C, H, W) uint8} from `precompute_adversarial_views`.
-    The clean embedding is the only query; positives its two views (`info_nce(z_clean, z_v1, z_v2)`).
-    The clean images and both views are stacked along the channel axis so that one DeviceLoader shuffles
-    them together. The classifier is left untouched.
-    """
-    cfg = config or TrainConfig()
+    """Stage 3: fine-tune the encoder (body + projection head) with `info_nce(z_clean, z_v1, z_v2)`, no labels;
+    the classifier is left untouched. x: (N, C, H, W) in [0, 1]; views: {name: (N, C, H, W) uint8}. The images
+    and both views are stacked along the channels, so that one DeviceLoader shuffles them together."""
     names = tuple(view_names or FaithfulConfig().recipe("encoder_views"))
     for name in names:
         if name not in views:
@@ -325,29 +298,25 @@ def finetune_encoder(model: nn.Module, x: torch.Tensor, views: dict[str, torch.T
                              f"{views[name].dtype} {tuple(views[name].shape)}")
     check_images(x, "x")
     stack = torch.cat([to_uint8(x), views[names[0]], views[names[1]]], dim=1)
-    cfg = cfg.replace(method="faithful_encoder", n_val=0, attack_loss="ce", clean_ce=False,
-                      supervised_contrastive=False)
+    cfg = (config or TrainConfig()).replace(method="faithful_encoder", n_val=0, attack_loss="ce", clean_ce=False,
+                                            supervised_contrastive=False)
     return train(model, stack, torch.zeros(len(x), dtype=torch.int64), cfg, loss=encoder_loss, **kwargs)
 
 
 def train_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None, *,
                       fgsm_view: torch.Tensor | None = None, faithful: FaithfulConfig | None = None,
                       reset: bool = True, **kwargs) -> TrainResult:
-    """Stage 4: freeze the encoder, train a (re-initialised) linear classifier with cross-entropy.
+    """Stage 4: freeze the encoder (BatchNorm included), train a (re-initialised) linear classifier with CE.
 
-    fgsm_view: (N, C, H, W) uint8 FGSM examples made on the surrogate; with faithful.head_fgsm a batch uses them
-    instead of the clean images: at random with probability head_fgsm_p (head_fgsm_mode 'random', the
-    authors' code) or every second batch ('alternate'). Encoder BatchNorm stays frozen. The epochs, lr and
-    schedule are the config's (train_faithful passes the recipe's head settings); the epoch kept is the best
-    on the held-out accuracy the recipe's head_select names.
-    """
+    fgsm_view: (N, C, H, W) uint8, the surrogate's FGSM view; with faithful.head_fgsm some batches use it instead
+    of the clean images (`head_uses_fgsm`). The epoch kept is the best on the held-out accuracy that the
+    recipe's head_select names."""
     cfg, faithful = config or TrainConfig(), faithful or FaithfulConfig()
     check_images(x, "x")
-    inner = unwrap(model)
     if reset:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            inner.classifier.reset_parameters()
+            unwrap(model).classifier.reset_parameters()
     parts = [to_uint8(x)]
     if faithful.head_fgsm and fgsm_view is not None:
         if fgsm_view.shape != x.shape or fgsm_view.dtype != torch.uint8:
@@ -380,21 +349,16 @@ class FaithfulResult:
 
 
 def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainConfig | None = None,
-                   faithful: FaithfulConfig | None = None, *, dataset: str | None = None, model_name: str | None = None, num_classes: int = 10,
-                   surrogate: nn.Module | None = None, x_val: torch.Tensor | None = None,
-                   y_val: torch.Tensor | None = None, device: str | torch.device | None = None,
-                   progress: bool = True, cache=None, callback: Callable | None = None,
-                   hook: TrainHook | None = None) -> FaithfulResult:
-    """The published C-LEAD pipeline: surrogate -> 8-bit adversarial views -> 3-view InfoNCE encoder ->
-    linear head. Returns FaithfulResult(model, surrogate, histories, ...).
+                   faithful: FaithfulConfig | None = None, *, dataset: str | None = None,
+                   model_name: str | None = None, num_classes: int = 10, surrogate: nn.Module | None = None,
+                   x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+                   device: str | torch.device | None = None, progress: bool = True, cache=None,
+                   callback: Callable | None = None, hook: TrainHook | None = None) -> FaithfulResult:
+    """The published C-LEAD pipeline, all four stages; returns FaithfulResult(model, surrogate, histories, ...).
 
-    config: the stages' loop settings (eps, lr, batch size, seed, n_val). faithful: the pipeline's (views, stage
-    epochs: surrogate_epochs, encoder_epochs (default config.epochs), head_epochs (default: the recipe's,
-    'authors': 50 at head_lr 0.1 halved every 15 epochs, the head kept on clean held-out accuracy; 'course-v1':
-    config.epochs)). surrogate: a trained standard model to reuse (stage 1 is skipped).
-    cache: where the views are kept (see `precompute_adversarial_views`). hook: the final stage's hook; the
-    others get `hook.stage('surrogate')` and `hook.stage('encoder')` (the course's checkpoints: one file a stage).
-    """
+    config: the stages' loop settings (eps, lr, batch size, seed, n_val); faithful: the pipeline's. surrogate: a
+    trained standard model to reuse (stage 1 is skipped). cache: where the views are kept. hook: the final
+    stage's; the others get `hook.stage('surrogate')` and `hook.stage('encoder')` (one checkpoint a stage)."""
     t0 = time.perf_counter()
     cfg = (config or TrainConfig(method="clead_faithful")).replace(method="clead_faithful").resolved(dataset)
     fc = (faithful or FaithfulConfig()).resolved()
@@ -408,14 +372,11 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
     stage_hook = lambda s: hook.stage(s) if hook is not None else None
     base = cfg.replace(n_val=0)
     histories: dict[str, History] = {}
-
     if surrogate is None:
         torch.manual_seed(cfg.seed)
         surrogate = build_model(name, num_classes=num_classes)
-        res = train_surrogate(surrogate, x_train, y_train,
-                              base.replace(epochs=fc.surrogate_epochs or cfg.epochs), hook=stage_hook("surrogate"),
-                              **common)
-        histories["surrogate"] = res.history
+        histories["surrogate"] = train_surrogate(surrogate, x_train, y_train, base.replace(
+            epochs=fc.surrogate_epochs or cfg.epochs), hook=stage_hook("surrogate"), **common).history
     surrogate.to(device).eval()
     flip = DATASETS[dataset].flip if dataset else False
     views = precompute_adversarial_views(surrogate, x_train, y_train, eps=cfg.eps, kinds=fc.view_kinds,
@@ -428,15 +389,13 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
         torch.manual_seed(cfg.seed + 1)
         model = build_model(name or next(n for n, cls in MODELS.items() if type(unwrap(surrogate)) is cls),
                             num_classes=num_classes)
-    enc = finetune_encoder(model, x_train, views, base.replace(epochs=fc.encoder_epochs or cfg.epochs),
-                           view_names=fc.encoder_views, device=device, progress=progress, callback=callback, hook=stage_hook("encoder"))
-    histories["encoder"] = enc.history
-    head_views = views.get("fgsm") if "fgsm" in views else None
-    head = train_linear_head(model, x_train, y_train,
-                             base.replace(epochs=fc.recipe("head_epochs") or cfg.epochs,
-                                          lr=fc.recipe("head_lr") or cfg.lr,
-                                          schedule=fc.recipe("head_schedule") or cfg.schedule),
-                             fgsm_view=head_views, faithful=fc, hook=hook, **common)
+    histories["encoder"] = finetune_encoder(model, x_train, views, base.replace(epochs=fc.encoder_epochs or cfg.epochs),
+                                            view_names=fc.encoder_views, device=device, progress=progress,
+                                            callback=callback, hook=stage_hook("encoder")).history
+    head_cfg = base.replace(epochs=fc.recipe("head_epochs") or cfg.epochs, lr=fc.recipe("head_lr") or cfg.lr,
+                            schedule=fc.recipe("head_schedule") or cfg.schedule)
+    head = train_linear_head(model, x_train, y_train, head_cfg, fgsm_view=views.get("fgsm"), faithful=fc, hook=hook,
+                             **common)
     histories["head"] = head.history
     return FaithfulResult(model=head.model.eval(), surrogate=surrogate, histories=histories, config=cfg, faithful=fc,
                           views=views, seconds=time.perf_counter() - t0)

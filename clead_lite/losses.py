@@ -1,10 +1,9 @@
 """Contrastive and robustness losses: InfoNCE / SimCLR NT-Xent (with two views the C-LEAD loss), SupCon, TRADES' KL.
 
-Embeddings are (B, D) float tensors, normalised to unit length inside; every loss computes in float32, also
-under bf16 / fp16 autocast. Notation: u_i = z_i / |z_i|, s(a, b) = u_a . u_b (cosine similarity), tau = the
-temperature. A zero embedding has no direction: like `F.normalize` it becomes the zero vector (similarity 0 with
-everything, finite gradients). It is not an error, because finding it would read the values: a device sync at
-every training step.
+Embeddings are (B, D) float tensors, normalised to unit length inside; every loss computes in float32, also under
+autocast. Notation: u_i = z_i / |z_i|, s(a, b) = u_a . u_b (cosine similarity), tau = the temperature. A zero
+embedding becomes the zero vector, as in `F.normalize` (similarity 0, finite gradients), not an error: finding it
+would read the values, a device sync at every training step.
 """
 from __future__ import annotations
 
@@ -36,17 +35,13 @@ def info_nce(anchor: torch.Tensor, *views: torch.Tensor, temperature: float = 0.
              reduction: str = "mean") -> torch.Tensor:
     r"""InfoNCE with the anchor as query, one term per view (K views); float32.
 
-    anchor, views[k]: (B, D); row i of every tensor is the same sample (e.g. clean image i and its adversarial
-    views). Term k, query a_i, positive v^k_i, negatives the 2B - 2 other rows of anchor and view k:
-
+    anchor, views[k]: (B, D), row i of each the same sample (e.g. clean image i and its adversarial views). Term k,
+    query a_i, positive v^k_i, negatives the 2B - 2 other rows of anchor and view k:
         l^k_i = -log( exp(s(a_i, v^k_i)/tau) / ( sum_{j != i} exp(s(a_i, a_j)/tau) + sum_j exp(s(a_i, v^k_j)/tau) ) )
-
-    With two views this is the published C-LEAD 3-view loss (clean = anchor). symmetric=True also makes each
-    view row a query (positive a_i, negatives v^k_j and a_j for j != i): with one view, SimCLR's NT-Xent.
-    reduction="mean": the mean over all queries, a scalar. reduction="none": (B,), per sample i the mean of
-    the terms that query with sample i (l^k_i over k, and with symmetric also the view queries): its mean is
-    the "mean" loss (up to rounding); for one view and symmetric=False it is exactly (l_1, ..., l_B), what an
-    attack on the contrastive loss maximises. Unrelated embeddings give about log(2B - 1).
+    With two views this is the published C-LEAD 3-view loss (clean = anchor). symmetric=True also makes each view
+    row a query (positive a_i): with one view, SimCLR's NT-Xent. reduction="mean": a scalar over all queries;
+    "none": (B,), per sample the mean of its queries' terms (one view, not symmetric: exactly l_i, what an attack on
+    the contrastive loss climbs). Unrelated embeddings give about log(2B - 1).
     """
     tau = check_positive(temperature, "temperature")
     check_choice(reduction, "reduction", ("mean", "none"))
@@ -62,10 +57,9 @@ def info_nce(anchor: torch.Tensor, *views: torch.Tensor, temperature: float = 0.
     with torch.autocast(anchor.device.type, enabled=False):
         a = F.normalize(anchor.float(), dim=1)
         us = [F.normalize(v.float(), dim=1) for v in views]
-        # Per view, the queries a_i (and with symmetric then u_i) against the 2B columns [a_j, u_j]. The same
-        # products in two arrangements whose values are equal but whose gradients may differ in the last bit:
-        # one batched matmul for the mean (what training minimises), two matmuls per block for the per-query
-        # losses (what an attack on the loss climbs); each reproduces the results recorded before (tests/golden).
+        # Queries against the 2B columns [a_j, u_j], arranged two ways (equal values, gradients may differ in the
+        # last bit): one batched matmul for "mean" (training), two per block for "none" (attacks); each reproduces
+        # the results recorded before (tests/golden).
         if reduction == "mean":
             pairs = torch.stack([torch.cat([a, u]) for u in us])                   # (K, 2B, D)
             queries = pairs if symmetric else pairs[:, :b]                        # (K, Q, D), Q = 2B or B
@@ -84,15 +78,11 @@ def info_nce(anchor: torch.Tensor, *views: torch.Tensor, temperature: float = 0.
 def supcon(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     r"""Supervised contrastive loss L_out (Khosla et al. 2020); a float32 scalar.
 
-    z: (N, D) embeddings, labels: (N,) int64. For several views of each sample concatenate them:
-    supcon(torch.cat([z_clean, z_adv]), torch.cat([y, y])).
-
+    z: (N, D), labels: (N,) int64; several views: supcon(torch.cat([z_clean, z_adv]), torch.cat([y, y])).
         P(i) = {p != i : labels_p = labels_i},   A(i) = {a != i}
         l_i  = -1/|P(i)| sum_{p in P(i)} log( exp(s(z_i, z_p)/tau) / sum_{a in A(i)} exp(s(z_i, z_a)/tau) )
         loss = mean of l_i over the anchors i with |P(i)| > 0
-
-    If no anchor has a positive the loss is undefined: a ValueError on the CPU, NaN on a GPU (raising there
-    would cost a device sync at every step).
+    No anchor with a positive: a ValueError on the CPU, NaN on a GPU (raising there would sync every step).
     """
     tau = check_positive(temperature, "temperature")
     _check_embeddings(z, "z")
@@ -121,9 +111,8 @@ def supcon(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> t
 def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
     r"""TRADES' robustness term (Zhang et al. 2019): KL(p_clean || p_adv) averaged over the batch; float32 scalar.
 
-    logits_clean, logits_adv: (B, C), p = softmax(logits):
+    logits_clean, logits_adv: (B, C), p = softmax(logits), gradients into both (as in TRADES' training loss):
         loss = 1/B sum_i sum_c p_clean[i, c] (log p_clean[i, c] - log p_adv[i, c])   (>= 0, 0 iff equal)
-    Gradients flow into both arguments (as in TRADES' training loss); detach one if you need otherwise.
     """
     _check_embeddings(logits_clean, "logits_clean", min_batch=1)
     _check_embeddings(logits_adv, "logits_adv", min_batch=1)

@@ -1,13 +1,8 @@
-"""Models that take pixels in [0, 1]: input normalisation lives inside the model, so attacks and
-eps-balls are defined in pixel space.
-
-Every model takes x: (B, C, H, W) float in [0, 1] and has
-- `forward(x) -> logits (B, num_classes)`,
-- `features(x) -> (B, feature_dim)`, the penultimate embedding,
-- `project(x) -> (B, proj_dim)`, the projection head on top of the features, for contrastive losses
-  (not normalised: the losses normalise).
-`unwrap(model)` finds the model under DDP / torch.compile wrappers; `eval_mode(model)` is a context with every
-module in eval mode that restores each module's own mode afterwards.
+"""Models that take pixels x: (B, C, H, W) float in [0, 1]: normalisation lives inside the model, so attacks and
+eps-balls are in pixel space. Every model (`CourseModel`) has `forward(x) -> logits (B, num_classes)`,
+`features(x) -> (B, feature_dim)` (the penultimate embedding) and `project(x) -> (B, proj_dim)`, the projection head
+on the features for contrastive losses (not normalised: the losses normalise). Then the two architectures,
+`build_model`, `unwrap` (the model under DDP / torch.compile wrappers) and the `eval_mode` context.
 """
 from __future__ import annotations
 
@@ -20,7 +15,6 @@ import torch.nn.functional as F
 
 from .validate import check_choice, check_images
 
-# Per-channel statistics used by the in-model normalisation.
 MEANS = {1: (0.1307,), 3: (0.4914, 0.4822, 0.4465)}
 STDS = {1: (0.3081,), 3: (0.2471, 0.2435, 0.2616)}
 
@@ -52,8 +46,7 @@ class CourseModel(nn.Module):
 
     def __init__(self, feature_dim: int, num_classes: int, proj_dim: int):
         super().__init__()
-        self.num_classes = num_classes
-        self.feature_dim = feature_dim
+        self.num_classes, self.feature_dim = num_classes, feature_dim
         self.normalize = Normalize(MEANS[self.in_channels], STDS[self.in_channels])
         self.classifier = nn.Linear(feature_dim, num_classes)
         self.head = ProjectionHead(feature_dim, feature_dim, proj_dim)
@@ -62,9 +55,8 @@ class CourseModel(nn.Module):
         # Shape checks only: free, and torch.compile-friendly. Reading values here would sync on every forward
         # pass; the range x in [0, 1] is checked where a user calls in (attacks on the CPU, evaluation, training).
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects x of shape (B, {self.in_channels}, {self.image_size}, "
-                f"{self.image_size}) in [0, 1], got {tuple(x.shape)}")
+            raise ValueError(f"{type(self).__name__} expects x of shape (B, {self.in_channels}, {self.image_size}, "
+                             f"{self.image_size}) in [0, 1], got {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError(f"{type(self).__name__} got an empty batch (shape {tuple(x.shape)})")
 
@@ -73,7 +65,7 @@ class CourseModel(nn.Module):
         raise NotImplementedError
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) in [0, 1] -> (B, feature_dim) penultimate embedding."""
+        """x -> (B, feature_dim) penultimate embedding."""
         self._check(x)
         w = self.classifier.weight
         if x.dtype != w.dtype and x.is_floating_point() and not torch.is_autocast_enabled(x.device.type):
@@ -81,25 +73,22 @@ class CourseModel(nn.Module):
         return self.body(self.normalize(x))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) in [0, 1] -> (B, proj_dim) projection for contrastive losses."""
+        """x -> (B, proj_dim) projection for contrastive losses."""
         return self.head(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) in [0, 1] -> logits (B, num_classes)."""
+        """x -> logits (B, num_classes)."""
         return self.classifier(self.features(x))
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, C, H, W) in [0, 1] -> (logits (B, num_classes), projection (B, proj_dim)) from one pass
-        through the body (what contrastive training needs)."""
+        """x -> (logits, projection) from one pass through the body (what contrastive training needs)."""
         f = self.features(x)
         return self.classifier(f), self.head(f)
 
 
 class SmallCNN(CourseModel):
-    """A small CNN for 1x28x28 images (MNIST-like): two conv blocks and a 128-d embedding (~0.4 M params).
-
-    Kept small so that PGD adversarial training runs in minutes on a laptop CPU.
-    """
+    """A small CNN for 1x28x28 images (MNIST-like), two conv blocks and a 128-d embedding (~0.4 M params): PGD
+    adversarial training runs in minutes on a laptop CPU."""
 
     in_channels = 1
     image_size = 28
@@ -108,8 +97,7 @@ class SmallCNN(CourseModel):
         super().__init__(feature_dim, num_classes, proj_dim)
         self.conv = nn.Sequential(
             nn.Conv2d(1, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),            # 14x14
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),    # 7x7
-        )
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))    # 7x7
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, feature_dim), nn.ReLU(inplace=True))
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,8 +120,7 @@ class PreActBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
         shortcut = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv2(F.relu(self.bn2(self.conv1(out))))
         return out + shortcut
 
 
@@ -148,16 +135,14 @@ class PreActResNet18(CourseModel):
         self.stem = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         layers, in_planes = [], width
         for i, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
-            for j in range(2):
-                stride = 2 if (i > 0 and j == 0) else 1
+            for stride in (1 if i == 0 else 2, 1):     # each stage after the first halves the size
                 layers.append(PreActBlock(in_planes, planes, stride))
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(in_planes)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(self.stem(x))
-        out = F.relu(self.bn(out))
+        out = F.relu(self.bn(self.layers(self.stem(x))))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
 
@@ -171,18 +156,15 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> CourseModel:
 
 
 def model_input_check(model: nn.Module, x: torch.Tensor) -> None:
-    """Check that x is (B, C, H, W) in [0, 1] with the channel count `model` expects (if it says). Reads x's
-    values: call it once per data set, not per batch on a GPU."""
+    """Check x: (B, C, H, W) in [0, 1] with `model`'s channels. Reads the values: once per data set, not per batch."""
     check_images(x, channels=getattr(unwrap(model), "in_channels", None))
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module under DDP (`.module`) / torch.compile (`._orig_mod`) wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
+    while (inner := getattr(model, "module", None) or getattr(model, "_orig_mod", None)) is not None:
         model = inner
+    return model
 
 
 @contextmanager

@@ -1,29 +1,18 @@
-"""Training: one loop for every method, each method only a different loss inside the same step.
+"""Training: one loop for every method; a method is only a different loss inside the same step.
 
-- ``standard``      cross-entropy on clean images.
-- ``pgd_at``        Madry et al. 2018: cross-entropy on PGD examples made against the current model.
-- ``trades``        Zhang et al. 2019: CE(f(x), y) + beta * KL(f(x) || f(x')), x' = PGD on the KL from a
-                    0.001 * N(0, 1) start (as the authors' code).
-- ``clead_online``  C-LEAD as the abstract describes it: PGD views made against the current model at every
-                    step; loss = CE(adversarial) [+ CE(clean)] + lambda * InfoNCE(clean, adversarial
-                    projections). With lambda = 0 the step *is* the pgd_at step: same seed, identical weights.
-- ``faithful_encoder`` / ``faithful_head``: the two learned stages of the published pipeline; their losses and
-                    settings live in `clead_lite.faithful`, which passes the loss to `train(loss=...)`.
+- ``standard``: cross-entropy on clean images. ``pgd_at`` (Madry et al. 2018): CE on PGD examples of the current model.
+- ``trades`` (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x')), x' = PGD on the KL from x + 0.001 * N(0, 1).
+- ``clead_online``: C-LEAD as the abstract describes it, CE(adversarial) [+ CE(clean)] + lambda * InfoNCE(clean,
+  adversarial projections); with lambda = 0 it *is* the pgd_at step (same seed, identical weights).
+- ``faithful_encoder`` / ``faithful_head``: the published pipeline's stages, their loss from `clead_lite.faithful`.
 
-Read in this order: `TrainConfig` (every setting), `lr_factor` (the schedules), `TrainStep` (one optimiser
-step: the attack, the loss of each method, mixed precision), `train` (the loop: epochs of steps, the held-out
-robust accuracy, keep-best, early stopping). What a run needs beyond the subject - checkpoints, resume, locks -
-reaches the loop through one `TrainHook` (the course's `clead_lite.course.runs.Checkpoint`).
-
-The GPU loop: the training set lives on the device (`DeviceLoader`, augmentation there too); autocast (bf16 on
-GPUs of compute capability >= 8.0, else fp16 with a GradScaler; the attack inside the same autocast);
-channels_last; cudnn.benchmark for the fixed batch shape; loss and accuracy summed on the device and read only
-every `log_every` steps: no host-device synchronisation inside the step.
+Reading order: `TrainConfig`, `lr_factor`, `TrainStep` (one optimiser step: the attack, each method's loss, mixed
+precision), `train` (the loop: held-out robust accuracy, keep-best, early stopping), `train_epoch`. Checkpoints,
+resume and locks reach the loop through one `TrainHook` (the course's `clead_lite.course.runs.Checkpoint`).
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import time
@@ -39,17 +28,15 @@ from .data import DeviceLoader, dataset_info, get_device
 from .evaluation import accuracy, robust_accuracy
 from .losses import info_nce, supcon, trades_kl
 from .models import eval_mode, unwrap
-from .validate import NORMS, Settings, check_eps, check_images, check_labels, check_nonnegative, check_seed, check_settings
+from .validate import (NORMS, Settings, check_eps, check_images, check_labels, check_nonnegative, check_seed,
+                       check_settings)
 
-__all__ = ["METHODS", "SCHEDULES", "TRAIN_STEP_VERSION", "TrainConfig",
-           "TrainStep", "TrainHook", "Run", "TrainResult", "History", "train", "train_epoch", "lr_factor",
-           "split_validation", "TrainingDivergedError"]
+__all__ = ["METHODS", "SCHEDULES", "TRAIN_STEP_VERSION", "TrainConfig", "TrainStep", "TrainHook", "Run", "TrainResult",
+           "History", "train", "train_epoch", "lr_factor", "split_validation", "TrainingDivergedError"]
 
 METHODS = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
 STAGES = ("faithful_encoder", "faithful_head")     # internal methods of the clead_faithful stages
 SCHEDULES = ("onecycle", "piecewise", "constant", "step")
-ATTACK_LOSSES = ("ce", "contrastive")
-TRAIN_ATTACKS = ("pgd", "fgsm_rs")  # fgsm_rs: Wong, Rice & Kolter 2020 (one step of 1.25 eps from a random start)
 # The version of the training maths. Part of every model-store key: bump it when a change makes the same settings
 # train different weights, so that stored and shipped models of the old code are not taken for the new one's.
 TRAIN_STEP_VERSION = 1
@@ -59,22 +46,10 @@ class TrainingDivergedError(RuntimeError):
     """The loss or the weights became non-finite (NaN / inf): training stopped."""
 
 
-# what TrainConfig.validate checks, field by field
-_CHOICES = {"method": METHODS + STAGES, "schedule": SCHEDULES, "norm": NORMS, "attack": TRAIN_ATTACKS,
-            "attack_loss": ATTACK_LOSSES}
-_INTS = {"epochs": 1, "batch_size": 2, "attack_steps": 1, "step_every": 1, "log_every": 1, "n_val": 0,
-         "val_steps": 1, "early_stop_patience": 1}
-_OPTIONAL = ("early_stop_patience",)      # None allowed
-_FRACTIONS = {"momentum": "[0, 1)", "warmup": "(0, 1)", "eps_warmup": "[0, 1)", "co_drop": "(0, 1)"}
-
-
-# ============================================================================================== settings
 @dataclass(frozen=True)
 class TrainConfig(Settings):
-    """Every setting of a training run (checked once, when it is made).
-
-    eps / alpha: None takes the dataset's eps and Madry's step rule alpha = min(eps, 2.5 * eps / steps).
-    """
+    """Every setting of a training run, checked when made. eps / alpha None: the dataset's eps and Madry's step
+    rule alpha = min(eps, 2.5 * eps / steps) (`resolved`)."""
     method: str = "pgd_at"
     epochs: int = 10
     batch_size: int = 128            # the global batch; each of N DDP processes takes batch_size // N
@@ -90,7 +65,7 @@ class TrainConfig(Settings):
     eps: float | None = None
     alpha: float | None = None
     attack_steps: int = 10
-    attack: str = "pgd"              # 'fgsm_rs': FGSM from a uniform random start (attack_steps 1, alpha 1.25 eps)
+    attack: str = "pgd"              # 'fgsm_rs': FGSM from a uniform random start (Wong, Rice & Kolter 2020)
     co_drop: float | None = None     # stop when held-out PGD accuracy falls by more than this between epochs
     norm: str = "linf"
     eps_warmup: float = 0.0          # fraction of the steps over which eps and alpha grow linearly from 0
@@ -100,9 +75,8 @@ class TrainConfig(Settings):
     clean_ce: bool = False           # add CE on clean inputs (loss = (CE_adv + CE_clean) / 2 + lambda * con)
     supervised_contrastive: bool = False
     attack_loss: str = "ce"          # 'contrastive': craft the view against the InfoNCE loss
-    # True: clean and adversarial images in two forward passes, each normalised by its own BatchNorm batch
-    # statistics, the running statistics moved by the adversarial pass only (so lambda -> 0 is PGD-AT on any
-    # model). False: one concatenated batch, the SimCLR way (the shipped models)
+    # True: two passes, each view normalised by its own BatchNorm batch, only the adversarial one moving the running
+    # statistics (lambda -> 0 is PGD-AT on any model). False: one concatenated batch, SimCLR's way (shipped models)
     split_views: bool = False
     trades_beta: float = 6.0         # beta of CE(clean) + beta * KL(clean || adversarial)
     # the loop
@@ -122,16 +96,20 @@ class TrainConfig(Settings):
 
     def validate(self) -> None:
         """Each bad value raises one line naming the field, its value and what is allowed."""
-        check_settings(self, choices=_CHOICES, ints=_INTS, optional=_OPTIONAL, fractions=_FRACTIONS,
-                       positive=("lr", "temperature", "step_gamma", "alpha"),
+        check_settings(self, positive=("lr", "temperature", "step_gamma", "alpha"), optional=("early_stop_patience",),
+                       choices={"method": METHODS + STAGES, "schedule": SCHEDULES, "norm": NORMS,
+                                "attack": ("pgd", "fgsm_rs"), "attack_loss": ("ce", "contrastive")},
+                       ints={"epochs": 1, "batch_size": 2, "attack_steps": 1, "step_every": 1, "log_every": 1,
+                             "n_val": 0, "val_steps": 1, "early_stop_patience": 1},
+                       fractions={"momentum": "[0, 1)", "warmup": "(0, 1)", "eps_warmup": "[0, 1)",
+                                  "co_drop": "(0, 1)"},
                        bools=("clean_ce", "supervised_contrastive", "split_views", "compile", "augment", "keep_best",
                               "nesterov"))
         check_seed(self.seed)
-        for name, label in (("weight_decay", "weight_decay"), ("contrastive_weight", "contrastive_weight (lambda)"),
-                            ("trades_beta", "trades_beta (beta)")):
-            check_nonnegative(getattr(self, name), label)
+        for name, label in (("weight_decay", ""), ("contrastive_weight", " (lambda)"), ("trades_beta", " (beta)")):
+            check_nonnegative(getattr(self, name), name + label)
         for name in ("amp", "channels_last"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), (bool, type(None))):
                 raise TypeError(f"{name} must be None (automatic), True or False, got {getattr(self, name)!r}")
         if self.eps is not None:
             check_eps(self.eps) if self.norm == "linf" else check_nonnegative(self.eps, "eps")
@@ -142,16 +120,15 @@ class TrainConfig(Settings):
             raise ValueError("co_drop needs keep_best=True (the weights from before the collapse are kept)")
         if self.method == "trades" and self.norm != "linf":
             raise ValueError(f"method 'trades' implements the L-inf attack only, got norm {self.norm!r}")
-        if self.method != "clead_online":
-            for name, default in (("attack_loss", "ce"), ("supervised_contrastive", False), ("clean_ce", False),
-                                  ("split_views", False)):
-                if getattr(self, name) != default:
-                    raise ValueError(f"{name}={getattr(self, name)!r} only applies to method 'clead_online', "
-                                     f"got method {self.method!r}")
+        for name, default in (("attack_loss", "ce"), ("supervised_contrastive", False), ("clean_ce", False),
+                              ("split_views", False)):
+            if self.method != "clead_online" and getattr(self, name) != default:
+                raise ValueError(f"{name}={getattr(self, name)!r} only applies to method 'clead_online', "
+                                 f"got method {self.method!r}")
 
     def resolved(self, dataset: str | None = None, need_eps: bool = True) -> "TrainConfig":
-        """eps from the dataset when None; alpha = min(eps, 2.5 * eps / attack_steps) when None (FGSM-RS:
-        1.25 eps). need_eps=False (no attack, no validation) leaves eps None when nothing gives it."""
+        """eps from the dataset when None; alpha = min(eps, 2.5 * eps / attack_steps) when None (FGSM-RS: 1.25 eps).
+        need_eps=False (no attack, no validation) leaves eps None when nothing gives it."""
         eps = self.eps
         if eps is None:
             if dataset is None and not need_eps:
@@ -170,15 +147,12 @@ class TrainConfig(Settings):
         return self.method in ("pgd_at", "trades", "clead_online")
 
 
-# ============================================================================================== schedule
 def lr_factor(step: int, total: int, schedule: str, warmup: float = 0.4, *, epochs: int = 1, step_every: int = 15,
               gamma: float = 0.5) -> float:
-    """Multiplier of the peak lr at optimiser step `step` (0-based) of `total`.
-
-    onecycle: a triangle from 0 up to 1 at `warmup` and down to 0 at the end (evaluated at step + 0.5, so
-    no step has lr exactly 0); piecewise: 1, then 0.1 from 50 % and 0.01 from 75 % of the steps (Madry /
-    Rice et al.); constant: 1; step: gamma ** (epoch // step_every) (StepLR per epoch: the authors' linear head).
-    """
+    """Multiplier of the peak lr at optimiser step `step` (0-based) of `total`. onecycle: a triangle from 0 up to 1
+    at `warmup` and down to 0 at the end (taken at step + 0.5: no step has lr exactly 0); piecewise: 1, then 0.1 from
+    50 % and 0.01 from 75 % of the steps (Madry / Rice et al.); constant: 1; step: gamma ** (epoch // step_every)
+    (StepLR per epoch: the authors' linear head)."""
     t = (step + 0.5) / max(total, 1)
     if schedule == "onecycle":
         return t / warmup if t <= warmup else max(0.0, (1.0 - t) / (1.0 - warmup))
@@ -200,7 +174,6 @@ def amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     return torch.bfloat16
 
 
-# ============================================================================================== the step
 class _Both(nn.Module):
     """forward(x) -> logits, forward(x, projection=True) -> (logits, projection): one module for DDP."""
 
@@ -231,11 +204,9 @@ def _running_stats_kept(model: nn.Module):
 
 
 class TrainStep:
-    """One optimiser step of `config.method`: `step(x, y) -> (loss, correct, terms)`, device tensors, never
-    synchronised. Holds the optimiser, the lr schedule, the fp16 loss scaler and the attack's random stream.
-
-    model: already on `device`. x: (B, C, H, W) float in [0, 1] (uint8 stacks for the faithful stages).
-    """
+    """One optimiser step of `config.method`, `step(x, y)`; holds the optimiser, the lr schedule, the fp16 loss
+    scaler and the attack's random stream. model: already on `device`. x: (B, C, H, W) float in [0, 1] (uint8
+    stacks for the faithful stages). On CUDA: autocast (`amp_dtype`) and channels_last unless the config says no."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int,
                  ddp: dict | None = None, loss: Callable | None = None):
@@ -264,19 +235,21 @@ class TrainStep:
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         # loss(step, x, y): a stage of the faithful pipeline brings its own (clead_lite.faithful)
         self.loss = (lambda x, y: loss(self, x, y)) if loss is not None else {
-            "standard": self.ce, "pgd_at": self._pgd_at, "trades": self._trades,
+            "standard": self.ce, "pgd_at": lambda x, y: self.ce(self.attack(x, y), y), "trades": self._trades,
             "clead_online": self._clead_online}[cfg.method]
 
     def step(self, x: torch.Tensor, y: torch.Tensor):
-        """One optimiser step on the batch (x, y); returns (loss, number correct or None, {term: value})."""
-        if self.channels_last:
+        """One optimiser step on the batch (x, y) -> (loss, number correct or None, {term: value}): device
+        tensors, not read here (reading one would make the CPU wait for the GPU)."""
+        if self.channels_last:       # the memory layout of the fastest GPU convolutions
             x = x.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, logits, terms = self.loss(x, y)
+        loss, logits, terms = self.loss(x, y)  # the method's loss; the adversarial methods attack x inside it
         self.scaler.scale(loss).backward()     # fp16: the loss scaled so that small gradients do not flush to 0
+        # the scaler unscales the gradients first and skips the step if fp16 overflowed (without fp16: a plain step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        self.scheduler.step()                  # the learning rate moves every step, not every epoch
         self.step_index += 1
         correct = (logits.detach().argmax(1) == y).sum() if logits is not None else None
         return loss.detach().float(), correct, terms
@@ -298,16 +271,12 @@ class TrainStep:
         scale = 1.0 if cfg.eps_warmup <= 0 else min(1.0, (self.step_index + 1) / (cfg.eps_warmup * self.total_steps))
         return cfg.eps * scale, cfg.alpha * scale
 
-    # ---------------------------------------------------------------- the loss of each method
-    # each returns (loss, logits for the training accuracy or None, {term name: detached scalar})
+    # the loss of each method: (loss, logits for the training accuracy or None, {term name: detached scalar})
     def ce(self, x, y):
-        """Cross-entropy of the model on x: the loss of standard training."""
+        """Cross-entropy of the model on x: the loss of standard training (and of pgd_at, on the attacked x)."""
         with self.autocast():
             logits = self.net(x)
             return F.cross_entropy(logits, y), logits, {}
-
-    def _pgd_at(self, x, y):
-        return self.ce(self.attack(x, y), y)
 
     def trades_attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """TRADES' inner maximisation: PGD on KL(f(x) || f(x')) from x + 0.001 * N(0, 1) (not projected), p(x)
@@ -368,7 +337,6 @@ class TrainStep:
             loss = ce + lam * con
         return loss, logits_adv, {"ce": ce.detach(), "contrastive": con.detach()}
 
-    # ---------------------------------------------------------------- plumbing
     def _select_parameters(self) -> list[nn.Parameter]:
         inner = self.inner
         if self.cfg.method == "faithful_head":     # a linear head on a frozen encoder
@@ -396,7 +364,6 @@ class TrainStep:
         self.step_index = int(state.get("step_index", 0))
 
 
-# ============================================================================================== the loop
 class History(list):
     """A list of record dicts: kind='step' (every log_every steps) and kind='epoch' (every epoch)."""
 
@@ -466,32 +433,28 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
           device: str | torch.device | None = None, progress: bool = True,
           callback: Callable[[dict, nn.Module], bool | None] | None = None, hook: TrainHook | None = None,
           loss: Callable | None = None, select: str | None = None, **changes) -> TrainResult:
-    """Train `model` with `config.method` (fields overridden by `changes`: train(..., epochs=2)).
+    """Train `model` (a course model, trained in place on the device) with `config`, fields overridden by
+    `changes` (train(..., epochs=2)).
 
-    model: a course model (logits, `forward_all`), moved to the device and trained in place.
     x_train: (N, C, H, W) float in [0, 1], y_train: (N,) int64. x_val / y_val: held-out images for the per-epoch
-    PGD accuracy (else `n_val` images are split off x_train, seeded). dataset: gives the default eps and the
-    augmentation. callback(record, model): called with every history record; True from an epoch record stops
-    training after it. hook: checkpoints and resume (`clead_lite.course.runs.Checkpoint`). loss(step, x, y) ->
-    (loss, logits or None, {term: value}) replaces the method's loss (the faithful stages). select: what keep-best
-    watches, 'val_pgd_acc' or 'val_clean_acc' (None: PGD for the adversarial methods, clean otherwise).
+    PGD accuracy (else `n_val` images split off x_train). dataset: the default eps and the augmentation.
+    callback(record, model): every history record; True from an epoch record stops after it. hook: checkpoints and
+    resume. loss(step, x, y) -> (loss, logits or None, {term: value}): replaces the method's loss (the faithful
+    stages). select: what keep-best watches, 'val_pgd_acc' or 'val_clean_acc' (None: PGD when adversarial).
     """
     t_start = time.perf_counter()
-    cfg, x_train, y_train, x_val, y_val = _prepare(model, x_train, y_train, config, changes, x_val, y_val, dataset)
-    ddp = _ddp_setup(torch.device(device) if device is not None else None)
+    cfg, x_fit, y_fit, x_val, y_val = _prepare(model, x_train, y_train, config, changes, x_val, y_val, dataset)
+    ddp = _ddp_setup(torch.device(device) if device is not None else None)    # several GPUs under torchrun
     device = ddp["device"] if ddp else get_device(device)
     rank, world = (ddp["rank"], ddp["world_size"]) if ddp else (0, 1)
     show = progress and rank == 0
     if device.type == "cuda":  # device-ok
         torch.backends.cudnn.benchmark = True     # one batch shape throughout: cuDNN's fastest kernels, picked once
-    x_fit, y_fit = x_train, y_train
-    if x_val is None and cfg.n_val > 0:
-        x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, cfg.n_val, cfg.seed)
     if x_val is not None:
         x_val, y_val = x_val.to(device), y_val.to(device)
+    # the training set lives on the device, shuffled and augmented there: no host copy per batch
     per_rank = max(1, cfg.batch_size // world)
-    crop_flip = dataset is not None and cfg.augment and cfg.method not in STAGES
-    info = dataset_info(dataset) if crop_flip else None
+    info = dataset_info(dataset) if dataset is not None and cfg.augment and cfg.method not in STAGES else None
     loader = DeviceLoader(x_fit, y_fit, per_rank, device=device, drop_last=len(y_fit) // world >= per_rank,
                           seed=cfg.seed, rank=rank, world_size=world, crop_pad=info.crop_pad if info else 0,
                           flip=info.flip if info else False)
@@ -503,7 +466,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
     select = select or ("val_pgd_acc" if cfg.adversarial else "val_clean_acc")
     hook = hook or TrainHook()
     try:
-        hook.start(run)
+        hook.start(run)       # a resumed run starts at run.epoch; a finished or stopped one trains no more
         for epoch in range(run.epoch, cfg.epochs if not (run.finished or run.stopped_early) else run.epoch):
             record = train_epoch(run.step, loader, epoch, run.history, show, callback, ddp)
             _check_finite(record, run, epoch)
@@ -519,8 +482,8 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
                 record["best_epoch"] = best["epoch"]
                 if cfg.co_drop is not None and cfg.adversarial:   # catastrophic overfitting (Wong et al. 2020)
                     previous, best["previous_pgd"] = best.get("previous_pgd"), record["val_pgd_acc"]
-                    record["catastrophic_overfitting"] = (previous is not None
-                                                          and record["val_pgd_acc"] < previous - cfg.co_drop)
+                    collapsed = previous is not None and record["val_pgd_acc"] < previous - cfg.co_drop
+                    record["catastrophic_overfitting"] = collapsed
             record["seconds"] = time.perf_counter() - record.pop("_t0")
             run.history.append(record)
             run.epoch = epoch + 1
@@ -551,22 +514,22 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
 
 
 def train_epoch(step: TrainStep, loader: DeviceLoader, epoch: int, history: History, show: bool, callback,
-                 ddp) -> dict:
-    """One pass over the loader; the epoch's record (before the held-out accuracy). Sums stay on the device and
-    are read every `log_every` steps: reading a device value waits for the GPU, the one sync of the loop."""
+                ddp) -> dict:
+    """One pass over the loader -> the epoch's record (`train` adds the held-out accuracy). The sums stay on the
+    device and are read every `log_every` steps only: reading a device value waits for the GPU, the one sync."""
     from tqdm.auto import tqdm
     t0, cfg = time.perf_counter(), step.cfg
     step.train_mode()
-    loader.set_epoch(epoch)
+    loader.set_epoch(epoch)            # the epoch's shuffle and augmentation, from the seed and the epoch
     zero = lambda: torch.zeros((), device=step.device)
-    totals, window = {"loss": zero(), "correct": zero()}, {"loss": zero(), "correct": zero()}
+    totals, window = {"loss": zero(), "correct": zero()}, {"loss": zero(), "correct": zero()}  # epoch, log window
     seen = seen_window = 0
     bar = tqdm(total=len(loader), desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}", disable=not show, leave=False,
                dynamic_ncols=True)
     for i, (xb, yb) in enumerate(loader):
         loss, correct, terms = step.step(xb, yb)
         n = yb.shape[0]
-        for acc in (totals, window):
+        for acc in (totals, window):   # sums of per-image values, on the device
             acc["loss"] += loss * n
             if correct is not None:
                 acc["correct"] += correct
@@ -574,23 +537,23 @@ def train_epoch(step: TrainStep, loader: DeviceLoader, epoch: int, history: Hist
                 acc[k] = acc.get(k, zero()) + v.float() * n
         seen, seen_window = seen + n, seen_window + n
         bar.update(1)
-        if (i + 1) % cfg.log_every == 0 or i + 1 == len(loader):
-            rec = _record("step", epoch + (i + 1) / len(loader), step, {k: float(v) / seen_window
-                                                                       for k, v in window.items()})
+        if (i + 1) % cfg.log_every == 0 or i + 1 == len(loader):     # the window's means: float() is the sync
+            means = {k: float(v) / seen_window for k, v in window.items()}
+            rec = _record("step", epoch + (i + 1) / len(loader), step, means)
             history.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", **({"acc": f"{rec['acc']:.3f}"} if "acc" in rec else {}))
             if callback is not None:
                 callback(rec, step.model)
             window, seen_window = {k: zero() for k in window}, 0
     bar.close()
-    if ddp:  # DDP sends rank 0's buffers at the START of a forward: after the last one each rank holds its own
-        import torch.distributed as dist    # BatchNorm statistics; make them rank 0's (tests/test_batchnorm.py)
-        for buffer in step.inner.buffers():
-            dist.broadcast(buffer, src=0)
     keys = sorted(totals)
     sums = torch.stack([totals[k] for k in keys] + [torch.tensor(float(seen), device=step.device)])
     if ddp:
         import torch.distributed as dist
+        # DDP sends rank 0's buffers at the START of a forward: after the last one each rank holds its own
+        # BatchNorm statistics; make them rank 0's (tests/test_batchnorm.py). Then add up every rank's sums.
+        for buffer in step.inner.buffers():
+            dist.broadcast(buffer, src=0)
         dist.all_reduce(sums)
     count = float(sums[-1])
     record = _record("epoch", epoch + 1, step, {k: float(v) / count for k, v in zip(keys, sums[:-1])})
@@ -599,16 +562,11 @@ def train_epoch(step: TrainStep, loader: DeviceLoader, epoch: int, history: Hist
 
 
 def _record(kind: str, epoch: float, step: TrainStep, means: dict) -> dict:
-    rec = {"kind": kind, "epoch": epoch, "step": step.step_index, "loss": means.pop("loss")}
-    if kind == "step":
-        rec["lr"] = step.optimizer.param_groups[0]["lr"]
-    accuracy_ = means.pop("correct")
-    if step.cfg.method != "faithful_encoder":     # the encoder stage has no labels, hence no accuracy
-        rec["acc"] = accuracy_
-    rec.update(means)
-    if kind == "epoch":
-        rec["lr"] = step.optimizer.param_groups[0]["lr"]
-    return rec
+    """A history record from the means of loss, 'correct' (the accuracy) and the loss terms."""
+    loss, correct, lr = means.pop("loss"), means.pop("correct"), {"lr": step.optimizer.param_groups[0]["lr"]}
+    acc = {} if step.cfg.method == "faithful_encoder" else {"acc": correct}   # the encoder stage has no labels
+    return {"kind": kind, "epoch": epoch, "step": step.step_index, "loss": loss, **(lr if kind == "step" else {}),
+            **acc, **means, **(lr if kind == "epoch" else {})}
 
 
 def held_out_accuracy(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, cfg: TrainConfig,
@@ -620,14 +578,12 @@ def held_out_accuracy(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor
     alpha = cfg.alpha if cfg.attack == "pgd" else min(cfg.eps, 2.5 * cfg.eps / cfg.val_steps)
     attack = lambda m, xb, yb: pgd(m, xb, yb, eps=cfg.eps, alpha=alpha, steps=cfg.val_steps, norm=cfg.norm,
                                    generator=g)
-    was = model.training
-    model.eval()
-    out = {"val_clean_acc": accuracy(model, x_val, y_val)}
-    if with_pgd:
-        out["val_pgd_acc"] = robust_accuracy(model, x_val, y_val, attack)
-    if cfg.attack == "fgsm_rs" or cfg.co_drop is not None:
-        out["val_fgsm_acc"] = robust_accuracy(model, x_val, y_val, lambda m, xb, yb: fgsm(m, xb, yb, eps=cfg.eps))
-    model.train(was)
+    with eval_mode(model):
+        out = {"val_clean_acc": accuracy(model, x_val, y_val)}
+        if with_pgd:
+            out["val_pgd_acc"] = robust_accuracy(model, x_val, y_val, attack)
+        if cfg.attack == "fgsm_rs" or cfg.co_drop is not None:
+            out["val_fgsm_acc"] = robust_accuracy(model, x_val, y_val, lambda m, xb, yb: fgsm(m, xb, yb, eps=cfg.eps))
     return out
 
 
@@ -640,22 +596,20 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, n_val: int, seed: int):
 
 
 def _prepare(model, x, y, config, changes, x_val, y_val, dataset):
-    """The entry checks of `train`, once: the settings, the images and labels (their values read here, on the
-    host, before any step)."""
+    """`train`'s entry checks, once (the settings, the images and labels: values read here, before any step), then
+    the held-out split: (cfg, x_fit, y_fit, x_val, y_val)."""
     cfg = config or TrainConfig()
-    if changes:
-        cfg = cfg.replace(**changes)
+    cfg = cfg.replace(**changes) if changes else cfg
     if cfg.method == "clead_faithful":
         raise ValueError("method 'clead_faithful' is a pipeline of stages, not one loop: call "
                          "train_faithful(x_train, y_train, config, dataset=...) (or its stages)")
     if dataset is not None:
-        dataset_info(dataset)
+        dataset_info(dataset)          # an unknown name fails here
     cfg = cfg.resolved(dataset, need_eps=cfg.adversarial or x_val is not None or cfg.n_val > 0)
     inner = unwrap(model)
-    if cfg.method in STAGES:
-        if x.dtype != torch.uint8:
-            raise TypeError(f"the {cfg.method} stage takes uint8 image stacks, got {x.dtype}")
-    else:
+    if cfg.method in STAGES and x.dtype != torch.uint8:
+        raise TypeError(f"the {cfg.method} stage takes uint8 image stacks, got {x.dtype}")
+    if cfg.method not in STAGES:
         check_images(x, "x_train", getattr(inner, "in_channels", None))
     check_labels(y, x.shape[0], getattr(inner, "num_classes", None), name="y_train")
     if x_val is not None:
@@ -663,6 +617,8 @@ def _prepare(model, x, y, config, changes, x_val, y_val, dataset):
         check_labels(y_val, x_val.shape[0], name="y_val")
         if cfg.n_val:
             x_val, y_val = x_val[:cfg.n_val], y_val[:cfg.n_val]
+    elif cfg.n_val > 0:
+        x, y, x_val, y_val = split_validation(x, y, cfg.n_val, cfg.seed)
     return cfg, x, y, x_val, y_val
 
 
@@ -674,8 +630,7 @@ def _check_finite(record: dict, run: Run, epoch: int) -> None:
     loss_ok = math.isfinite(record["loss"]) or run.step.scaler.is_enabled()
     if weights_ok and loss_ok:
         return
-    what = "the loss" if not loss_ok else "the weights"
-    cfg = run.cfg
+    what, cfg = "the loss" if not loss_ok else "the weights", run.cfg
     raise TrainingDivergedError(
         f"training diverged: {what} became non-finite (loss {record['loss']}) in epoch {epoch + 1}/{cfg.epochs} of "
         f"{cfg.method} at peak lr {cfg.lr:g}; {run.kept}. Lower the learning rate (--lr / lr=...) and train again")
@@ -686,21 +641,18 @@ def _print_epoch(record: dict, cfg: TrainConfig) -> None:
     parts = [f"{cfg.method} epoch {record['epoch']}/{cfg.epochs}", f"loss {record['loss']:.4f}"]
     if "acc" in record:
         parts.append(f"train acc {record['acc']:.3f}")
-    if "val_pgd_acc" in record:
-        parts.append(f"held-out clean {record['val_clean_acc']:.3f} PGD-{cfg.val_steps} {record['val_pgd_acc']:.3f}")
-    elif "val_clean_acc" in record:
-        parts.append(f"held-out clean {record['val_clean_acc']:.3f}")
+    if "val_clean_acc" in record:
+        pgd_ = f" PGD-{cfg.val_steps} {record['val_pgd_acc']:.3f}" if "val_pgd_acc" in record else ""
+        parts.append(f"held-out clean {record['val_clean_acc']:.3f}{pgd_}")
     if "val_fgsm_acc" in record:
         parts.append(f"FGSM {record['val_fgsm_acc']:.3f}")
-    parts.append(f"{record['seconds']:.1f} s")
-    tqdm.write("  ".join(parts))
+    tqdm.write("  ".join(parts + [f"{record['seconds']:.1f} s"]))
     if record.get("catastrophic_overfitting"):
         tqdm.write(f"catastrophic overfitting at epoch {record['epoch']}: held-out PGD accuracy fell to "
                    f"{record['val_pgd_acc']:.3f} (FGSM {record.get('val_fgsm_acc', float('nan')):.3f}); "
                    f"stopped, keeping epoch {record['best_epoch']}")
 
 
-# ============================================================================================== several GPUs
 def _ddp_setup(device: torch.device | None) -> dict | None:
     """Under torchrun (WORLD_SIZE > 1): init the process group (nccl on CUDA, gloo on CPU) and pick this
     process's device. Returns {'rank', 'world_size', 'device', 'device_ids', 'created'} or None."""

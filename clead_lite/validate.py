@@ -9,6 +9,7 @@ import math
 import torch
 
 NORMS = ("linf", "l2")
+SEED_MAX = 2**32 - 1     # what every generator the course seeds accepts (NumPy's legacy seed is 32-bit)
 
 
 def check_eps(eps: float, name: str = "eps") -> float:
@@ -23,27 +24,23 @@ def check_eps(eps: float, name: str = "eps") -> float:
 
 def check_positive(value: float, name: str) -> float:
     """A finite number > 0 (inf is refused: an infinite lr, weight or step never trains or attacks anything)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if math.isinf(value):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return float(value)
+    return _finite(value, name, ">", "a positive number")
 
 
 def check_nonnegative(value: float, name: str) -> float:
     """A finite number >= 0."""
+    return _finite(value, name, ">=", "a number >= 0")
+
+
+def _finite(value, name: str, op: str, kind: str) -> float:
+    """The two checks above: `value op 0`, op '>' or '>='."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}")
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
     if math.isinf(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ValueError(f"{name} must be a finite number {op} 0, got {value}")
+    if value < 0 or (op == ">" and value == 0):
+        raise ValueError(f"{name} must be {op} 0, got {value}")
     return float(value)
-
-
-SEED_MAX = 2**32 - 1     # what every generator the course seeds accepts (NumPy's legacy seed is 32-bit)
 
 
 def check_seed(value: int, name: str = "seed") -> int:
@@ -73,22 +70,18 @@ def check_settings(obj, *, choices: dict = {}, ints: dict = {}, optional: tuple 
                    positive: tuple = (), bools: tuple = ()) -> None:
     """The field checks of a settings dataclass, from tables: {field: allowed values}, {field: minimum},
     fields that may be None, {field: '[0, 1)'-style interval}, fields > 0 (None skipped), fields True / False."""
-    for name, allowed in choices.items():
-        if getattr(obj, name) is not None or name not in optional:
-            check_choice(getattr(obj, name), name, allowed)
-    for name, minimum in ints.items():
-        if getattr(obj, name) is not None or name not in optional:
-            check_int(getattr(obj, name), name, minimum=minimum)
+    for table, check in ((choices, check_choice), (ints, check_int)):     # allowed values, minimum
+        for name, arg in table.items():
+            if getattr(obj, name) is not None or name not in optional:
+                check(getattr(obj, name), name, arg)
     for name in positive:
         if getattr(obj, name) is not None:
             check_positive(getattr(obj, name), name)
     for name, interval in fractions.items():     # ( ) open, [ ] closed
-        value = getattr(obj, name)
-        if value is None:
-            continue
-        value = check_nonnegative(value, name)
-        if (interval[0] == "(" and value == 0) or value > 1 or (interval[-1] == ")" and value == 1):
-            raise ValueError(f"{name} must be in {interval}, got {value}")
+        if getattr(obj, name) is not None:
+            value = check_nonnegative(getattr(obj, name), name)
+            if (interval[0] == "(" and value == 0) or value > 1 or (interval[-1] == ")" and value == 1):
+                raise ValueError(f"{name} must be in {interval}, got {value}")
     for name in bools:
         if not isinstance(getattr(obj, name), bool):
             raise TypeError(f"{name} must be True or False, got {getattr(obj, name)!r}")
@@ -118,9 +111,8 @@ class Settings:
 
 
 def check_images(x: torch.Tensor, name: str = "x", channels: int | None = None, values: bool = True) -> torch.Tensor:
-    """x: (B, C, H, W) floating tensor in [0, 1] with B >= 1 (and `channels` channels if given).
-
-    values=False skips the range check, the only part that reads x (a GPU->CPU sync when x is on a GPU)."""
+    """x: (B, C, H, W) floating tensor in [0, 1] with B >= 1 (and `channels` channels if given). values=False skips
+    the range check, the only part that reads x (a GPU->CPU sync when x is on a GPU)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
@@ -131,13 +123,11 @@ def check_images(x: torch.Tensor, name: str = "x", channels: int | None = None, 
         raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype} (divide uint8 by 255)")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} has {x.shape[1]} channels, the model expects {channels} (shape {tuple(x.shape)})")
-    if not values:
-        return x
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0 or math.isnan(lo) or math.isnan(hi):
-        raise ValueError(
-            f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
-            "attacks work in pixel space: do not normalise the input, the model does that itself")
+    if values:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0 or math.isnan(lo) or math.isnan(hi):
+            raise ValueError(f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+                             "attacks work in pixel space: do not normalise the input, the model does that itself")
     return x
 
 
