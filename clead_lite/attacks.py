@@ -1,13 +1,12 @@
 """Adversarial attacks in pixel space: FGSM, PGD (L-inf and L2), Carlini-Wagner L2 and a random-noise baseline.
 
-Every attack is `attack(model, x, y, ...) -> x_adv`: x (B, C, H, W) float in [0, 1] (models normalise inside, so eps
-is in pixel units), y (B,) int64 (the target classes when targeted=True); x_adv is detached, in [0, 1] and in the eps
-ball (up to float32 rounding, < 1e-7), in x's dtype, but float32 for fp16 / bf16 x (rounding back could leave the
-ball). `loss_fn(model, x_adv, y) -> (B,)` is the loss an attack climbs (default cross-entropy; targeted: descends).
-During an attack every module is in eval mode (each one's mode restored after); gradients are taken w.r.t. x only,
-also under torch.no_grad() or autocast. Arguments are checked once per call; the value ranges (x in [0, 1], y <
-num_classes) only on CPU tensors, as reading a GPU tensor waits for the device (evaluation checks its data once).
-Reading order: pgd, fgsm, random_noise, cw_l2, the helpers, then `make_attack` (binds settings, torchattacks-like).
+Every attack is `attack(model, x, y, ...) -> x_adv`:
+- x: (B, C, H, W) float in [0, 1] (models normalise inside, so eps is in pixel units); y: (B,) int64, the target
+  classes when targeted=True; `loss_fn(model, x_adv, y) -> (B,)`: the loss it climbs (default cross-entropy).
+- x_adv: detached, in [0, 1] and in the eps ball (up to float32 rounding, < 1e-7); float32 for fp16 / bf16 x.
+- during the attack every module is in eval mode (each one's mode restored after); gradients w.r.t. x only.
+- arguments are checked once per call; the value ranges only on CPU tensors (reading a GPU tensor waits for it).
+Reading order: pgd, fgsm, random_noise, cw_l2, the helpers, `make_attack` (binds settings, like torchattacks).
 """
 from __future__ import annotations
 

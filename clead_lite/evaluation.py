@@ -402,6 +402,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     # then the checks
     def rises(points: list, accs: list[float]) -> list[tuple]:   # neighbours where accuracy rises beyond tol
         return [(points[i], points[i + 1]) for i in range(len(points) - 1) if accs[i + 1] > accs[i] + tol]
+
     acc0, eps_rises, step_rises = sweep_acc[0], rises(sweep, sweep_acc), rises(step_list, step_acc)
     drop_attack, drop_noise = clean - acc, clean - acc_noise
     ok = drop_attack > tol and drop_noise <= noise_ratio * drop_attack

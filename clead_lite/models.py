@@ -1,8 +1,8 @@
-"""Models that take pixels x: (B, C, H, W) float in [0, 1]: normalisation lives inside the model, so attacks and
-eps-balls are in pixel space. Every model (`CourseModel`) has `forward(x) -> logits (B, num_classes)`,
-`features(x) -> (B, feature_dim)` (the penultimate embedding) and `project(x) -> (B, proj_dim)`, the projection head
-on the features for contrastive losses (not normalised: the losses normalise). Then the two architectures,
-`build_model`, `unwrap` (the model under DDP / torch.compile wrappers) and the `eval_mode` context.
+"""Models that take pixels x: (B, C, H, W) float in [0, 1]: the normalisation is inside the model, so attacks and
+eps-balls are in pixel space. Every model (a `CourseModel`) has
+- `forward(x) -> (B, num_classes)` logits; `features(x) -> (B, feature_dim)`, the penultimate embedding;
+- `project(x) -> (B, proj_dim)`, the projection head on the features (not normalised: the losses normalise).
+Then the two architectures, `build_model`, `unwrap` (under DDP / torch.compile wrappers) and `eval_mode`.
 """
 from __future__ import annotations
 

@@ -66,18 +66,18 @@ def check_choice(value: str, name: str, allowed) -> str:
     return value
 
 
-def check_settings(obj, *, choices: dict = {}, ints: dict = {}, optional: tuple = (), fractions: dict = {},
-                   positive: tuple = (), bools: tuple = ()) -> None:
+def check_settings(obj, *, choices: dict | None = None, ints: dict | None = None, optional: tuple = (),
+                   fractions: dict | None = None, positive: tuple = (), bools: tuple = ()) -> None:
     """The field checks of a settings dataclass, from tables: {field: allowed values}, {field: minimum},
     fields that may be None, {field: '[0, 1)'-style interval}, fields > 0 (None skipped), fields True / False."""
-    for table, check in ((choices, check_choice), (ints, check_int)):     # allowed values, minimum
+    for table, check in ((choices or {}, check_choice), (ints or {}, check_int)):     # allowed values, minimum
         for name, arg in table.items():
             if getattr(obj, name) is not None or name not in optional:
                 check(getattr(obj, name), name, arg)
     for name in positive:
         if getattr(obj, name) is not None:
             check_positive(getattr(obj, name), name)
-    for name, interval in fractions.items():     # ( ) open, [ ] closed
+    for name, interval in (fractions or {}).items():     # ( ) open, [ ] closed
         if getattr(obj, name) is not None:
             value = check_nonnegative(getattr(obj, name), name)
             if (interval[0] == "(" and value == 0) or value > 1 or (interval[-1] == ")" and value == 1):
