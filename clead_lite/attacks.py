@@ -234,10 +234,12 @@ def _check_params(params: dict) -> None:
     """The scalar settings of an attack; each error names the argument, its value and what is allowed."""
     norm = check_choice(params.get("norm", "linf"), "norm", NORMS)
     for name, value in params.items():
-        if name in ("eps", "kappa"):  # L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) may exceed 1
-            check_eps(value) if name == "eps" and norm == "linf" else check_nonnegative(value, name)
+        if name == "eps":  # L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) may exceed 1
+            check_eps(value) if norm == "linf" else check_nonnegative(value, "eps")
         elif name in ("alpha", "c", "lr"):
             check_positive(value, name)
+        elif name == "kappa":
+            check_nonnegative(value, name)
         elif name in ("steps", "restarts", "binary_search_steps"):
             check_int(value, name, minimum=1)
         elif name in ("random_start", "targeted") and not isinstance(value, bool):

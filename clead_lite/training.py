@@ -562,11 +562,16 @@ def train_epoch(step: TrainStep, loader: DeviceLoader, epoch: int, history: Hist
 
 
 def _record(kind: str, epoch: float, step: TrainStep, means: dict) -> dict:
-    """A history record from the means of loss, 'correct' (the accuracy) and the loss terms."""
-    loss, correct, lr = means.pop("loss"), means.pop("correct"), {"lr": step.optimizer.param_groups[0]["lr"]}
-    acc = {} if step.cfg.method == "faithful_encoder" else {"acc": correct}   # the encoder stage has no labels
-    return {"kind": kind, "epoch": epoch, "step": step.step_index, "loss": loss, **(lr if kind == "step" else {}),
-            **acc, **means, **(lr if kind == "epoch" else {})}
+    rec = {"kind": kind, "epoch": epoch, "step": step.step_index, "loss": means.pop("loss")}
+    if kind == "step":
+        rec["lr"] = step.optimizer.param_groups[0]["lr"]
+    accuracy_ = means.pop("correct")
+    if step.cfg.method != "faithful_encoder":     # the encoder stage has no labels, hence no accuracy
+        rec["acc"] = accuracy_
+    rec.update(means)
+    if kind == "epoch":
+        rec["lr"] = step.optimizer.param_groups[0]["lr"]
+    return rec
 
 
 def held_out_accuracy(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, cfg: TrainConfig,
@@ -578,12 +583,11 @@ def held_out_accuracy(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor
     alpha = cfg.alpha if cfg.attack == "pgd" else min(cfg.eps, 2.5 * cfg.eps / cfg.val_steps)
     attack = lambda m, xb, yb: pgd(m, xb, yb, eps=cfg.eps, alpha=alpha, steps=cfg.val_steps, norm=cfg.norm,
                                    generator=g)
-    with eval_mode(model):
-        out = {"val_clean_acc": accuracy(model, x_val, y_val)}
-        if with_pgd:
-            out["val_pgd_acc"] = robust_accuracy(model, x_val, y_val, attack)
-        if cfg.attack == "fgsm_rs" or cfg.co_drop is not None:
-            out["val_fgsm_acc"] = robust_accuracy(model, x_val, y_val, lambda m, xb, yb: fgsm(m, xb, yb, eps=cfg.eps))
+    out = {"val_clean_acc": accuracy(model, x_val, y_val)}
+    if with_pgd:
+        out["val_pgd_acc"] = robust_accuracy(model, x_val, y_val, attack)
+    if cfg.attack == "fgsm_rs" or cfg.co_drop is not None:
+        out["val_fgsm_acc"] = robust_accuracy(model, x_val, y_val, lambda m, xb, yb: fgsm(m, xb, yb, eps=cfg.eps))
     return out
 
 
@@ -607,10 +611,10 @@ def _prepare(model, x, y, config, changes, x_val, y_val, dataset):
         dataset_info(dataset)          # an unknown name fails here
     cfg = cfg.resolved(dataset, need_eps=cfg.adversarial or x_val is not None or cfg.n_val > 0)
     inner = unwrap(model)
-    if cfg.method in STAGES and x.dtype != torch.uint8:
-        raise TypeError(f"the {cfg.method} stage takes uint8 image stacks, got {x.dtype}")
     if cfg.method not in STAGES:
         check_images(x, "x_train", getattr(inner, "in_channels", None))
+    elif x.dtype != torch.uint8:
+        raise TypeError(f"the {cfg.method} stage takes uint8 image stacks, got {x.dtype}")
     check_labels(y, x.shape[0], getattr(inner, "num_classes", None), name="y_train")
     if x_val is not None:
         check_images(x_val, "x_val", getattr(inner, "in_channels", None))
