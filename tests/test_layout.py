@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clead_lite"
 CORE = sorted(p for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
 SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
 ALL = sorted(PACKAGE.rglob("*.py"))
-# Issue 19 asked for "at most about 2,500"; the core measured 3,127 lines when it was split out and 2,854 after its
+# Issue 19 asked for "at most about 2,500"; the core measured 3,127 lines when it was split out and 2,860 after its
 # docstrings and checks were tightened (docs/DESIGN.md section 3 says what it holds). The limit stops it from
 # growing back, it does not claim the target was met.
 CORE_LINES = 2860
