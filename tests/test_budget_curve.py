@@ -219,17 +219,23 @@ def test_verdict_reads_the_rows(tmp_path):
             "the same seeds; C-LEAD online 84.2 % (seed 0); a gap of -1.2 points (seed 0): too few seeds") in text
     assert "So far at 64 epochs: PGD-AT 86.0 % (seed 2), +9.4 points since 16 epochs on the same seed; " \
            "no C-LEAD online point yet: too few seeds" in text
-    assert "32 epochs, seeds 1, 2; 64 epochs, seeds 0, 1, 2" in text and PLANNED_COMMAND in text   # online's
+    # online's 32 and 64; at 64 PGD-AT's seeds 0, 1, 3, 4 too (FIVE_SEEDS: its change 64 -> 128 on 5 seeds)
+    assert "32 epochs, seeds 1, 2; 64 epochs, seeds 0, 1, 2, 3, 4" in text and PLANNED_COMMAND in text
     assert "Holm over the 2 budgets tested" in text
 
 
-@pytest.mark.parametrize("gaps, rise, state, rstate, head", [
-    ([0.002, -0.004, 0.0], [0.001, 0.0, -0.001], "within", "flat", "**Verdict at convergence.**"),
-    ([0.03, -0.02, 0.0], [0.001, 0.0, -0.001], "undecided", "flat", "**Verdict at convergence.**"),
-    ([-0.05, -0.06, -0.04], [0.03, -0.02, 0.04], "below", "unclear", "**Verdict: convergence not reached yet.**")])
-def test_verdict_states(tmp_path, gaps, rise, state, rstate, head):
-    """Within ±1 point only when both intervals are; 'undecided' when one reaches past it; PGD-AT flat between
-    the last two budgets (both intervals within ±1 point of no change) is what 'at convergence' means."""
+@pytest.mark.parametrize("gaps, rise, state, rstate, head, side", [
+    ([0.002, -0.004, 0.0], [0.001, 0.0, -0.001], "within", "flat", "**Verdict at convergence.**", None),
+    ([0.03, -0.02, 0.0], [0.001, 0.0, -0.001], "undecided", "flat", "**Verdict at convergence.**", None),
+    ([-0.006, -0.012, -0.008], [0.001, 0.0, -0.001], "undecided", "flat", "**Verdict at convergence.**",
+     "rule out an advantage of C-LEAD online larger than 1 point"),
+    ([0.006, 0.012, 0.008], [0.001, 0.0, -0.001], "undecided", "flat", "**Verdict at convergence.**",
+     "rule out an advantage of PGD-AT larger than 1 point"),
+    ([-0.05, -0.06, -0.04], [0.03, -0.02, 0.04], "below", "unclear", "**Verdict: convergence not reached yet.**", None)])
+def test_verdict_states(tmp_path, gaps, rise, state, rstate, head, side):
+    """Within ±1 point only when both intervals are; 'undecided' when one reaches past it, with the one-sided
+    answer when both intervals stay on one side of the band (and only then); PGD-AT flat between the last two
+    budgets (both intervals within ±1 point of no change) is what 'at convergence' means."""
     from clead_lite.course.budget import verdict, verdict_markdown
     base = [0.80, 0.82, 0.81]
     _gap_grid(tmp_path, {32: [0.0, 0.0, 0.0], 64: gaps}, {32: base, 64: [b + r for b, r in zip(base, rise)]})
@@ -242,3 +248,4 @@ def test_verdict_states(tmp_path, gaps, rise, state, rstate, head):
         assert "within ±1 point of 0 by both intervals" in text
     if state == "undecided":
         assert "cannot say whether it is within ±1 point of 0" in text
+    assert ("rule out an advantage of" in text) == (side is not None) and (side is None or side in text)

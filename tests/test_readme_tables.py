@@ -47,10 +47,11 @@ def test_verdict_block_is_the_points_on_disk():
 
 def test_verdict_numbers_recomputed_from_the_json():
     """The verdict's numbers recomputed here from the JSON files alone (not through clead_lite.course.budget):
-    the largest budget where PGD-AT and C-LEAD online (lambda 0.5) both have seeds 0, 1, 2, the two accuracies,
-    the mean paired gap, its t-interval over seeds (scipy), its bootstrap interval (stats.paired_bootstrap on
-    the raw outcomes), PGD-AT's change from the budget before, and the ±1-point reading. A number typed into the
-    block, or a verdict that reads the wrong budget, fails here even if the block was regenerated."""
+    the largest budget where PGD-AT and C-LEAD online (lambda 0.5) both have seeds 0, 1, 2 (and every further
+    seed both have there), the two accuracies, the mean paired gap, its t-interval over seeds (scipy), its
+    bootstrap interval (stats.paired_bootstrap on the raw outcomes), PGD-AT's change from the budget before on
+    the seeds both budgets have, and the ±1-point reading. A number typed into the block, or a verdict that
+    reads the wrong budget or the wrong seeds, fails here even if the block was regenerated."""
     import json
 
     import numpy as np
@@ -64,31 +65,40 @@ def test_verdict_numbers_recomputed_from_the_json():
         k = r["key"]
         if k["method"] == "pgd_at" or (k["method"] == "clead_online" and k["lam"] == 0.5):
             points[(k["method"], k["epochs"], k["seed"])] = np.asarray(r["result"]["apgd_correct"], float)
+    seeds_of = lambda m, e: {s for m_, e_, s in points if (m_, e_) == (m, e)}
     full = sorted(e for e in {e for _, e, _ in points}
                   if all((m, e, s) in points for m in ("pgd_at", "clead_online") for s in (0, 1, 2)))
     assert len(full) >= 2, "the verdict needs two budgets with three seeds"
     e, before = full[-1], full[-2]
-    on = np.stack([points[("clead_online", e, s)] for s in (0, 1, 2)])
-    at = np.stack([points[("pgd_at", e, s)] for s in (0, 1, 2)])
+    seeds = sorted(seeds_of("pgd_at", e) & seeds_of("clead_online", e))
+    on = np.stack([points[("clead_online", e, s)] for s in seeds])
+    at = np.stack([points[("pgd_at", e, s)] for s in seeds])
     diffs = on.mean(axis=1) - at.mean(axis=1)
-    half = st.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    half = st.t.ppf(0.975, len(seeds) - 1) * diffs.std(ddof=1) / np.sqrt(len(seeds))
     ci = paired_bootstrap(on, at, n_boot=10_000, seed=0)
     pct = lambda v: f"{100 * v:.1f}"
     pts = lambda v: f"{100 * v:+.1f}"
-    assert f"At {e} epochs (" in text
+    assert f"At {e} epochs (" in text and f"the largest budget with {len(seeds)} seeds of both methods" in text
     assert f"C-LEAD online keeps {pct(on.mean())} % and PGD-AT {pct(at.mean())} %" in text
     assert f"a paired gap of {pts(diffs.mean())} points" in text
     assert f"[{pts(diffs.mean() - half)}, {pts(diffs.mean() + half)}] by the t-interval" in text
     assert f"(95 % interval [{pts(ci.low)}, {pts(ci.high)}] resampling seeds and images" in text
     inside = lambda lo, hi: -0.01 <= lo and hi <= 0.01
-    if inside(ci.low, ci.high) and inside(diffs.mean() - half, diffs.mean() + half):
+    t_low, t_high = diffs.mean() - half, diffs.mean() + half
+    if inside(ci.low, ci.high) and inside(t_low, t_high):
         assert "within ±1 point of 0 by both intervals" in text
-    elif min(ci.low, diffs.mean() - half) > 0.01 or max(ci.high, diffs.mean() + half) < -0.01:
+    elif min(ci.low, t_low) > 0.01 or max(ci.high, t_high) < -0.01:
         assert "**not within ±1 point of 0**" in text
     else:
         assert "cannot say whether it is within ±1 point of 0" in text
-    at0 = np.stack([points[("pgd_at", before, s)] for s in (0, 1, 2)])
-    assert f"{pct(at0.mean())} % at {before} epochs, {pct(at.mean())} % at {e}: {pts(at.mean() - at0.mean())} points" in text
+        one_sided = ("C-LEAD online" if max(ci.high, t_high) <= 0.01 else
+                     "PGD-AT" if min(ci.low, t_low) >= -0.01 else None)
+        assert ("rule out an advantage of" in text) == (one_sided is not None)
+        assert one_sided is None or f"rule out an advantage of {one_sided} larger than 1 point" in text
+    paired = sorted(seeds_of("pgd_at", e) & seeds_of("pgd_at", before))
+    at_e = np.stack([points[("pgd_at", e, s)] for s in paired])
+    at0 = np.stack([points[("pgd_at", before, s)] for s in paired])
+    assert f"{pct(at0.mean())} % at {before} epochs, {pct(at_e.mean())} % at {e}: {pts(at_e.mean() - at0.mean())} points" in text
     later = sorted({x for m, x, _ in points if x > e})
     for x in later:                                # the budgets with fewer seeds are shown as 'so far'
         assert f"So far at {x} epochs" in text
