@@ -104,18 +104,6 @@ class DeviceLoader:
         self.crop_pad, self.flip, self.seed = crop_pad, flip, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
 
-    @classmethod
-    def for_dataset(cls, name: str, x: torch.Tensor, y: torch.Tensor, batch_size: int, augment: bool = True,
-                    **kwargs) -> "DeviceLoader":
-        """A loader with the dataset's standard augmentation (`augment=False` for evaluation)."""
-        info = DATASETS[name]
-        if augment:
-            kwargs.setdefault("crop_pad", info.crop_pad)
-            kwargs.setdefault("flip", info.flip)
-        else:
-            kwargs.setdefault("shuffle", False)
-        return cls(x, y, batch_size, **kwargs)
-
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
