@@ -224,6 +224,30 @@ def test_verdict_reads_the_rows(tmp_path):
     assert "Holm over the 2 budgets tested" in text
 
 
+def test_verdict_gains_and_nothing_left_to_run(tmp_path, monkeypatch):
+    """The base method's mean gain from each budget with three seeds to the next (a budget with fewer seeds left
+    out), from the per-image outcomes; with every planned point on disk and the last change unclear, the verdict
+    says why no plateau can be shown (the intervals' widths against the 2-point band) instead of asking for
+    longer budgets."""
+    from clead_lite.course import budget
+    monkeypatch.setattr(budget, "PLANNED", {"pgd_at": (8, 16, 32), "clead_online": (8, 16, 32)})
+    monkeypatch.setattr(budget, "FIVE_SEEDS", {})
+    _gap_grid(tmp_path, {8: [0.0, 0.0, 0.0], 16: [0.0, 0.0, 0.0], 32: [0.01, -0.02, 0.0]},
+              {8: [0.59, 0.61, 0.56], 16: [0.776, 0.778, 0.766], 32: [0.80, 0.77, 0.78], 64: [0.85, None, None]})
+    frame = load_points(tmp_path)
+    v = budget.verdict(frame, n_boot=2000)
+    assert v["rise_state"] == "unclear" and v["missing"] == []
+    assert [(e0, e1) for e0, e1, _ in v["gains"]] == [(8, 16), (16, 32)]
+    assert v["gains"][0][2] == pytest.approx((0.186 + 0.168 + 0.206) / 3) and v["gains"][1][2] == pytest.approx(0.01)
+    text = budget.verdict_markdown(frame)
+    assert "PGD-AT's mean gain from each budget to the next, on the seeds both have: +18.7 (8 → 16 epochs), +1.0 " \
+           "(16 → 32 epochs) points." in text
+    r = v["rise"]
+    assert (f"No further points are planned: PGD-AT's last change has intervals {100 * (r['high'] - r['low']):.1f} "
+            f"and {100 * (r['t_high'] - r['t_low']):.1f} points wide") in text
+    assert "the grid must be extended" not in text and "The next points are running" not in text
+
+
 @pytest.mark.parametrize("gaps, rise, state, rstate, head, side", [
     ([0.002, -0.004, 0.0], [0.001, 0.0, -0.001], "within", "flat", "**Verdict at convergence.**", None),
     ([0.03, -0.02, 0.0], [0.001, 0.0, -0.001], "undecided", "flat", "**Verdict at convergence.**", None),

@@ -99,6 +99,11 @@ def test_verdict_numbers_recomputed_from_the_json():
     at_e = np.stack([points[("pgd_at", e, s)] for s in paired])
     at0 = np.stack([points[("pgd_at", before, s)] for s in paired])
     assert f"{pct(at0.mean())} % at {before} epochs, {pct(at_e.mean())} % at {e}: {pts(at_e.mean() - at0.mean())} points" in text
+    three = sorted(x for x in {x for m, x, _ in points if m == "pgd_at"} if len(seeds_of("pgd_at", x)) >= 3)
+    for e0, e1 in zip(three, three[1:]):           # PGD-AT's gain from each such budget to the next
+        common = seeds_of("pgd_at", e0) & seeds_of("pgd_at", e1)
+        gain = np.mean([points[("pgd_at", e1, s)].mean() - points[("pgd_at", e0, s)].mean() for s in common])
+        assert f"{pts(gain)} ({e0} → {e1} epochs)" in text
     later = sorted({x for m, x, _ in points if x > e})
     for x in later:                                # the budgets with fewer seeds are shown as 'so far'
         assert f"So far at {x} epochs" in text

@@ -326,6 +326,23 @@ def _change(rows: pd.DataFrame, method: str, e0: int, e1: int, n_boot: int = 10_
             "after": float(np.mean([sum(x) / len(x) for x in ca]))}
 
 
+def _gains(rows: pd.DataFrame, method: str, seeds_needed: int) -> list[tuple[int, int, float]]:
+    """`method`'s mean APGD-CE + APGD-T gain (fraction) from each budget with `seeds_needed` seeds or more to the
+    next such budget, on the seeds both have: [(e0, e1, gain)]. No interval: the trend the verdict shows beside
+    the last change, which has its intervals."""
+    acc: dict[int, dict] = {}     # from the per-image outcomes, as `_change` (the JSON's apgd is a float32)
+    for r in rows[rows["method"] == method].itertuples():
+        outcomes = r.apgd_correct if isinstance(r.apgd_correct, list) else None
+        acc.setdefault(int(r.epochs), {})[int(r.seed)] = (float(np.mean(outcomes)) if outcomes is not None
+                                                           else float(r.apgd))
+    budgets = sorted(e for e, per_seed in acc.items() if len(per_seed) >= seeds_needed)
+    out = []
+    for e0, e1 in zip(budgets, budgets[1:]):
+        seeds = sorted(set(acc[e0]) & set(acc[e1]))
+        out.append((e0, e1, float(np.mean([acc[e1][s] - acc[e0][s] for s in seeds]))))
+    return out
+
+
 def _state(low: float, high: float, t_low: float, t_high: float, band: float = BAND) -> str:
     """'within' both intervals inside [-band, band]; 'above' / 'below' both beyond it; 'undecided' otherwise."""
     if -band <= low and high <= band and -band <= t_low and t_high <= band:
@@ -376,6 +393,7 @@ def verdict(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_
     out["steps"] = _steps(g)
     out["base_mean"] = float(g["apgd"].mean())
     out["method_mean"] = float(rows[(rows["method"] == method) & (rows["epochs"] == last["epochs"])]["apgd"].mean())
+    out["gains"] = _gains(rows, base, seeds_needed)
     out["rise"] = None
     if len(complete) >= 2:
         out["rise"] = _change(rows, base, int(complete.iloc[-2]["epochs"]), int(last["epochs"]), n_boot=n_boot)
@@ -451,6 +469,9 @@ def verdict_markdown(frame: pd.DataFrame, method: str = "clead_online", base: st
                              "point by both intervals).",
                      "unclear": f"{b}'s change between the last two such budgets ({change}) is neither clearly a "
                                 "rise nor shown to be within ±1 point: convergence is not established."}[rstate])
+        if len(v["gains"]) >= 2:
+            text.append(f"{b}'s mean gain from each budget to the next, on the seeds both have: " + ", ".join(
+                f"{_pts(g)} ({e0} → {e1} epochs)" for e0, e1, g in v["gains"]) + " points.")
     for p in v["partial"]:
         ch = p["base_change"]
         each = lambda accs: ", ".join(f"{_pct(a)} % ({_seeds([s_])})" for s_, a in accs.items())
@@ -465,6 +486,11 @@ def verdict_markdown(frame: pd.DataFrame, method: str = "clead_online", base: st
     if v["missing"]:
         todo = "; ".join(f"{e_} epochs, {_seeds(s)}" for e_, s in v["missing"])
         text.append(f"The next points are running ({todo}: `{PLANNED_COMMAND}`).")
+    elif rstate == "unclear":
+        text.append(f"No further points are planned: {b}'s last change has intervals "
+                    f"{100 * (rise['high'] - rise['low']):.1f} and {100 * (rise['t_high'] - rise['t_low']):.1f} points "
+                    "wide, wider than the ±1-point band, so a plateau within ±1 point cannot be shown with these "
+                    "seeds and test images; more seeds or test images would narrow them.")
     elif not converged:
         text.append(f"No further points are planned: the grid must be extended (e.g. to {2 * int(max(PLANNED[base]))} "
                     "epochs) to reach convergence.")
