@@ -25,10 +25,12 @@ APGD-CE + APGD-T / Square on 1,000: sized for a GPU (--device cuda). Not run yet
 What budget the converged grid expects to converge at, and why it may not: 20 epochs of 59,500 images at batch
 128 are 9,280 optimizer steps (464 per epoch). The mnist5k budget curve (benchmarks/budget_curve.py, README) is
 the only measurement: PGD-AT's APGD-CE + APGD-T accuracy rose from 59.0 % at 216 steps (8 epochs) to 77.3 % at 432
-(16 epochs) and to 85.5 % at 864 (32 epochs; 3 seeds each, 2026-12-06): still rising at the largest budget
-measured (+8.1 points from 16 to 32 epochs), every 32-epoch PGD-AT run kept one of its last three epochs. 9,280 steps are about 10x that, on 17x more
-images, so PGD-AT is expected, not shown, to be near its plateau by 20 epochs; Madry et al. trained 100,000 steps of
-batch 50 (about 83 epochs of MNIST) with PGD-40, and their model keeps 88.5 % under AutoAttack. PGD-10 in training
+(16 epochs), 85.5 % at 864 (32), 87.7 % at 1,728 (64) and 88.4 % at 3,456 (128; 3 seeds up to 32 epochs, 5 at 64
+and 128): the mean gain per doubling fell from +8.1 to +2.3 to +0.7 points, but the last change's intervals
+([-0.8, +2.3]) do not show a plateau within ±1 point, and some 128-epoch runs kept epochs as late as 123. 9,280
+steps are 2.7x the largest budget measured, on 17x more images, so PGD-AT is expected, not shown, to be near its
+plateau by 20 epochs; Madry et al. trained 100,000 steps of batch 50 (about 83 epochs of MNIST) with PGD-40, and
+their model keeps 88.5 % under AutoAttack. PGD-10 in training
 (not 40) may also leave the model short of that. So 20 epochs may not converge: read each row's best held-out
 epoch (kept / run in the per-seed table); if it is one of the last two, that run was still improving, and the grid
 should be run again with --epochs 40 before a row is read as converged.
