@@ -246,6 +246,7 @@ def test_verdict_gains_and_nothing_left_to_run(tmp_path, monkeypatch):
     assert (f"No further points are planned: PGD-AT's last change has intervals {100 * (r['high'] - r['low']):.1f} "
             f"and {100 * (r['t_high'] - r['t_low']):.1f} points wide") in text
     assert "the grid must be extended" not in text and "The next points are running" not in text
+    assert text.startswith("**Verdict: convergence not established.**")     # not shown to rise: not 'not reached'
 
 
 @pytest.mark.parametrize("gaps, rise, state, rstate, head, side", [
@@ -255,7 +256,7 @@ def test_verdict_gains_and_nothing_left_to_run(tmp_path, monkeypatch):
      "rule out an advantage of C-LEAD online larger than 1 point"),
     ([0.006, 0.012, 0.008], [0.001, 0.0, -0.001], "undecided", "flat", "**Verdict at convergence.**",
      "rule out an advantage of PGD-AT larger than 1 point"),
-    ([-0.05, -0.06, -0.04], [0.03, -0.02, 0.04], "below", "unclear", "**Verdict: convergence not reached yet.**", None)])
+    ([-0.05, -0.06, -0.04], [0.03, -0.02, 0.04], "below", "unclear", "**Verdict: convergence not established.**", None)])
 def test_verdict_states(tmp_path, gaps, rise, state, rstate, head, side):
     """Within ±1 point only when both intervals are; 'undecided' when one reaches past it, with the one-sided
     answer when both intervals stay on one side of the band (and only then); PGD-AT flat between the last two

@@ -99,6 +99,15 @@ def test_verdict_numbers_recomputed_from_the_json():
     at_e = np.stack([points[("pgd_at", e, s)] for s in paired])
     at0 = np.stack([points[("pgd_at", before, s)] for s in paired])
     assert f"{pct(at0.mean())} % at {before} epochs, {pct(at_e.mean())} % at {e}: {pts(at_e.mean() - at0.mean())} points" in text
+    rise = at_e.mean(axis=1) - at0.mean(axis=1)        # the head: 'not reached' only when the rise is shown
+    r_half = st.t.ppf(0.975, len(paired) - 1) * rise.std(ddof=1) / np.sqrt(len(paired))
+    r_ci = paired_bootstrap(at_e, at0, n_boot=10_000, seed=0)
+    if r_ci.low > 0 and rise.mean() - r_half > 0:
+        assert text.startswith("**Verdict: convergence not reached yet.**")
+    elif inside(r_ci.low, r_ci.high) and inside(rise.mean() - r_half, rise.mean() + r_half):
+        assert text.startswith("**Verdict at convergence.**")
+    else:
+        assert text.startswith("**Verdict: convergence not established.**")
     three = sorted(x for x in {x for m, x, _ in points if m == "pgd_at"} if len(seeds_of("pgd_at", x)) >= 3)
     for e0, e1 in zip(three, three[1:]):           # PGD-AT's gain from each such budget to the next
         common = seeds_of("pgd_at", e0) & seeds_of("pgd_at", e1)

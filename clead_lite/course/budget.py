@@ -449,7 +449,9 @@ def verdict_markdown(frame: pd.DataFrame, method: str = "clead_online", base: st
         gap_phrase += f"; both intervals rule out an advantage of {m} larger than 1 point"
     elif v["state"] == "undecided" and min(last["low"], last["t_low"]) >= -BAND:
         gap_phrase += f"; both intervals rule out an advantage of {b} larger than 1 point"
-    head = ("**Verdict at convergence.**" if converged else "**Verdict: convergence not reached yet.**")
+    # 'not reached' only when the base method is shown to rise; a change that no interval settles is 'not established'
+    head = {"flat": "**Verdict at convergence.**", "rising": "**Verdict: convergence not reached yet.**"}.get(
+        rstate, "**Verdict: convergence not established.**")
     text = [f"{head} At {e} epochs ({v['steps']} optimizer steps), the largest budget with {len(last['seeds'])} "
             f"seeds of both methods, {m} keeps {_pct(v['method_mean'])} % and {b} {_pct(v['base_mean'])} % under "
             f"APGD-CE + APGD-T: a paired gap of {_pts(last['mean'])} points (95 % interval {_interval(last['low'], last['high'])} "
