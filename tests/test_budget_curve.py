@@ -200,7 +200,7 @@ def test_verdict_reads_the_rows(tmp_path):
     """The verdict takes the largest budget with three paired seeds, states both intervals and Holm's p from
     the rows, says whether the gap is within ±1 point, whether PGD-AT still rises (so: not converged), shows a
     budget with fewer seeds as 'so far' and names the planned points that are not on disk."""
-    from clead_lite.course.budget import PLANNED_COMMAND, paired_gaps, verdict, verdict_markdown
+    from clead_lite.course.budget import PLANNED_COMMANDS, paired_gaps, verdict, verdict_markdown
     from clead_lite.course.stats import holm, t_interval
     _gap_grid(tmp_path, {8: [0.07, 0.07, 0.08], 16: [0.032, 0.04, 0.036], 32: [-0.012, None, None]},
               {8: [0.59, 0.61, 0.56], 16: [0.776, 0.778, 0.766], 32: [0.854, 0.856, None], 64: [None, None, 0.86]})
@@ -220,7 +220,8 @@ def test_verdict_reads_the_rows(tmp_path):
     assert "So far at 64 epochs: PGD-AT 86.0 % (seed 2), +9.4 points since 16 epochs on the same seed; " \
            "no C-LEAD online point yet: too few seeds" in text
     # online's 32 and 64; at 64 PGD-AT's seeds 0, 1, 3, 4 too (FIVE_SEEDS: its change 64 -> 128 on 5 seeds)
-    assert "32 epochs, seeds 1, 2; 64 epochs, seeds 0, 1, 2, 3, 4" in text and PLANNED_COMMAND in text
+    assert "32 epochs, seeds 1, 2; 64 epochs, seeds 0, 1, 2, 3, 4" in text
+    assert " and ".join(f"`{c}`" for c in PLANNED_COMMANDS) in text
     assert "Holm over the 2 budgets tested" in text
 
 
@@ -274,3 +275,4 @@ def test_verdict_states(tmp_path, gaps, rise, state, rstate, head, side):
     if state == "undecided":
         assert "cannot say whether it is within ±1 point of 0" in text
     assert ("rule out an advantage of" in text) == (side is not None) and (side is None or side in text)
+    assert v["ruled_out"] == (None if side is None else "clead_online" if "C-LEAD" in side else "pgd_at")

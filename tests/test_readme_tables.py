@@ -74,7 +74,8 @@ def test_verdict_numbers_recomputed_from_the_json():
     on = np.stack([points[("clead_online", e, s)] for s in seeds])
     at = np.stack([points[("pgd_at", e, s)] for s in seeds])
     diffs = on.mean(axis=1) - at.mean(axis=1)
-    half = st.t.ppf(0.975, len(seeds) - 1) * diffs.std(ddof=1) / np.sqrt(len(seeds))
+    t_half = lambda d: st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))   # 95 % over seeds
+    half = t_half(diffs)
     ci = paired_bootstrap(on, at, n_boot=10_000, seed=0)
     pct = lambda v: f"{100 * v:.1f}"
     pts = lambda v: f"{100 * v:+.1f}"
@@ -100,7 +101,7 @@ def test_verdict_numbers_recomputed_from_the_json():
     at0 = np.stack([points[("pgd_at", before, s)] for s in paired])
     assert f"{pct(at0.mean())} % at {before} epochs, {pct(at_e.mean())} % at {e}: {pts(at_e.mean() - at0.mean())} points" in text
     rise = at_e.mean(axis=1) - at0.mean(axis=1)        # the head: 'not reached' only when the rise is shown
-    r_half = st.t.ppf(0.975, len(paired) - 1) * rise.std(ddof=1) / np.sqrt(len(paired))
+    r_half = t_half(rise)
     r_ci = paired_bootstrap(at_e, at0, n_boot=10_000, seed=0)
     if r_ci.low > 0 and rise.mean() - r_half > 0:
         assert text.startswith("**Verdict: convergence not reached yet.**")

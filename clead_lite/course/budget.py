@@ -21,7 +21,7 @@ import pandas as pd
 
 from .stats import holm, mcnemar_exact, paired_bootstrap, sample_sd, t_interval
 
-__all__ = ["POINT_COLUMNS", "PUBLISHED", "PLANNED", "PLANNED_COMMAND", "load_points", "optimizer_steps",
+__all__ = ["POINT_COLUMNS", "PUBLISHED", "PLANNED", "PLANNED_COMMANDS", "load_points", "optimizer_steps",
            "budget_markdown", "lambda_markdown", "paired_gaps", "gap_markdown", "standard_check_markdown",
            "config_note", "summary_markdown", "verdict", "verdict_markdown", "plot_budget_curve", "plot_gaps",
            "point_name"]
@@ -37,8 +37,8 @@ POINT_COLUMNS = ("dataset", "method", "epochs", "seed", "lam", "clean", "apgd", 
 PLANNED = {"pgd_at": (4, 8, 16, 32, 64, 128), "clead_online": (4, 8, 16, 32, 64, 128), "trades": (4, 8, 16)}
 PLANNED_SEEDS = (0, 1, 2)
 FIVE_SEEDS = {"pgd_at": (64, 128), "clead_online": (128,)}      # budgets planned with seeds 0-4
-PLANNED_COMMAND = ("python benchmarks/budget_curve.py --methods pgd_at clead_online --epochs 128 --seeds 0 1 2 3 4` "
-                   "and `python benchmarks/budget_curve.py --methods pgd_at --epochs 64 --seeds 3 4")
+PLANNED_COMMANDS = ("python benchmarks/budget_curve.py --methods pgd_at clead_online --epochs 128 --seeds 0 1 2 3 4",
+                    "python benchmarks/budget_curve.py --methods pgd_at --epochs 64 --seeds 3 4")
 BAND = 0.01          # "within +-1 point of 0": the verdict's margin, in accuracy (fraction)
 # AutoAttack (standard) accuracies reported in Croce & Hein 2020's table for full MNIST at eps 0.3, larger
 # models and budgets than this curve's: where each point stands against the published ones
@@ -164,6 +164,14 @@ def lambda_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _outcomes(rows: pd.DataFrame, method: str, epochs: int) -> dict[int, list[float]]:
+    """`method`'s per-image APGD-CE + APGD-T outcomes at `epochs` (1.0 right, 0.0 wrong), by seed; a point
+    without them is left out."""
+    return {int(r.seed): [float(v) for v in r.apgd_correct]
+            for r in rows[(rows["method"] == method) & (rows["epochs"] == epochs)].itertuples()
+            if isinstance(r.apgd_correct, list)}
+
+
 def paired_gaps(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_at", n_boot: int = 10_000,
                 seed: int = 0) -> pd.DataFrame:
     """`method` minus `base` in APGD-CE + APGD-T accuracy, per budget, paired by training seed and test image.
@@ -176,14 +184,11 @@ def paired_gaps(frame: pd.DataFrame, method: str = "clead_online", base: str = "
     rows = _curve_rows(frame)
     out = []
     for epochs in sorted(set(rows["epochs"].dropna().astype(int))):
-        a = rows[(rows["method"] == method) & (rows["epochs"] == epochs)].set_index("seed")
-        b = rows[(rows["method"] == base) & (rows["epochs"] == epochs)].set_index("seed")
-        seeds = sorted(s for s in set(a.index) & set(b.index)
-                       if isinstance(a.loc[s, "apgd_correct"], list) and isinstance(b.loc[s, "apgd_correct"], list))
+        a, b = _outcomes(rows, method, epochs), _outcomes(rows, base, epochs)
+        seeds = sorted(a.keys() & b.keys())
         if not seeds:
             continue
-        ca = [[float(v) for v in a.loc[s, "apgd_correct"]] for s in seeds]
-        cb = [[float(v) for v in b.loc[s, "apgd_correct"]] for s in seeds]
+        ca, cb = [a[s] for s in seeds], [b[s] for s in seeds]
         if len({len(v) for v in ca + cb}) != 1:
             raise ValueError(f"{method} and {base} at {epochs} epochs were scored on different numbers of images")
         diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ca, cb)]
@@ -310,14 +315,11 @@ def summary_markdown(frame: pd.DataFrame) -> str:
 def _change(rows: pd.DataFrame, method: str, e0: int, e1: int, n_boot: int = 10_000, seed: int = 0) -> dict | None:
     """`method`'s APGD-CE + APGD-T accuracy at e1 epochs minus at e0, paired by seed (same training images and
     initial weights) and test image: per-seed changes, both intervals, the two means. None without a pair."""
-    a = rows[(rows["method"] == method) & (rows["epochs"] == e1)].set_index("seed")
-    b = rows[(rows["method"] == method) & (rows["epochs"] == e0)].set_index("seed")
-    seeds = sorted(s for s in set(a.index) & set(b.index)
-                   if isinstance(a.loc[s, "apgd_correct"], list) and isinstance(b.loc[s, "apgd_correct"], list))
+    a, b = _outcomes(rows, method, e1), _outcomes(rows, method, e0)
+    seeds = sorted(a.keys() & b.keys())
     if not seeds:
         return None
-    ca = [[float(v) for v in a.loc[s, "apgd_correct"]] for s in seeds]
-    cb = [[float(v) for v in b.loc[s, "apgd_correct"]] for s in seeds]
+    ca, cb = [a[s] for s in seeds], [b[s] for s in seeds]
     ci = paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed)
     diffs = [sum(x) / len(x) - sum(y) / len(y) for x, y in zip(ca, cb)]
     t = t_interval(diffs)
@@ -329,12 +331,10 @@ def _change(rows: pd.DataFrame, method: str, e0: int, e1: int, n_boot: int = 10_
 def _gains(rows: pd.DataFrame, method: str, seeds_needed: int) -> list[tuple[int, int, float]]:
     """`method`'s mean APGD-CE + APGD-T gain (fraction) from each budget with `seeds_needed` seeds or more to the
     next such budget, on the seeds both have: [(e0, e1, gain)]. No interval: the trend the verdict shows beside
-    the last change, which has its intervals."""
-    acc: dict[int, dict] = {}     # from the per-image outcomes, as `_change` (the JSON's apgd is a float32)
-    for r in rows[rows["method"] == method].itertuples():
-        outcomes = r.apgd_correct if isinstance(r.apgd_correct, list) else None
-        acc.setdefault(int(r.epochs), {})[int(r.seed)] = (float(np.mean(outcomes)) if outcomes is not None
-                                                           else float(r.apgd))
+    the last change, which has its intervals. From the per-image outcomes, as `_change` (the JSON's apgd is a
+    float32), so that the last gain is the change's mean."""
+    acc = {e: {s: sum(o) / len(o) for s, o in _outcomes(rows, method, e).items()}
+           for e in sorted(set(rows.loc[rows["method"] == method, "epochs"].dropna().astype(int)))}
     budgets = sorted(e for e, per_seed in acc.items() if len(per_seed) >= seeds_needed)
     out = []
     for e0, e1 in zip(budgets, budgets[1:]):
@@ -372,9 +372,11 @@ def verdict(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_
     """The facts behind the verdict sentence (fractions, not points): at the largest budget where both methods
     have `seeds_needed` paired seeds, the gap (`paired_gaps` row), its t-test p and Holm's adjustment over the
     t-tests of every budget with two seeds or more, whether it is within ±1 point of 0 (`state`: 'within',
-    'above', 'below' or 'undecided' from both intervals), the base method's change from the previous such
+    'above', 'below' or 'undecided' from both intervals; `ruled_out`: the method whose advantage above 1 point
+    both intervals of an undecided gap exclude, else None), the base method's change from the previous such
     budget (`rise`, `rise_state`: 'rising' when both intervals are above 0, 'flat' when both lie within ±1
-    point, 'unclear' otherwise), the points at larger budgets so far (`partial`: each method's accuracy per seed,
+    point, 'unclear' otherwise; `gains`: its mean gain between consecutive such budgets, `_gains`), the points at
+    larger budgets so far (`partial`: each method's accuracy per seed,
     the gap on the seeds both have, the base method's change per seed) and the planned points not on disk
     (`missing`). `last` is None when no budget has enough seeds."""
     rows = _curve_rows(frame)
@@ -388,7 +390,11 @@ def verdict(frame: pd.DataFrame, method: str = "clead_online", base: str = "pgd_
         return out
     last = complete.iloc[-1]
     out.update(last=last.to_dict(), holm_p=adjusted.get(last["epochs"], math.nan),
-               state=_state(last["low"], last["high"], last["t_low"], last["t_high"]))
+               state=_state(last["low"], last["high"], last["t_low"], last["t_high"]), ruled_out=None)
+    if out["state"] == "undecided" and max(last["high"], last["t_high"]) <= BAND:   # a one-sided answer still holds
+        out["ruled_out"] = method
+    elif out["state"] == "undecided" and min(last["low"], last["t_low"]) >= -BAND:
+        out["ruled_out"] = base
     g = rows[(rows["method"] == base) & (rows["epochs"] == last["epochs"])]
     out["steps"] = _steps(g)
     out["base_mean"] = float(g["apgd"].mean())
@@ -445,10 +451,9 @@ def verdict_markdown(frame: pd.DataFrame, method: str = "clead_online", base: st
                   "below": f"**not within ±1 point of 0**: both intervals lie below -1 point ({b} ahead)",
                   "undecided": f"these {len(last['seeds'])} seeds **cannot say whether it is within ±1 point of 0** "
                                "(an interval reaches past ±1 point; more seeds would narrow it)"}[v["state"]]
-    if v["state"] == "undecided" and max(last["high"], last["t_high"]) <= BAND:      # a one-sided answer still holds
-        gap_phrase += f"; both intervals rule out an advantage of {m} larger than 1 point"
-    elif v["state"] == "undecided" and min(last["low"], last["t_low"]) >= -BAND:
-        gap_phrase += f"; both intervals rule out an advantage of {b} larger than 1 point"
+    if v["ruled_out"] is not None:
+        gap_phrase += (f"; both intervals rule out an advantage of {LABELS.get(v['ruled_out'], v['ruled_out'])} "
+                       "larger than 1 point")
     # 'not reached' only when the base method is shown to rise; a change that no interval settles is 'not established'
     head = {"flat": "**Verdict at convergence.**", "rising": "**Verdict: convergence not reached yet.**"}.get(
         rstate, "**Verdict: convergence not established.**")
@@ -487,7 +492,7 @@ def verdict_markdown(frame: pd.DataFrame, method: str = "clead_online", base: st
         text.append(f"So far at {p['epochs']} epochs: " + "; ".join(parts) + ": too few seeds for the verdict.")
     if v["missing"]:
         todo = "; ".join(f"{e_} epochs, {_seeds(s)}" for e_, s in v["missing"])
-        text.append(f"The next points are running ({todo}: `{PLANNED_COMMAND}`).")
+        text.append(f"The next points are running ({todo}: {' and '.join(f'`{c}`' for c in PLANNED_COMMANDS)}).")
     elif rstate == "unclear":
         text.append(f"No further points are planned: {b}'s last change has intervals "
                     f"{100 * (rise['high'] - rise['low']):.1f} and {100 * (rise['t_high'] - rise['t_low']):.1f} points "
