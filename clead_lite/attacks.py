@@ -18,9 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import eval_mode, unwrap
-from .validate import (NORMS, check_choice, check_eps, check_images, check_int, check_labels, check_logits,
-                       check_nonnegative, check_positive)
+from .models import check_batch, eval_mode
+from .validate import NORMS, check_budget, check_choice, check_int, check_logits, check_nonnegative, check_positive
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -234,8 +233,8 @@ def _check_params(params: dict) -> None:
     """The scalar settings of an attack; each error names the argument, its value and what is allowed."""
     norm = check_choice(params.get("norm", "linf"), "norm", NORMS)
     for name, value in params.items():
-        if name == "eps":  # L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) may exceed 1
-            check_eps(value) if norm == "linf" else check_nonnegative(value, "eps")
+        if name == "eps":
+            check_budget(value, norm)
         elif name in ("alpha", "c", "lr"):
             check_positive(value, name)
         elif name == "kappa":
@@ -255,17 +254,8 @@ def _check_params(params: dict) -> None:
 
 
 def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Checks model, x, y (shapes, dtypes, devices; values on the CPU only); x detached, fp16 / bf16 made float32."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    inner = unwrap(model)
-    on_cpu = isinstance(x, torch.Tensor) and x.device.type == "cpu"
-    check_images(x, channels=getattr(inner, "in_channels", None), values=on_cpu)
-    size = getattr(inner, "image_size", None)
-    if size is not None and tuple(x.shape[-2:]) != (size, size):
-        raise ValueError(f"x has {x.shape[-2]}x{x.shape[-1]} images, the model expects {size}x{size} "
-                         f"(shape {tuple(x.shape)})")
-    check_labels(y, x.shape[0], getattr(inner, "num_classes", None), values=on_cpu)
+    """`check_batch` (values on the CPU only), devices, grad mode; x detached, fp16 / bf16 made float32."""
+    check_batch(model, x, y, values=isinstance(x, torch.Tensor) and x.device.type == "cpu")
     if y.device != x.device:
         raise ValueError(f"x and y must be on the same device, got x on {x.device} and y on {y.device}")
     if torch.is_inference_mode_enabled():

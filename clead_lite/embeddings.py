@@ -3,12 +3,11 @@
 - `embed`: (N, D) embeddings, "features" (the penultimate layer) or "projection" (the contrastive head's output);
 - `clean_and_adversarial_embeddings`: embeddings and predictions of clean images and of their adversarial versions;
 - `separation_metrics`: does the attack move an embedding far (towards another class) or keep it close?
-- `umap_projection`: one UMAP fitted on both sets together; `warm_up_umap` pays numba's compilation early.
+- `umap_projection`: one UMAP fitted on both sets together.
 Embeddings come back as (N, D) float32 CPU tensors; row i of z_adv is image i attacked.
 """
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Callable
 
@@ -17,20 +16,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import eval_mode, model_input_check, unwrap
-from .validate import check_choice, check_int, check_labels, check_nonnegative
+from .models import check_batch, device_of, eval_mode, unwrap
+from .validate import check_adversarial, check_attack, check_choice, check_int, check_labels, check_nonnegative
 
 SPACES = ("features", "projection")
 KNN_K = 5
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["embed", "clean_and_adversarial_embeddings", "separation_metrics", "umap_projection",
-           "warm_up_umap", "SPACES"]
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+           "SPACES"]
 
 
 def _embedder(model: nn.Module, space: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -50,8 +44,8 @@ def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 512, space: str =
     space: "features" (`model.features`) or "projection" (`model.project`, not normalised)."""
     fn = _embedder(model, space)
     check_int(batch_size, "batch_size")
-    model_input_check(model, x)
-    device = _device_of(model)
+    check_batch(model, x)
+    device = device_of(model)
     with eval_mode(model), torch.no_grad():
         return torch.cat([fn(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
@@ -64,20 +58,14 @@ def clean_and_adversarial_embeddings(model: nn.Module, x: torch.Tensor, y: torch
     Returns {z_clean, z_adv: (N, D) float32; y, pred_clean, pred_adv: (N,) int64; x_adv: (N, C, H, W) float32}."""
     fn = _embedder(model, space)
     check_int(batch_size, "batch_size")
-    if not callable(attack):
-        raise TypeError(f"attack must be a callable(model, x, y) -> x_adv, got {type(attack).__name__}; "
-                        "e.g. clead_lite.attacks.make_attack('pgd', eps=0.3, alpha=0.01, steps=20)")
-    model_input_check(model, x)
-    check_labels(y, len(x), getattr(unwrap(model), "num_classes", None))
-    device = _device_of(model)
+    check_attack(attack)
+    check_batch(model, x, y)
+    device = device_of(model)
     parts = []     # per batch: z_clean, z_adv, pred_clean, pred_adv, x_adv
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
             xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-            xb_adv = attack(model, xb, yb)
-            if not isinstance(xb_adv, torch.Tensor) or xb_adv.shape != xb.shape:
-                got = tuple(xb_adv.shape) if isinstance(xb_adv, torch.Tensor) else type(xb_adv).__name__
-                raise ValueError(f"attack must return x_adv with the shape of its input {tuple(xb.shape)}, got {got}")
+            xb_adv = check_adversarial(attack(model, xb, yb), xb)
             with torch.no_grad():     # clean and adversarial images in one batch
                 both = torch.cat([xb, xb_adv.detach().to(xb.dtype)])
                 z = fn(both).float().cpu()
@@ -192,12 +180,3 @@ def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1
         raise TypeError(f"metric must be a metric name such as 'cosine' or 'euclidean', got {metric!r}")
     z = np.ascontiguousarray(torch.cat([zc, za]).numpy(), dtype=np.float32)
     return _fit_umap(z, n_neighbors, float(min_dist), seed, metric)
-
-
-def warm_up_umap(metric: str = "cosine") -> float:
-    """Import UMAP and run a tiny fit, so numba compiles its kernels now (~10-30 s once per process), not in the
-    middle of a lesson. Returns the seconds it took."""
-    start = time.perf_counter()
-    z = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
-    _fit_umap(z, n_neighbors=5, min_dist=0.1, seed=0, metric=metric)
-    return time.perf_counter() - start

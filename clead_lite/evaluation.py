@@ -9,7 +9,6 @@ loops over batches then trust them.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import re
@@ -24,8 +23,9 @@ import torch
 import torch.nn as nn
 
 from .attacks import make_attack
-from .models import eval_mode, model_input_check, unwrap
-from .validate import check_choice, check_eps, check_int, check_labels, check_logits, check_nonnegative, check_positive
+from .models import check_batch, device_of, eval_mode, unwrap
+from .validate import (check_adversarial, check_attack, check_budget, check_choice, check_eps, check_int, check_logits,
+                       check_nonnegative, check_positive)
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 AttackFactory = Callable[[float, int, int], AttackFn]   # (eps, steps, restarts) -> attack(model, x, y)
@@ -45,30 +45,14 @@ BALL_RTOL = 1e-5        # relative slack for the L2 norm (a sum of 784+ squares)
 # Argument checks: called once by each public function
 def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1,
                   name: str = "model") -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
-    model_input_check(model, x)
-    if y is not None:
-        check_labels(y, x.shape[0], getattr(unwrap(model), "num_classes", None))
+    check_batch(model, x, y, name=name)
     check_int(batch_size, "batch_size")
-
-
-def _check_attack(attack: AttackFn) -> AttackFn:
-    if not callable(attack):
-        raise TypeError("attack must be a callable attack(model, x, y) -> x_adv (e.g. attacks.make_attack("
-                        f"'pgd', eps=0.3, alpha=0.0375, steps=20)), got {type(attack).__name__}")
-    return attack
 
 
 def _check_norm(norm: str) -> str:
     if not isinstance(norm, str):
         raise TypeError(f"norm must be 'linf' or 'l2', got {norm!r}")
     return check_choice(norm.lower(), "norm", ("linf", "l2"))
-
-
-def _check_budget(eps: float, norm: str, name: str = "eps") -> float:
-    """L-inf budgets live in [0, 1]; L2 budgets (e.g. 2.0 on MNIST) are any finite number >= 0."""
-    return check_eps(eps, name) if norm == "linf" else check_nonnegative(eps, name)   # which refuses inf
 
 
 def _check_ints(minimum: int = 1, **values: int) -> None:
@@ -81,12 +65,6 @@ def default_alpha(eps: float, steps: int) -> float:
     """PGD step size 2.5 * eps / steps (Madry et al. 2018): the steps can cross the ball 2.5 times.
     eps = 0 gets 1/255 (an eps-0 attack returns x unchanged; the step size only has to be valid)."""
     return 2.5 * eps / steps if eps > 0 else 1 / 255
-
-
-def _device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -133,7 +111,7 @@ def _channels_last(model: nn.Module) -> Iterator[None]:
 
 # Accuracy: one forward pass, or one attack run with its per-example outcomes
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device, preds = _device(model), []
+    device, preds = device_of(model), []
     with torch.no_grad(), eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(device)
@@ -162,16 +140,12 @@ class _Run:
 def _run_attack(attack: AttackFn, source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 batch_size: int, norm: str = "linf") -> _Run:
     """x_adv = attack(source, xb, yb) batch by batch, scored on `target` (the same model for white-box)."""
-    src_device, tgt_device = _device(source), _device(target)
+    src_device, tgt_device = device_of(source), device_of(target)
     correct, dist, lo, hi, bad = [], [], [], [], []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size].to(src_device)
         yb = y[start:start + batch_size].to(src_device)
-        x_adv = attack(source, xb, yb)
-        if not isinstance(x_adv, torch.Tensor) or x_adv.shape != xb.shape:   # a shape, not a value: no sync
-            got = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
-            raise ValueError(f"attack must return x_adv of the input's shape {tuple(xb.shape)}, got {got}")
-        x_adv = x_adv.detach()
+        x_adv = check_adversarial(attack(source, xb, yb), xb).detach()
         flat = x_adv.flatten(1)      # per-example statistics, read once after the loop (for `within_ball`)
         lo.append(flat.amin(1))
         hi.append(flat.amax(1))
@@ -201,7 +175,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     """White-box robust accuracy in [0, 1]: x_adv = attack(model, xb, yb) per batch, scored on the same model.
     return_correct: also return the (N,) bool per-example correctness (CPU)."""
     _check_inputs(model, x, y, batch_size)
-    run = _run_attack(_check_attack(attack), model, model, x, y, batch_size)
+    run = _run_attack(check_attack(attack), model, model, x, y, batch_size)
     return (run.accuracy, run.correct) if return_correct else run.accuracy
 
 
@@ -210,7 +184,7 @@ def transfer_accuracy(source: nn.Module, target: nn.Module, x: torch.Tensor, y: 
     """Black-box transfer accuracy in [0, 1]: x_adv = attack(source, xb, yb) on the surrogate, scored on `target`."""
     _check_inputs(source, x, y, batch_size, "source")
     _check_inputs(target, x, y, batch_size, "target")
-    run = _run_attack(_check_attack(attack), source, target, x, y, batch_size)
+    run = _run_attack(check_attack(attack), source, target, x, y, batch_size)
     return (run.accuracy, run.correct) if return_correct else run.accuracy
 
 
@@ -237,10 +211,10 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Se
                          "attack='pgd_l2' (without norm), e.g. eps_sweep(model, x, y, [0.5, 1.0, 2.0], "
                          "attack='pgd_l2')")
     norm = "l2" if attack == "pgd_l2" or (attack == "noise" and attack_kwargs.get("norm") == "l2") else "linf"
-    eps_values = [_check_budget(e, norm, f"eps_values[{i}]") for i, e in enumerate(eps_values)]
+    eps_values = [check_budget(e, norm, f"eps_values[{i}]") for i, e in enumerate(eps_values)]
     rows = []
     for e in eps_values:
-        fn = _check_attack(attack(e)) if callable(attack) else _sweep_attack(attack, e, seed, attack_kwargs)
+        fn = check_attack(attack(e)) if callable(attack) else _sweep_attack(attack, e, seed, attack_kwargs)
         rows.append({"eps": e, "accuracy": _run_attack(fn, model, model, x, y, batch_size).accuracy,
                      "attack": getattr(attack, "__name__", attack), "n": x.shape[0]})
     return pd.DataFrame(rows)
@@ -349,7 +323,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     eps 0 must match exactly."""
     _check_inputs(model, x, y, batch_size)
     norm = _check_norm(norm)
-    eps = _check_budget(eps, norm)
+    eps = check_budget(eps, norm)
     if eps == 0:
         raise ValueError("eps must be > 0 for the sanity checks (eps 0 is one of the checks)")
     _check_ints(steps=steps, restarts=restarts)
@@ -369,11 +343,11 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     if more_restarts <= restarts:
         raise ValueError(f"more_restarts must be > restarts ({restarts}), got {more_restarts}")
     default_large = 1.0 if norm == "linf" else math.sqrt(x[0].numel())   # the [0, 1]-cube's diameter for L2
-    large_eps = _check_budget(default_large if large_eps is None else large_eps, norm, "large_eps")
+    large_eps = check_budget(default_large if large_eps is None else large_eps, norm, "large_eps")
     if large_eps <= eps:
         raise ValueError(f"large_eps must be > eps ({eps}), got {large_eps}")
     sweep = sorted({0.0, eps / 4, eps / 2, 3 * eps / 4, eps} if sweep is None else
-                   {_check_budget(e, norm, f"sweep[{i}]") for i, e in enumerate(sweep)} | {0.0, eps})
+                   {check_budget(e, norm, f"sweep[{i}]") for i, e in enumerate(sweep)} | {0.0, eps})
     factory = attack or _pgd_factory(norm, eps, alpha, seed)
     name = getattr(factory, "__name__", type(factory).__name__)
     n, tol = x.shape[0], tolerance / x.shape[0]
@@ -532,7 +506,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     if n is not None and check_int(n, "n") > x.shape[0]:
         raise ValueError(f"n must be at most the number of examples ({x.shape[0]}), got {n}")
     from pyautoattack import AutoAttack
-    indices, device = random_subset(x.shape[0], n, seed), _device(model)
+    indices, device = random_subset(x.shape[0], n, seed), device_of(model)
     xs, ys = x[indices].to(device), y[indices].to(device)
     with torch.no_grad(), eval_mode(model):   # AutoAttack assumes (B, C) logits: say so before it starts
         check_logits(model(xs[:2]), min(2, xs.shape[0]))
@@ -579,7 +553,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
     if not isinstance(per_image, bool):
         raise TypeError(f"per_image must be True or False, got {per_image!r}")
     norm = _check_norm(norm)
-    eps = _check_budget(eps, norm)
+    eps = check_budget(eps, norm)
     _check_ints(steps=steps, restarts=restarts)
     _check_ints(0, n_autoattack=n_autoattack, seed=seed)
     if n_autoattack > x.shape[0]:

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from .attacks import cw_l2, fgsm, pgd
 from .data import DATASETS, dataset_info, get_device
-from .models import MODELS, build_model, unwrap
+from .models import MODELS, build_model, check_batch, device_of, unwrap
 from .losses import info_nce
 from .training import SCHEDULES, History, TrainConfig, TrainHook, TrainResult, TrainStep, split_validation, train
-from .validate import Settings, check_choice, check_eps, check_images, check_int, check_labels, check_settings
+from .validate import Settings, check_choice, check_eps, check_images, check_int, check_settings
 
 __all__ = ["random_resized_crop", "color_jitter", "simclr_augment", "precompute_adversarial_views",
            "finetune_encoder", "train_linear_head", "train_surrogate", "train_faithful", "FaithfulResult",
@@ -236,9 +236,7 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     check_eps(eps)
     for name, value in (("steps", steps), ("cw_steps", cw_steps), ("batch_size", batch_size)):
         check_int(value, name)
-    inner = unwrap(surrogate)
-    check_images(x, "x", getattr(inner, "in_channels", None))
-    check_labels(y, x.shape[0], getattr(inner, "num_classes", None))
+    check_batch(surrogate, x, y, name="surrogate")
     alpha = alpha if alpha is not None else 3 / 8 * eps
     has_crop, has_aug = (any(k.endswith(s) for k in kinds) for s in ("_crop", "_aug"))
     params = dict(kinds=list(kinds), eps=eps, steps=steps, alpha=alpha, cw_steps=cw_steps, cw_c=cw_c,
@@ -248,7 +246,7 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     views = cache.load(surrogate, x, y, params) if cache is not None else None
     if views is not None:
         return views
-    device = get_device(device) if device is not None else next(inner.parameters()).device
+    device = get_device(device) if device is not None else device_of(surrogate)
     was_training = surrogate.training
     surrogate.eval()
     crop_gen = torch.Generator().manual_seed(seed)

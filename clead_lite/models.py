@@ -6,6 +6,7 @@ Then the two architectures, `build_model`, `unwrap` (under DDP / torch.compile w
 """
 from __future__ import annotations
 
+import itertools
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validate import check_choice, check_images
+from .validate import check_choice, check_images, check_labels
 
 MEANS = {1: (0.1307,), 3: (0.4914, 0.4822, 0.4465)}
 STDS = {1: (0.3081,), 3: (0.2471, 0.2435, 0.2616)}
@@ -155,9 +156,27 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> CourseModel:
     return MODELS[name](num_classes=num_classes, **kwargs)
 
 
-def model_input_check(model: nn.Module, x: torch.Tensor) -> None:
-    """Check x: (B, C, H, W) in [0, 1] with `model`'s channels. Reads the values: once per data set, not per batch."""
-    check_images(x, channels=getattr(unwrap(model), "in_channels", None))
+def check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, values: bool = True,
+                name: str = "model") -> None:
+    """The entry check of every function that runs a model on data: model a torch Module; x: (B, C, H, W) float in
+    [0, 1] with the model's channels and image size; y (if given): (B,) int64 in [0, num_classes). values=False skips
+    the ranges, the only part that reads x and y (a GPU->CPU sync): once per data set, never per batch."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    inner = unwrap(model)
+    check_images(x, channels=getattr(inner, "in_channels", None), values=values)
+    size = getattr(inner, "image_size", None)
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        raise ValueError(f"x has {x.shape[-2]}x{x.shape[-1]} images, the model expects {size}x{size} "
+                         f"(shape {tuple(x.shape)})")
+    if y is not None:
+        check_labels(y, x.shape[0], getattr(inner, "num_classes", None), values=values)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without any)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def unwrap(model: nn.Module) -> nn.Module:

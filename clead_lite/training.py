@@ -8,18 +8,19 @@
 
 Reading order: `TrainConfig`, `lr_factor`, `TrainStep` (one optimiser step: the attack, each method's loss, mixed
 precision), `train` (the loop: held-out robust accuracy, keep-best, early stopping), `train_epoch`. Checkpoints,
-resume and locks reach the loop through one `TrainHook` (the course's `clead_lite.course.runs.Checkpoint`).
+resume and locks reach the loop through one `TrainHook` (the course's `clead_lite.course.runs.Checkpoint`). Under
+torchrun, with a process group made by the launcher (`clead_lite.course.ddp`), the loop trains data-parallel.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -28,8 +29,8 @@ from .data import DeviceLoader, dataset_info, get_device
 from .evaluation import accuracy, robust_accuracy
 from .losses import info_nce, supcon, trades_kl
 from .models import eval_mode, unwrap
-from .validate import (NORMS, Settings, check_eps, check_images, check_labels, check_nonnegative, check_seed,
-                       check_settings)
+from .validate import (NORMS, Settings, check_budget, check_images, check_labels, check_nonnegative,
+                       check_seed, check_settings)
 
 __all__ = ["METHODS", "SCHEDULES", "TRAIN_STEP_VERSION", "TrainConfig", "TrainStep", "TrainHook", "Run", "TrainResult",
            "History", "train", "train_epoch", "lr_factor", "split_validation", "TrainingDivergedError"]
@@ -112,7 +113,7 @@ class TrainConfig(Settings):
             if not isinstance(getattr(self, name), (bool, type(None))):
                 raise TypeError(f"{name} must be None (automatic), True or False, got {getattr(self, name)!r}")
         if self.eps is not None:
-            check_eps(self.eps) if self.norm == "linf" else check_nonnegative(self.eps, "eps")
+            check_budget(self.eps, self.norm)
         if self.attack == "fgsm_rs" and (self.attack_steps != 1 or self.norm != "linf"):
             raise ValueError(f"attack 'fgsm_rs' is one L-inf step: it needs attack_steps=1 and norm='linf', got "
                              f"attack_steps={self.attack_steps}, norm={self.norm!r}")
@@ -209,7 +210,7 @@ class TrainStep:
     stacks for the faithful stages). On CUDA: autocast (`amp_dtype`) and channels_last unless the config says no."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, total_steps: int,
-                 ddp: dict | None = None, loss: Callable | None = None):
+                 ddp: bool = False, loss: Callable | None = None):
         cfg = self.cfg = config
         self.device, self.model, self.total_steps, self.step_index = device, model, total_steps, 0
         self.inner = unwrap(model)       # the course model under any DDP / compile wrapper, unwrapped once here
@@ -223,7 +224,8 @@ class TrainStep:
         if ddp:
             from torch.nn.parallel import DistributedDataParallel
             uses_all = cfg.method == "clead_online" and cfg.contrastive_weight > 0
-            net = DistributedDataParallel(net, device_ids=ddp.get("device_ids"), find_unused_parameters=not uses_all)
+            ids = [device.index] if device.type == "cuda" else None  # device-ok
+            net = DistributedDataParallel(net, device_ids=ids, find_unused_parameters=not uses_all)
         self.net = torch.compile(net) if cfg.compile else net
         self.optimizer = torch.optim.SGD(self.trainable, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
@@ -444,9 +446,9 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
     """
     t_start = time.perf_counter()
     cfg, x_fit, y_fit, x_val, y_val = _prepare(model, x_train, y_train, config, changes, x_val, y_val, dataset)
-    ddp = _ddp_setup(torch.device(device) if device is not None else None)    # several GPUs under torchrun
-    device = ddp["device"] if ddp else get_device(device)
-    rank, world = (ddp["rank"], ddp["world_size"]) if ddp else (0, 1)
+    device = get_device(device)
+    ddp = dist.is_available() and dist.is_initialized()     # several processes under torchrun: data-parallel
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
     show = progress and rank == 0
     if device.type == "cuda":  # device-ok
         torch.backends.cudnn.benchmark = True     # one batch shape throughout: cuDNN's fastest kernels, picked once
@@ -502,7 +504,6 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
         hook.end(run)
     finally:
         hook.close()
-        _ddp_teardown(ddp)
         if cfg.method == "faithful_head":   # unfreeze the encoder for whoever uses the model next
             for p in run.step.inner.parameters():
                 p.requires_grad_(True)
@@ -549,7 +550,6 @@ def train_epoch(step: TrainStep, loader: DeviceLoader, epoch: int, history: Hist
     keys = sorted(totals)
     sums = torch.stack([totals[k] for k in keys] + [torch.tensor(float(seen), device=step.device)])
     if ddp:
-        import torch.distributed as dist
         # DDP sends rank 0's buffers at the START of a forward: after the last one each rank holds its own
         # BatchNorm statistics; make them rank 0's (tests/test_batchnorm.py). Then add up every rank's sums.
         for buffer in step.inner.buffers():
@@ -655,29 +655,3 @@ def _print_epoch(record: dict, cfg: TrainConfig) -> None:
         tqdm.write(f"catastrophic overfitting at epoch {record['epoch']}: held-out PGD accuracy fell to "
                    f"{record['val_pgd_acc']:.3f} (FGSM {record.get('val_fgsm_acc', float('nan')):.3f}); "
                    f"stopped, keeping epoch {record['best_epoch']}")
-
-
-def _ddp_setup(device: torch.device | None) -> dict | None:
-    """Under torchrun (WORLD_SIZE > 1): init the process group (nccl on CUDA, gloo on CPU) and pick this
-    process's device. Returns {'rank', 'world_size', 'device', 'device_ids', 'created'} or None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch.distributed as dist
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    if device.type == "cuda":  # device-ok
-        device = device if device.index is not None else torch.device(f"cuda:{local}")
-        torch.cuda.set_device(device)
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")  # device-ok
-    return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "device": device,
-            "device_ids": [device.index] if device.type == "cuda" else None, "created": created}  # device-ok
-
-
-def _ddp_teardown(ddp: dict | None) -> None:
-    if ddp and ddp["created"]:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()

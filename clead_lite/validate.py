@@ -22,6 +22,11 @@ def check_eps(eps: float, name: str = "eps") -> float:
     return float(eps)
 
 
+def check_budget(eps: float, norm: str, name: str = "eps") -> float:
+    """A perturbation budget: L-inf in [0, 1]; L2 (e.g. 2.0 on MNIST) any finite number >= 0."""
+    return check_eps(eps, name) if norm == "linf" else check_nonnegative(eps, name)
+
+
 def check_positive(value: float, name: str) -> float:
     """A finite number > 0 (inf is refused: an infinite lr, weight or step never trains or attacks anything)."""
     return _finite(value, name, ">", "a positive number")
@@ -158,3 +163,19 @@ def check_logits(logits, batch: int, name: str = "the model's output") -> torch.
                          f"(B, num_classes) = ({batch}, C) for a batch of {batch} images (e.g. not (B,): keep the "
                          "class axis, one score per class)")
     return logits
+
+
+def check_attack(attack):
+    """attack: a callable attack(model, x, y) -> x_adv."""
+    if not callable(attack):
+        raise TypeError("attack must be a callable attack(model, x, y) -> x_adv (e.g. attacks.make_attack("
+                        f"'pgd', eps=0.3, alpha=0.0375, steps=20)), got {type(attack).__name__}")
+    return attack
+
+
+def check_adversarial(x_adv, x: torch.Tensor) -> torch.Tensor:
+    """What an attack returned: a tensor of its input's shape (a shape, not a value: no sync)."""
+    if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
+        got = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
+        raise ValueError(f"attack must return x_adv with the shape of its input {tuple(x.shape)}, got {got}")
+    return x_adv

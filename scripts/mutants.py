@@ -164,8 +164,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "            pass\n", (T_ATT + "test_model_modes_restored_exactly",
                                  T_EV + "test_predict_and_accuracy_match_a_plain_forward"), fast=True),
     Mutant("transfer-scored-on-source", EVAL,
-           "run = _run_attack(_check_attack(attack), source, target, x, y, batch_size)",
-           "run = _run_attack(_check_attack(attack), source, source, x, y, batch_size)",
+           "run = _run_attack(check_attack(attack), source, target, x, y, batch_size)",
+           "run = _run_attack(check_attack(attack), source, source, x, y, batch_size)",
            (T_EV + "test_transfer_is_weaker_than_whitebox",)),
     # --- checkpoints, data, models
     Mutant("manifest-sha256-not-checked", "clead_lite/course/checkpoints.py", 'if actual != entry.get("sha256"):',

@@ -35,6 +35,7 @@ def bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def main(out_dir: str) -> None:
+    from clead_lite.course.ddp import process_group
     from clead_lite.course.runs import Checkpoint
     from clead_lite.training import TrainConfig, train
     torch.set_num_threads(1)
@@ -44,8 +45,9 @@ def main(out_dir: str) -> None:
     cfg = TrainConfig(method="clead_online", epochs=2, batch_size=32, lr=0.05, schedule="constant", eps=0.1,
                       attack_steps=2, log_every=1, contrastive_weight=0.5, n_val=32, val_steps=2,
                       split_views=os.environ.get("BN_SPLIT_VIEWS") == "1")
-    result = train(model, data["x"], data["y"], cfg, dataset="mnist5k", device="cpu", progress=False,
-                   hook=Checkpoint(os.path.join(out_dir, "bn_ddp.pt")))
+    with process_group("cpu") as device:
+        result = train(model, data["x"], data["y"], cfg, dataset="mnist5k", device=device, progress=False,
+                       hook=Checkpoint(os.path.join(out_dir, "bn_ddp.pt")))
     rank = int(os.environ["RANK"])
     torch.save({"state": {k: v.clone() for k, v in result.model.state_dict().items()},
                 "epochs": [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in result.history.epochs()]},

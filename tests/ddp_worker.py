@@ -9,6 +9,7 @@ import sys
 import torch
 
 from clead_lite.models import SmallCNN
+from clead_lite.course.ddp import process_group
 from clead_lite.course.runs import Checkpoint
 from clead_lite.training import TrainConfig, train
 
@@ -21,8 +22,9 @@ def main(out_dir: str) -> None:
     model = SmallCNN(width=8, feature_dim=32, proj_dim=16)
     cfg = TrainConfig(method="clead_online", epochs=3, batch_size=64, lr=0.05, schedule="constant", eps=0.1,
                       attack_steps=2, log_every=1, contrastive_weight=0.5)
-    result = train(model, x, y, cfg, dataset="mnist5k", device="cpu", progress=False,
-                   hook=Checkpoint(os.path.join(out_dir, "ddp.pt")))
+    with process_group("cpu") as device:     # the launcher's part: gloo on the CPU, taken down after the block
+        result = train(model, x, y, cfg, dataset="mnist5k", device=device, progress=False,
+                       hook=Checkpoint(os.path.join(out_dir, "ddp.pt")))
     rank = int(os.environ["RANK"])
     params = torch.cat([p.detach().flatten() for p in result.model.parameters()])
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:

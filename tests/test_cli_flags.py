@@ -267,13 +267,14 @@ def test_load_or_train_uses_a_shipped_checkpoint(tmp_path, monkeypatch, capsys):
     trained = []
     monkeypatch.setattr(tr, "train", lambda *a, **k: trained.append(k) or
                         TrainResult(model=SmallCNN().eval(), history=History(), config=TrainConfig()))
-    model, hist = load_or_train("pgd_at", profile, x, y, torch.device("cpu"), live=False)
+    loaded = load_or_train("pgd_at", profile, x, y, torch.device("cpu"), live=False)
+    model, hist = loaded
     assert not trained and not model.training
     assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), shipped.state_dict().values()))
     assert list(hist) == history
-    out = capsys.readouterr().out
-    assert "pgd_at: shipped checkpoint mnist5k_pgd_at_quick.pt" in out and len(out.strip().splitlines()) == 1
-    assert "clean 90.0%, robust 50.0%" in out
+    assert capsys.readouterr().out == ""       # a load prints nothing; where it came from is its provenance
+    assert loaded.provenance.startswith("pgd_at: shipped checkpoint mnist5k_pgd_at_quick.pt")
+    assert "clean 90.0%, robust 50.0%" in loaded.provenance
     # a change, or a profile without checkpoints, trains instead; a damaged file is refused
     load_or_train("pgd_at", profile, x, y, torch.device("cpu"), live=False, epochs=1)
     load_or_train("pgd_at", get_profile("smoke"), x, y, torch.device("cpu"), live=False)

@@ -101,7 +101,7 @@ def test_notebooks_01_and_05_in_colab_at_tiny_size_under_colabs_versions(tmp_pat
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-4000:]
     printed = json.loads(run.stdout.strip().splitlines()[-1])
     for name in NOTEBOOKS:
-        assert "profile colab" in printed[name] and "dataset cifar10" in printed[name], printed[name][:500]
+        assert "profile colab: cifar10, preactresnet18" in printed[name], printed[name][:500]
         assert "all checks passed" in printed[name] or "Traceback" not in printed[name]
     check = subprocess.run([str(py), "-c", CHECK], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-3000:]

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from clead_lite.attacks import make_attack
-from clead_lite.course.umap_cache import cached_umap_projection
-from clead_lite.embeddings import (clean_and_adversarial_embeddings, embed, separation_metrics, umap_projection,
-                                   warm_up_umap)
+from clead_lite.course.umap_cache import cached_umap_projection, warm_up_umap
+from clead_lite.embeddings import clean_and_adversarial_embeddings, embed, separation_metrics, umap_projection
 from clead_lite.models import SmallCNN
 
 
@@ -227,8 +226,9 @@ def test_metrics_errors():
 
 
 # ------------------------------------------------------------------ UMAP
-def test_warm_up_umap_runs():
-    assert warm_up_umap() > 0
+def test_warm_up_umap_compiles_umap():
+    import sys
+    assert warm_up_umap() is None and "umap" in sys.modules and "numba" in sys.modules
 
 
 def test_umap_projection_shape_cache_and_separation(tmp_path, monkeypatch):

@@ -391,7 +391,7 @@ def test_bad_attacks(standard_model, small):
     x, y = small
     with pytest.raises(TypeError, match="callable attack"):
         E.robust_accuracy(standard_model, x, y, "pgd")
-    with pytest.raises(ValueError, match="input's shape"):
+    with pytest.raises(ValueError, match="shape of its input"):
         E.robust_accuracy(standard_model, x, y, lambda m, xb, yb: xb[:1])
     with pytest.raises(TypeError, match="target"):
         E.transfer_accuracy(standard_model, None, x, y, pgd20())

@@ -87,7 +87,7 @@ def _printed(text: str) -> tuple[float, float]:
     m = re.search(r"first (\d+) test images: clean ([\d.]+)%, robust ([\d.]+)% \(eps 0.3; attack: PGD-20 x 2 "
                   r"restarts", text)
     assert m, text
-    assert text.strip().count("\n") == 0, f"a model load prints one line: {text!r}"
+    assert text.strip().count("\n") == 0, f"a model's provenance is one line: {text!r}"
     return float(m.group(2)), float(m.group(3))
 
 
@@ -102,8 +102,8 @@ def test_load_message_notebook_cells_and_manifest_agree(method, quick_data, caps
         model, _ = load_pretrained(QUICK.dataset, method, QUICK.name, QUICK.model)
     else:
         loaded = load_or_train(method, QUICK, x_train, y_train, torch.device("cpu"), live=False)
-        assert loaded.source == "shipped"
-        clean_printed, pgd_printed = _printed(capsys.readouterr().out)
+        assert loaded.source == "shipped" and capsys.readouterr().out == ""    # a load prints nothing
+        clean_printed, pgd_printed = _printed(loaded.provenance)
         assert clean_printed == round(100 * m["clean"], 1) and pgd_printed == round(100 * m["pgd"], 1)
         model = loaded.model
     tol = 2 / m["n"]   # a borderline image may flip with another BLAS / thread count
@@ -123,12 +123,13 @@ def test_pgd_of_the_notebook_cell_equals_the_manifest(quick_data):
     assert abs(row["pgd"] - m["pgd"]) <= 2 / m["n"]
 
 
-def test_load_message_is_one_line_and_the_config_is_the_one_used(quick_data, capsys):
+def test_a_load_prints_nothing_its_provenance_is_one_line_and_the_config_is_the_one_used(quick_data, capsys):
     x_train, y_train, _, _ = quick_data
     loaded = load_or_train("pgd_at", QUICK, x_train, y_train, torch.device("cpu"), live=False)
-    out = capsys.readouterr().out
+    assert capsys.readouterr().out == ""
     assert loaded.config.to_dict() == _settings(ENTRIES["pgd_at"]["config"])
-    assert out.count("\n") == 1 and out.startswith("pgd_at: shipped checkpoint mnist5k_pgd_at_quick.pt | ")
+    assert "\n" not in loaded.provenance
+    assert loaded.provenance.startswith("pgd_at: shipped checkpoint mnist5k_pgd_at_quick.pt | ")
 
 
 # ------------------------------------------------------------------------------------------------ across notebooks

@@ -120,7 +120,6 @@ _CONFIG_OPTIONS = (("--epochs", "epochs", "epochs"), ("--lambda", "contrastive_w
 
 
 def _train_config(args, profile, out=None):
-    from ..training import TrainConfig
     changes = {field: getattr(args, dest) for _, dest, field in _CONFIG_OPTIONS if getattr(args, dest) is not None}
     if args.clean_ce:
         changes["clean_ce"] = True
@@ -149,7 +148,13 @@ def _faithful_config(args, profile):
 
 
 def cmd_train(args) -> int:
-    from .profiles import get_device, get_profile
+    from .ddp import process_group
+    with process_group(args.device) as device:   # under torchrun: the group of the data-parallel processes
+        return _cmd_train(args, device)
+
+
+def _cmd_train(args, device) -> int:
+    from .profiles import get_profile
 
     profile = get_profile(args.profile, dataset=args.dataset)
     dataset = profile.dataset
@@ -158,7 +163,6 @@ def cmd_train(args) -> int:
     cfg = _train_config(args, profile, out)
     if args.n_train is not None and args.n_train < 2:
         raise UsageError(f"--n-train must be at least 2, got {args.n_train}")
-    device = get_device(args.device)
     if not main_rank:
         return _train_and_save(args, profile, dataset, cfg, device, out, False)
     # before the work: an --out that is not ours (a device, a FIFO, a link, a shipped checkpoint, the --json file),
@@ -534,7 +538,7 @@ def cmd_demo(args) -> int:
     from .tables import format_table
     from ..models import build_model
     from .profiles import get_device, get_profile, seed_everything
-    from ..training import TrainConfig, train
+    from ..training import train
 
     profile = get_profile(args.profile, dataset=args.dataset)
     device = get_device(args.device)

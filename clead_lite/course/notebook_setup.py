@@ -1,13 +1,14 @@
 """The first code cell of every notebook: `profile, device = setup()`.
 
-Reads the run profile (`CLEAD_PROFILE` = smoke | quick | full), picks the device once, seeds every random
-number generator, makes matplotlib figures readable on a projector, and prints one line that says what
-runs where (profile, dataset, device, library versions) — the first thing to look at when a result differs.
+Reads the run profile (`CLEAD_PROFILE` = smoke | quick | colab | paper), picks the device once, seeds every random
+number generator, makes matplotlib figures readable on a projector, and prints one line that says what runs where
+(profile, dataset, model, eps, device). Then `load_data` and `load_or_train`, which load or train a model without
+printing where it came from: that is the model store's business (`python -m clead_lite store`,
+`LoadedModel.provenance`), not the lesson's.
 """
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +16,6 @@ from typing import Callable
 
 import torch
 
-from .. import __version__
 from .profiles import Profile, get_device, get_profile, seed_everything
 from .profiles import faithful_config, train_config
 
@@ -90,7 +90,7 @@ def colab_setup_cell() -> str:
         "    !{sys.executable} clead-course/scripts/colab_install.py clead-course\n"
         "    sys.path.insert(0, os.path.abspath(\"clead-course\"))\n"
         "from clead_lite.course.notebook_setup import setup\n"
-        "profile, device = setup()     # prints profile, dataset, device, library versions")
+        "profile, device = setup()     # prints the profile, dataset and device")
 
 
 def in_colab() -> bool:
@@ -101,14 +101,6 @@ def set_plot_style() -> None:
     """Matplotlib defaults for a lecture hall: larger fonts, thicker lines, pixel-exact images."""
     import matplotlib as mpl
     mpl.rcParams.update(PROJECTOR_RC)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the libraries whose behaviour changes results."""
-    import torchvision
-    out = {"python": platform.python_version(), "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "clead_lite": __version__}
-    return out
 
 
 def describe_device(device: torch.device) -> str:
@@ -133,11 +125,8 @@ def setup(profile: str | Profile | None = None, seed: int = 0, device: str | tor
     seed_everything(seed)
     set_plot_style()
     if not quiet:
-        v = versions()
-        where = " | on Colab" if in_colab() else ""
-        print(f"clead_lite {v['clead_lite']} | profile {profile.name} | dataset {profile.dataset} "
-              f"({profile.model}, eps {profile.eps:.4g}) | device {describe_device(device)} | torch {v['torch']}, "
-              f"torchvision {v['torchvision']}, python {v['python']}{where}")
+        print(f"profile {profile.name}: {profile.dataset}, {profile.model}, eps {profile.eps:.4g} | "
+              f"device {describe_device(device)}" + (" | on Colab" if in_colab() else ""))
         if profile.name == "colab":   # the cut that fits a Colab session, stated where the numbers are shown
             print(f"colab: {profile.epochs} epochs of fast adversarial training on a seeded {profile.n_train:,}-image "
                   f"subset, {profile.n_eval} test images attacked: a fraction of the published setting, so expect "
@@ -169,12 +158,12 @@ def load_data(profile: Profile, seed: int = 0):
 
 class LoadedModel(tuple):
     """What `load_or_train` returns: unpacks as `(model, history)`, and carries `.config` (the TrainConfig the
-    model was actually trained with), `.source` ('shipped', 'store' or 'trained') and `.path` (its checkpoint,
-    None when not saved)."""
+    model was actually trained with), `.source` ('shipped', 'store' or 'trained'), `.path` (its checkpoint,
+    None when not saved) and `.provenance` (one line: where it came from, its recorded accuracies; `load_message`)."""
 
-    def __new__(cls, model, history, config, source: str, path=None):
+    def __new__(cls, model, history, config, source: str, path=None, provenance: str = ""):
         self = super().__new__(cls, (model, history))
-        self.config, self.source, self.path = config, source, path
+        self.config, self.source, self.path, self.provenance = config, source, path, provenance
         return self
 
     @property
@@ -187,10 +176,11 @@ class LoadedModel(tuple):
 
 
 def load_message(method: str, where: str, metrics: dict | None) -> str:
-    """The one line a model load prints: which model, from where, and (when recorded) its clean and robust
-    accuracy on the stated test images, e.g. "pgd_at: shipped checkpoint mnist5k_pgd_at_quick.pt | first 500 test
-    images: clean 96.2%, robust 64.0% (eps 0.3; attack: PGD-20 x 2 restarts, notebook 02)". The full record (training config,
-    command, sha256) stays in data/checkpoints/manifest.json and the model store's index."""
+    """A loaded model's provenance in one line (`LoadedModel.provenance`; a load prints nothing): which model, from
+    where, and (when recorded) its clean and robust accuracy on the stated test images, e.g. "pgd_at: shipped
+    checkpoint mnist5k_pgd_at_quick.pt | first 500 test images: clean 96.2%, robust 64.0% (eps 0.3; attack: PGD-20 x
+    2 restarts, notebook 02)". The full record (training config, command, sha256) stays in
+    data/checkpoints/manifest.json and the model store's index."""
     line = f"{method}: {where}"
     if metrics and metrics.get("n"):
         line += (f" | first {metrics['n']} test images: clean {metrics['clean']:.1%}, robust {metrics['pgd']:.1%} "
@@ -203,7 +193,6 @@ def load_message(method: str, where: str, metrics: dict | None) -> str:
 def _lookup(method: str, profile: Profile, x_train, y_train, changes: dict):
     """(config asked for, store key or None, StoreHit or None)."""
     from .store import find, model_key
-    from ..training import TrainConfig
     config = train_config(profile, method, **changes)
     if not profile.use_checkpoints:   # smoke: always train (the tests must run the training code), never store
         return config, None, None
@@ -236,7 +225,8 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
     only_stored: never train; without a shipped or stored model, say how to train it and return model None.
     Returns a LoadedModel: unpacks as (model in eval mode on `device`, history); history is a
     `training.History` (list of records; `.frame('epoch')`) or None when the stored model has none;
-    `.config` is the config the model was trained with. Prints one line (`load_message`).
+    `.config` is the config the model was trained with. A load prints nothing (where the model came from is
+    `.provenance`); training here shows its progress and one closing line.
     """
     from ..models import build_model
     from .store import check_store_writable, load_hit, save_model, store_dir
@@ -251,8 +241,8 @@ def load_or_train(method: str, profile: Profile, x_train, y_train, device: torch
         used = TrainConfig.from_dict(hit.entry.get("config") or state.get("config") or config.to_dict())
         used = used.resolved(profile.dataset)
         where = "shipped checkpoint" if hit.source == "shipped" else "model store"
-        print(load_message(method, f"{where} {hit.path.name}", hit.entry.get("metrics")))
-        return LoadedModel(model.eval(), history, used, hit.source, hit.path)
+        return LoadedModel(model.eval(), history, used, hit.source, hit.path,
+                           load_message(method, f"{where} {hit.path.name}", hit.entry.get("metrics")))
     if only_stored:
         print(f"no {method} model for these settings in the model store: not trained here (it would not fit this "
               f"notebook's time budget). To add it: python -m clead_lite train --method {method} "
@@ -313,16 +303,13 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
     if profile.use_checkpoints:
         shipped = find_checkpoint(profile.dataset, "clead_faithful", profile.name, profile.model)
         if shipped is not None:
-            model, entry = load_pretrained(profile.dataset, "clead_faithful", profile.name, profile.model,
-                                           device=device)
-            print(load_message("clead_faithful", f"shipped checkpoint {shipped.name}", entry.get("metrics")))
+            model, _ = load_pretrained(profile.dataset, "clead_faithful", profile.name, profile.model, device=device)
             return model.eval(), None
         key = model_key("clead_faithful", profile.dataset, profile.model, profile.name, config, x_train, y_train,
                         faithful)
         hit = find(key)
         if hit is not None:
             model, _ = load_model(hit, device)
-            print(load_message("clead_faithful", f"model store {hit.path.name}", hit.entry.get("metrics")))
             return model.eval(), None
     from .views_cache import ViewsCache
     result = train_faithful(x_train, y_train, config, faithful, dataset=profile.dataset, surrogate=copy.deepcopy(surrogate),

@@ -21,7 +21,7 @@ from ..embeddings import umap_projection
 from .checkpoints import CheckpointError
 from .safe_io import clean_stale_temps, temp_path
 
-__all__ = ["cached_umap_projection", "umap_cache_dir", "cache_key", "read_map", "save_map"]
+__all__ = ["cached_umap_projection", "umap_cache_dir", "cache_key", "read_map", "save_map", "warm_up_umap"]
 
 
 def umap_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -96,3 +96,10 @@ def cached_umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: floa
     if path is not None:
         save_map(path, result)
     return result
+
+
+def warm_up_umap(metric: str = "cosine") -> None:
+    """A tiny UMAP fit, so that numba compiles its kernels now (10-40 s, once per process), not in the middle of a
+    lesson (notebook 07 calls it while the student reads the introduction)."""
+    z = torch.from_numpy(np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32))
+    umap_projection(z[:20], z[20:], n_neighbors=5, metric=metric)
