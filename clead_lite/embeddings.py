@@ -23,8 +23,7 @@ SPACES = ("features", "projection")
 KNN_K = 5
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["embed", "clean_and_adversarial_embeddings", "separation_metrics", "umap_projection",
-           "SPACES"]
+__all__ = ["embed", "clean_and_adversarial_embeddings", "separation_metrics", "umap_projection", "SPACES"]
 
 
 def _embedder(model: nn.Module, space: str) -> Callable[[torch.Tensor], torch.Tensor]:
