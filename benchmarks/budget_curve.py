@@ -256,7 +256,7 @@ def run_grid(argv=None) -> int:
     for f in sorted(out.glob("*_e*_s*_lam*.json")):   # a damaged point is named, not a bare JSONDecodeError
         read_json(f, "budget-curve point")
     frame = load_points(out)
-    print(budget_markdown(frame), gap_markdown(frame), lambda_markdown(frame), standard_check_markdown(frame),
+    print(budget_markdown(frame, provenance=True), gap_markdown(frame), lambda_markdown(frame), standard_check_markdown(frame),
           sep="\n\n")
     print(verdict_markdown(frame))
     if args.readme:

@@ -165,8 +165,11 @@ def test_new_rows_show_their_settings_old_rows_say_not_recorded(tmp_path):
     lines = {line.split(" | ")[1]: line for line in per_seed_markdown(frame).splitlines()[2:]}
     assert lines["clead_online"].endswith("| lr 0.02, λ 2, τ 0.2, β 6; code 0123456-dirty; images feedbeeffeed |")
     assert lines["pgd_at"].endswith("| not recorded |")
-    note = protocol_note(frame)
+    note = protocol_note(frame, provenance=True)
     assert "recorded by 1 of the 2 rows (the others: not recorded)" in note
+    assert protocol_note(frame) == note.replace(" The learning rate, lambda, tau, beta, the code version and a fingerprint "
+                                                "of the training images: recorded by 1 of the 2 rows (the others: not "
+                                                "recorded).", "")       # a notebook's note: no provenance
     assert "epochs 3 (42 optimizer steps of 64 images)" in note        # 3 x (1000 - 100) // 64
 
 

@@ -31,4 +31,4 @@ def test_a_new_row_records_its_settings(tmp_path):
     want = (f"| lr {config['lr']:g}, λ {config['contrastive_weight']:g}, τ {config['temperature']:g}, "
             f"β {config['trades_beta']:g}; code {training['code_version'][:7]}")
     assert want in line and f"images {training['train_images']['sha256'][:12]} |" in line
-    assert "recorded by 1 of the 1 rows" in protocol_note(frame)
+    assert "recorded by 1 of the 1 rows" in protocol_note(frame, provenance=True)

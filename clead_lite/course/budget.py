@@ -123,11 +123,13 @@ def _code(g: pd.DataFrame) -> str:
     return ", ".join(names) + (f" ({missing} not recorded)" if missing else "")
 
 
-def budget_markdown(frame: pd.DataFrame) -> str:
+def budget_markdown(frame: pd.DataFrame, provenance: bool = False) -> str:
     """Mean ± sample SD over seeds of clean and APGD-CE + APGD-T accuracy per (method, epochs), in percent, with
-    the optimizer steps, the epoch each seed kept (best held-out PGD accuracy) and the code version."""
-    lines = ["| method | epochs | steps | seeds | clean | APGD-CE+T (n) | epoch kept, per seed | code version | "
-             "published AutoAttack (full MNIST) |", "|---|---|---|---|---|---|---|---|---|"]
+    the optimizer steps and the epoch each seed kept (best held-out PGD accuracy); with `provenance` (the README,
+    the command line; not a notebook) also the code version each point was trained with."""
+    code = "code version | " if provenance else ""
+    lines = [f"| method | epochs | steps | seeds | clean | APGD-CE+T (n) | epoch kept, per seed | {code}"
+             "published AutoAttack (full MNIST) |", "|---|---|---|---|---|---|---|---|" + "---|" * provenance]
     rows = _curve_rows(frame)
     for (method, epochs), g in sorted(rows.groupby(["method", "epochs"]),
                                       key=lambda kv: (list(LABELS).index(kv[0][0]), kv[0][1])):
@@ -135,9 +137,10 @@ def budget_markdown(frame: pd.DataFrame) -> str:
         n = "/".join(str(int(v)) for v in sorted(set(g["n_scored"].dropna())))
         pub = PUBLISHED.get(method)
         kept = ", ".join("-" if pd.isna(b) else str(int(b)) for b in g["best_epoch"])
+        version = f"{_code(g)} | " if provenance else ""
         lines.append(f"| {LABELS.get(method, method)} | {int(epochs)} | {_steps(g)} | "
                      f"{','.join(str(int(s)) for s in g['seed'])} | {_mean_sd(g['clean'])} | {_mean_sd(g['apgd'])} ({n}) | "
-                     f"{kept} | {_code(g)} | {f'{100 * pub[1]:.1f} ({pub[0]})' if pub else '-'} |")
+                     f"{kept} | {version}{f'{100 * pub[1]:.1f} ({pub[0]})' if pub else '-'} |")
     return "\n".join(lines)
 
 
@@ -306,7 +309,7 @@ def summary_markdown(frame: pd.DataFrame) -> str:
     return "\n\n".join([
         f"Robust accuracy (%, mean ± sample SD over seeds), APGD-CE + APGD-T on the same {n} test images; steps: "
         "optimizer steps of one batch each (epochs x (training images - held out) // batch):",
-        budget_markdown(frame), "Paired differences from PGD-AT (points; same seed, same images):", gap_markdown(frame),
+        budget_markdown(frame, provenance=True), "Paired differences from PGD-AT (points; same seed, same images):", gap_markdown(frame),
         "The lambda sweep:", lambda_markdown(frame),
         "The custom version against the standard AutoAttack, on the same images:", standard_check_markdown(frame),
         "What the points record: " + config_note(frame)])

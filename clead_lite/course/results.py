@@ -374,8 +374,9 @@ def autoattack_differences(frame: pd.DataFrame, baseline: str = "pgd_at") -> pd.
     return pd.DataFrame(out, columns=cols)
 
 
-def protocol_note(frame: pd.DataFrame) -> str:
-    """Which images and which epochs the table's numbers come from, in words (values read from the rows)."""
+def protocol_note(frame: pd.DataFrame, provenance: bool = False) -> str:
+    """Which images and which epochs the table's numbers come from, in words (values read from the rows); with
+    `provenance` (the README; not a notebook) also which rows record their settings and code version."""
     if not len(frame):
         return "No rows."
     vals = lambda col: "/".join(str(int(v)) for v in sorted({int(v) for v in frame[col].dropna() if v}))
@@ -399,12 +400,12 @@ def protocol_note(frame: pd.DataFrame) -> str:
                      "the weights kept are those of the best held-out epoch (PGD accuracy for PGD-AT, TRADES and "
                      "C-LEAD online; clean accuracy for standard training and for the faithful pipeline's linear head).")
     recorded = int(frame["code_version"].map(lambda v: isinstance(v, str) and bool(v)).sum())
-    parts.append(("The learning rate, lambda, tau, beta, the code version and a fingerprint of the training images: "
+    parts.append("" if not provenance else ("The learning rate, lambda, tau, beta, the code version and a fingerprint of the training images: "
                   + ("not recorded in these rows (written before the rows recorded them; "
                      "`benchmarks/run_results.py` records them in new rows)." if recorded == 0 else
                      f"recorded by {recorded} of the {len(frame)} rows (the others: not recorded).")))
     parts.append("± is the sample SD (ddof = 1) over seeds.")
-    return " ".join(parts)
+    return " ".join(p for p in parts if p)
 
 
 def _steps_note(frame: pd.DataFrame) -> str:
@@ -433,7 +434,7 @@ def _steps_note(frame: pd.DataFrame) -> str:
 def readme_table(frame: pd.DataFrame) -> str:
     """The README's `<!-- results -->` block: the summary, the sanity report's failures, the paired differences
     and the protocol note."""
-    return "\n\n".join([summary_markdown(frame), sanity_note(frame), differences_markdown(frame), protocol_note(frame)])
+    return "\n\n".join([summary_markdown(frame), sanity_note(frame), differences_markdown(frame), protocol_note(frame, provenance=True)])
 
 
 def code_version(root: str | Path | None = None) -> str:
