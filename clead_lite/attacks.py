@@ -40,7 +40,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     """
     _check_params(dict(eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start, restarts=restarts,
                        targeted=targeted, loss_fn=loss_fn, generator=generator))
-    x = _check_batch(model, x, y)
+    x = _attack_input(model, x, y)
     if start is not None and (not isinstance(start, torch.Tensor) or start.shape != x.shape or restarts != 1):
         got = tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__
         raise ValueError(f"start must be a tensor of x's shape {tuple(x.shape)}, with restarts=1; got {got}, "
@@ -76,7 +76,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, loss_fn
          targeted: bool = False) -> torch.Tensor:
     """Fast Gradient Sign Method (Goodfellow et al. 2015): x_adv = clip_[0,1](x + eps * sign(grad_x loss)), one step."""
     _check_params(dict(eps=eps, loss_fn=loss_fn, targeted=targeted))
-    x = _check_batch(model, x, y)
+    x = _attack_input(model, x, y)
     if eps == 0:
         return x.clone()
     with eval_mode(model), torch.enable_grad():
@@ -90,7 +90,7 @@ def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     """A random perturbation of the attack's size, the baseline an attack must clearly beat (no forward pass). L-inf:
     clip_[0,1](x + eps * s), s uniform in {-1, +1} per pixel; L2: clip_[0,1](x + eps * d / |d|_2), d Gaussian."""
     _check_params(dict(eps=eps, norm=norm, generator=generator))
-    x = _check_batch(model, x, y)
+    x = _attack_input(model, x, y)
     if eps == 0:
         return x.clone()
     if norm == "linf":
@@ -120,7 +120,7 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
     smallest-L2 success kept. No eps bound; pixels at exactly 0 or 1 stay put (w = -+inf, as in torchattacks).
     """
     _check_params(dict(c=c, kappa=kappa, steps=steps, lr=lr, binary_search_steps=binary_search_steps))
-    x = _check_batch(model, x, y)
+    x = _attack_input(model, x, y)
     with eval_mode(model), torch.enable_grad():
         w0 = torch.atanh((2 * x - 1).clamp_(-1.0, 1.0))
         best, best_l2 = x.clone(), torch.full((x.shape[0],), math.inf, device=x.device)
@@ -253,7 +253,7 @@ def _check_params(params: dict) -> None:
                          "(without a random start every restart is the same run)")
 
 
-def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _attack_input(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """`check_batch` (values on the CPU only), devices, grad mode; x detached, fp16 / bf16 made float32."""
     check_batch(model, x, y, values=isinstance(x, torch.Tensor) and x.device.type == "cpu")
     if y.device != x.device:

@@ -127,9 +127,9 @@ def budget_markdown(frame: pd.DataFrame, provenance: bool = False) -> str:
     """Mean ± sample SD over seeds of clean and APGD-CE + APGD-T accuracy per (method, epochs), in percent, with
     the optimizer steps and the epoch each seed kept (best held-out PGD accuracy); with `provenance` (the README,
     the command line; not a notebook) also the code version each point was trained with."""
-    code = "code version | " if provenance else ""
-    lines = [f"| method | epochs | steps | seeds | clean | APGD-CE+T (n) | epoch kept, per seed | {code}"
-             "published AutoAttack (full MNIST) |", "|---|---|---|---|---|---|---|---|" + "---|" * provenance]
+    columns = ["method", "epochs", "steps", "seeds", "clean", "APGD-CE+T (n)", "epoch kept, per seed",
+               *(["code version"] if provenance else []), "published AutoAttack (full MNIST)"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     rows = _curve_rows(frame)
     for (method, epochs), g in sorted(rows.groupby(["method", "epochs"]),
                                       key=lambda kv: (list(LABELS).index(kv[0][0]), kv[0][1])):
@@ -309,7 +309,8 @@ def summary_markdown(frame: pd.DataFrame) -> str:
     return "\n\n".join([
         f"Robust accuracy (%, mean ± sample SD over seeds), APGD-CE + APGD-T on the same {n} test images; steps: "
         "optimizer steps of one batch each (epochs x (training images - held out) // batch):",
-        budget_markdown(frame, provenance=True), "Paired differences from PGD-AT (points; same seed, same images):", gap_markdown(frame),
+        budget_markdown(frame, provenance=True),
+        "Paired differences from PGD-AT (points; same seed, same images):", gap_markdown(frame),
         "The lambda sweep:", lambda_markdown(frame),
         "The custom version against the standard AutoAttack, on the same images:", standard_check_markdown(frame),
         "What the points record: " + config_note(frame)])

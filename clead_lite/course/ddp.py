@@ -19,12 +19,12 @@ def process_group(device: str | torch.device | None = None) -> Iterator[torch.de
     device (cuda:LOCAL_RANK when `device` names no GPU index), and after the block wait for every rank and destroy
     the group. A single process: yield `get_device(device)`, nothing else."""
     from .profiles import get_device    # looked up at the call: the course's one device choice
+    device = get_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        yield get_device(device)
+        yield device
         return
     import torch.distributed as dist
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = get_device(device)
     if device.type == "cuda":  # device-ok
         device = device if device.index is not None else torch.device(f"cuda:{local}")
         torch.cuda.set_device(device)

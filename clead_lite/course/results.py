@@ -399,13 +399,14 @@ def protocol_note(frame: pd.DataFrame, provenance: bool = False) -> str:
                      f"{vals('n_val')} are held out and never trained on; epochs {vals('epochs')}{_steps_note(frame)}; "
                      "the weights kept are those of the best held-out epoch (PGD accuracy for PGD-AT, TRADES and "
                      "C-LEAD online; clean accuracy for standard training and for the faithful pipeline's linear head).")
-    recorded = int(frame["code_version"].map(lambda v: isinstance(v, str) and bool(v)).sum())
-    parts.append("" if not provenance else ("The learning rate, lambda, tau, beta, the code version and a fingerprint of the training images: "
-                  + ("not recorded in these rows (written before the rows recorded them; "
-                     "`benchmarks/run_results.py` records them in new rows)." if recorded == 0 else
-                     f"recorded by {recorded} of the {len(frame)} rows (the others: not recorded).")))
+    if provenance:
+        recorded = int(frame["code_version"].map(lambda v: isinstance(v, str) and bool(v)).sum())
+        parts.append("The learning rate, lambda, tau, beta, the code version and a fingerprint of the training images: "
+                     + ("not recorded in these rows (written before the rows recorded them; "
+                        "`benchmarks/run_results.py` records them in new rows)." if recorded == 0 else
+                        f"recorded by {recorded} of the {len(frame)} rows (the others: not recorded)."))
     parts.append("± is the sample SD (ddof = 1) over seeds.")
-    return " ".join(p for p in parts if p)
+    return " ".join(parts)
 
 
 def _steps_note(frame: pd.DataFrame) -> str:
@@ -434,7 +435,8 @@ def _steps_note(frame: pd.DataFrame) -> str:
 def readme_table(frame: pd.DataFrame) -> str:
     """The README's `<!-- results -->` block: the summary, the sanity report's failures, the paired differences
     and the protocol note."""
-    return "\n\n".join([summary_markdown(frame), sanity_note(frame), differences_markdown(frame), protocol_note(frame, provenance=True)])
+    return "\n\n".join([summary_markdown(frame), sanity_note(frame), differences_markdown(frame),
+                        protocol_note(frame, provenance=True)])
 
 
 def code_version(root: str | Path | None = None) -> str:
