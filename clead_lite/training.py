@@ -8,8 +8,8 @@
 
 Reading order: `TrainConfig`, `lr_factor`, `TrainStep` (one optimiser step: the attack, each method's loss, mixed
 precision), `train` (the loop: held-out robust accuracy, keep-best, early stopping), `train_epoch`. Checkpoints,
-resume and locks reach the loop through one `TrainHook` (the course's `clead_lite.course.runs.Checkpoint`). Under
-torchrun, with a process group made by the launcher (`clead_lite.course.ddp`), the loop trains data-parallel.
+resume and locks reach the loop through one `TrainHook` (`clead_lite.course.runs.Checkpoint`); under torchrun, with
+the launcher's process group (`clead_lite.course.ddp`), it trains data-parallel.
 """
 from __future__ import annotations
 
@@ -49,8 +49,7 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig(Settings):
-    """Every setting of a training run, checked when made. eps / alpha None: the dataset's eps and Madry's step
-    rule alpha = min(eps, 2.5 * eps / steps) (`resolved`)."""
+    """Every setting of a training run, checked when made; eps / alpha None are filled in by `resolved`."""
     method: str = "pgd_at"
     epochs: int = 10
     batch_size: int = 128            # the global batch; each of N DDP processes takes batch_size // N
@@ -165,9 +164,8 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float = 0.4, *, epoc
 
 
 def amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
-    """Autocast's dtype: None (fp32), bf16 on GPUs of compute capability >= 8.0 (A100, H100), fp16 below (T4,
-    V100: `torch.cuda.is_bf16_supported()` says True there too, but by emulation, and cuDNN has no bf16
-    convolutions below 8.0). On the CPU only when asked (bf16)."""
+    """Autocast's dtype or None (fp32). CUDA: bf16 from compute capability 8.0 (A100, H100), else fp16 (T4, V100:
+    `torch.cuda.is_bf16_supported()` is True there by emulation; cuDNN has no bf16 convolutions). CPU: bf16 if asked."""
     if not (device.type == "cuda" if amp is None else amp):  # device-ok
         return None
     if device.type == "cuda":  # device-ok
@@ -259,13 +257,13 @@ class TrainStep:
     def autocast(self):
         return contextlib.nullcontext() if self.amp_dtype is None else torch.autocast(self.device.type, self.amp_dtype)
 
-    def attack(self, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> torch.Tensor:
-        """The training attack against the current model: PGD (or FGSM-RS: one step from a random start), eps and
-        alpha scaled by the warm-up; inside the step's autocast (sign gradients do not care about the loss scale)."""
+    def attack(self, x: torch.Tensor, y: torch.Tensor, loss_fn=None, start: torch.Tensor | None = None) -> torch.Tensor:
+        """The training attack against the current model: PGD (or FGSM-RS: one step) from a random start or `start`,
+        eps and alpha scaled by the warm-up; inside the step's autocast (sign gradients ignore the loss scale)."""
         eps, alpha = self.eps_now()
         with self.autocast():
             return pgd(self.attack_model, x, y, eps, alpha, self.cfg.attack_steps, norm=self.cfg.norm,
-                       loss_fn=loss_fn, generator=self.generator).detach()
+                       loss_fn=loss_fn, generator=self.generator, start=start).detach()
 
     def eps_now(self) -> tuple[float, float]:
         """(eps, alpha) at this step: eps_warmup grows both linearly (a Python float from the counter: no sync)."""
@@ -288,10 +286,7 @@ class TrainStep:
             p_clean = F.softmax(self.attack_model(x).float(), dim=1)
         kl = lambda m, xa, ya: F.kl_div(F.log_softmax(m(xa).float(), dim=1), p_clean, reduction="none").sum(1)
         start = x + 0.001 * torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
-        eps, alpha = self.eps_now()
-        with self.autocast():
-            return pgd(self.attack_model, x, y, eps, alpha, self.cfg.attack_steps, random_start=False,
-                       start=start, loss_fn=kl).detach()
+        return self.attack(x, y, kl, start)
 
     def _trades(self, x, y):
         x_adv = self.trades_attack(x, y)
@@ -354,17 +349,6 @@ class TrainStep:
         """Train mode, except a frozen encoder (linear head stage) keeps its BatchNorm statistics."""
         self.model.train(self.cfg.method != "faithful_head")
 
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "step_index": self.step_index}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step_index = int(state.get("step_index", 0))
-
 
 class History(list):
     """A list of record dicts: kind='step' (every log_every steps) and kind='epoch' (every epoch)."""
@@ -395,6 +379,7 @@ class Run:
     finished: bool = False             # a finished run restored by a hook: nothing left to train
     stopped_early: bool = False
     kept: str = "no checkpoint of this run was written"   # what a hook keeps, for the divergence message
+    checkpoint_path: str | None = None                     # where a hook checkpoints: TrainResult.checkpoint_path
 
 
 class TrainHook:
@@ -435,8 +420,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
           device: str | torch.device | None = None, progress: bool = True,
           callback: Callable[[dict, nn.Module], bool | None] | None = None, hook: TrainHook | None = None,
           loss: Callable | None = None, select: str | None = None, **changes) -> TrainResult:
-    """Train `model` (a course model, trained in place on the device) with `config`, fields overridden by
-    `changes` (train(..., epochs=2)).
+    """Train `model` (a course model) in place on the device with `config`, fields overridden by `changes` (epochs=2).
 
     x_train: (N, C, H, W) float in [0, 1], y_train: (N,) int64. x_val / y_val: held-out images for the per-epoch
     PGD accuracy (else `n_val` images split off x_train). dataset: the default eps and the augmentation.
@@ -511,7 +495,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, config
     return TrainResult(model=model, history=run.history, config=cfg, best_epoch=run.best["epoch"],
                        best_val_acc=run.best["val_acc"], epochs_run=len(run.history.epochs()),
                        stopped_early=run.stopped_early, seconds=time.perf_counter() - t_start,
-                       checkpoint_path=getattr(hook, "path", None) and str(hook.path))
+                       checkpoint_path=run.checkpoint_path)
 
 
 def train_epoch(step: TrainStep, loader: DeviceLoader, epoch: int, history: History, show: bool, callback,
@@ -642,15 +626,12 @@ def _check_finite(record: dict, run: Run, epoch: int) -> None:
 
 def _print_epoch(record: dict, cfg: TrainConfig) -> None:
     from tqdm.auto import tqdm
-    parts = [f"{cfg.method} epoch {record['epoch']}/{cfg.epochs}", f"loss {record['loss']:.4f}"]
-    if "acc" in record:
-        parts.append(f"train acc {record['acc']:.3f}")
-    if "val_clean_acc" in record:
-        pgd_ = f" PGD-{cfg.val_steps} {record['val_pgd_acc']:.3f}" if "val_pgd_acc" in record else ""
-        parts.append(f"held-out clean {record['val_clean_acc']:.3f}{pgd_}")
-    if "val_fgsm_acc" in record:
-        parts.append(f"FGSM {record['val_fgsm_acc']:.3f}")
-    tqdm.write("  ".join(parts + [f"{record['seconds']:.1f} s"]))
+    # the accuracies the record has, each after two spaces; the held-out PGD one after one, beside the clean one
+    labels = {"acc": "  train acc", "val_clean_acc": "  held-out clean", "val_pgd_acc": f" PGD-{cfg.val_steps}",
+              "val_fgsm_acc": "  FGSM"}
+    scores = "".join(f"{label} {record[k]:.3f}" for k, label in labels.items() if k in record)
+    tqdm.write(f"{cfg.method} epoch {record['epoch']}/{cfg.epochs}  loss {record['loss']:.4f}{scores}  "
+               f"{record['seconds']:.1f} s")
     if record.get("catastrophic_overfitting"):
         tqdm.write(f"catastrophic overfitting at epoch {record['epoch']}: held-out PGD accuracy fell to "
                    f"{record['val_pgd_acc']:.3f} (FGSM {record.get('val_fgsm_acc', float('nan')):.3f}); "

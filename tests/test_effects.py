@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from clead_lite import training as tr
 from clead_lite.attacks import pgd
+from clead_lite.course.runs import load_train_state, train_state
 from clead_lite.losses import info_nce, supcon
 from clead_lite.models import SmallCNN
 from clead_lite.training import TrainConfig
@@ -197,9 +198,9 @@ def test_fp16_gradscaler_scales_unscales_and_skips_non_finite_steps(init, batch,
     step.step(x, y)
     assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
     assert step.scaler.get_scale() == scale / 2
-    assert step.state_dict()["scaler"]["scale"] == scale / 2    # saved with a checkpoint, for resume
+    assert train_state(step)["scaler"]["scale"] == scale / 2    # saved with a checkpoint, for resume
     fresh = fp16_step(init, monkeypatch, method="standard")[1]
-    fresh.load_state_dict(step.state_dict())
+    load_train_state(fresh, train_state(step))
     assert fresh.scaler.get_scale() == scale / 2
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from ..models import unwrap
-from ..training import Run, TrainHook
+from ..training import Run, TrainHook, TrainStep
 from .checkpoints import CheckpointError, load_checkpoint, load_model_state, model_metadata, save_checkpoint
 from .safe_io import check_writable, output_lock
 
-__all__ = ["Checkpoint", "RESUME_FREE", "data_fingerprint"]
+__all__ = ["Checkpoint", "RESUME_FREE", "data_fingerprint", "train_state", "load_train_state"]
 
 # settings that may differ between a checkpoint and the run that resumes it
 RESUME_FREE = ("resume", "checkpoint_path", "log_every", "compile", "early_stop_patience")
@@ -46,6 +46,7 @@ class Checkpoint(TrainHook):
                           self.settings)
 
     def start(self, run: Run) -> None:
+        run.checkpoint_path = str(self.path)
         main = run.rank == 0
         if main:   # before the work: a folder, a read-only or a full place fails now
             weights = sum(p.numel() * p.element_size() for p in run.model.parameters())
@@ -71,7 +72,7 @@ class Checkpoint(TrainHook):
         run.finished = bool(state.get("finished"))
         run.best.update(state.get("best") or {})
         if not run.finished:
-            run.step.load_state_dict(state["train_state"])
+            load_train_state(run.step, state["train_state"])
             _set_rng_state(state["rng"], run.step.generator)
         run.stopped_early = bool(state.get("stopped_early")) if run.epoch else False
         patience = run.cfg.early_stop_patience
@@ -102,7 +103,7 @@ class Checkpoint(TrainHook):
                  "stopped_early": run.stopped_early if finished else False, "best": best,
                  "data_fingerprint": self.fingerprint, "settings": self.settings}
         if not finished:  # what a resume needs; a finished checkpoint is slim
-            state["train_state"] = run.step.state_dict()
+            state["train_state"] = train_state(run.step)
             state["rng"] = _rng_state(run.step.generator)
         save_checkpoint(self.path, state)
 
@@ -134,6 +135,22 @@ def _check_same_data(path: Path, state: dict, fingerprint: dict) -> None:
             f"sha256 {str(saved.get('sha256'))[:12]}), this run has {fingerprint['n']} {fingerprint['dataset']} "
             f"images (sha256 {fingerprint['sha256'][:12]}); resume with the same data (dataset, n_train, seed), or "
             "use another checkpoint path to start afresh")
+
+
+def train_state(step: TrainStep) -> dict:
+    """What a resume needs of a `TrainStep` besides the weights and random streams: the optimiser, the lr schedule,
+    the loss scaler and the step counter."""
+    return {"optimizer": step.optimizer.state_dict(), "scheduler": step.scheduler.state_dict(),
+            "scaler": step.scaler.state_dict(), "step_index": step.step_index}
+
+
+def load_train_state(step: TrainStep, state: dict) -> None:
+    """Put `train_state(step)` output back into `step`."""
+    step.optimizer.load_state_dict(state["optimizer"])
+    step.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        step.scaler.load_state_dict(state["scaler"])
+    step.step_index = int(state.get("step_index", 0))
 
 
 def _rng_state(generator: torch.Generator) -> dict:
