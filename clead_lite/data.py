@@ -53,23 +53,18 @@ _DEVICES_ALLOWED = "'cpu', 'cuda', 'cuda:N', 'mps'"  # device-ok: the names an e
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    """The device, chosen once: the argument, else `$CLEAD_DEVICE`, else CUDA when available, else CPU."""
+    """The device, chosen once: the argument, else `$CLEAD_DEVICE`, else CUDA when available, else CPU. A device
+    this machine does not have is a clear error here (instead of a traceback at the first tensor)."""
     source = "the device argument"
     if device is None and os.environ.get("CLEAD_DEVICE"):
         device, source = os.environ["CLEAD_DEVICE"].strip(), "CLEAD_DEVICE"
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"  # device-ok
-    if isinstance(device, torch.device):
-        return _check_available(device, source)
-    try:
-        parsed = torch.device(str(device).strip().lower())
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"unknown device {device!r} (from {source}); allowed: {_DEVICES_ALLOWED}")
-    return _check_available(parsed, source)
-
-
-def _check_available(device: torch.device, source: str) -> torch.device:
-    """A clear error for a device this machine does not have (instead of a traceback at the first tensor)."""
+    if not isinstance(device, torch.device):
+        try:
+            device = torch.device(str(device).strip().lower())
+        except (RuntimeError, ValueError, TypeError):
+            raise ValueError(f"unknown device {device!r} (from {source}); allowed: {_DEVICES_ALLOWED}")
     if device.type == "cuda":  # device-ok
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
@@ -107,25 +102,18 @@ class DeviceLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _indices(self, g: torch.Generator) -> torch.Tensor:
-        n = len(self.y)
-        idx = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            per = n // self.world_size
-            idx = idx[self.rank * per:(self.rank + 1) * per]
-        return idx.to(self.device)
-
     def __len__(self) -> int:
         n = len(self.y) // self.world_size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        idx = self._indices(g)
-        starts = [s for s in range(0, len(idx), self.batch_size)
-                  if not (self.drop_last and len(idx) - s < self.batch_size)]
-        # the epoch's random crops and flips, drawn on the CPU (the same numbers on every device) and copied to the
-        # device once: a small copy per batch would make the host wait for the GPU at every step
+        n = len(self.y)
+        per = n // self.world_size     # this rank's share (all of it on one process)
+        idx = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        idx = idx[self.rank * per:(self.rank + 1) * per].to(self.device)
+        starts = [i * self.batch_size for i in range(len(self))]
+        # the epoch's crops and flips, drawn on the CPU (the same on every device): one copy, not one sync per batch
         draws = [augment_draws(min(self.batch_size, len(idx) - s), self.crop_pad, self.flip, g) for s in starts]
         on_device = _to_device([d for batch in draws for d in batch], self.device)
         for i, start in enumerate(starts):
@@ -137,12 +125,10 @@ class DeviceLoader:
 
 
 def augment_draws(b: int, crop_pad: int, flip: bool, generator: torch.Generator):
-    """One batch's augmentation draws, from the CPU `generator`: ((B, 2) crop offsets or None, (B,) flip mask or
-    None)."""
+    """One batch's random draws from the CPU `generator`: ((B, 2) crop offsets or None, (B,) flip mask or None)."""
     offsets = None
-    if crop_pad:       # rows first, then columns: the order every earlier version drew them in
-        oy = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator)
-        offsets = torch.stack([oy, torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator)], dim=1)
+    if crop_pad:   # all the rows, then all the columns: the order of the draws fixes the batches
+        offsets = torch.stack([torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator) for _ in range(2)], 1)
     mask = torch.rand(b, generator=generator) < 0.5 if flip else None
     return offsets, mask
 
@@ -152,10 +138,9 @@ def _to_device(tensors: list, device: torch.device) -> list:
     present = [t for t in tensors if t is not None]
     if not present or device.type == "cpu":
         return tensors
-    sizes = [t.numel() for t in present]
     flat = torch.cat([t.reshape(-1).to(torch.int64) for t in present])
     flat = flat.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else flat.to(device)  # device-ok
-    parts = iter(flat.split(sizes))
+    parts = iter(flat.split([t.numel() for t in present]))
     return [None if t is None else next(parts).view(t.shape).to(t.dtype) for t in tensors]
 
 

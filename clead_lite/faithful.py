@@ -4,8 +4,7 @@
    against the fixed surrogate (some on crops or augmentations: `random_resized_crop`, `simclr_augment`);
 3. `finetune_encoder`: the encoder fine-tuned with the 3-view InfoNCE, no labels;
 4. `train_linear_head`: a linear head on the frozen encoder.
-Each learned stage is one `training.train` call (3 and 4 with an internal method and their own loss). The pipeline's
-settings are a `FaithfulConfig`; each stage's loop settings (lr, batch size, seed) a `TrainConfig`.
+Each learned stage is one `training.train` call with a `TrainConfig`; the pipeline's own settings: `FaithfulConfig`.
 """
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ __all__ = ["random_resized_crop", "color_jitter", "simclr_augment", "precompute_
            "FaithfulConfig", "FAITHFUL_RECIPES", "VIEW_KINDS", "head_uses_fgsm", "to_uint8"]
 
 VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop", "pgd_aug", "fgsm_aug", "cw_aug")
+_ONLINE_OFF = dict(attack_loss="ce", clean_ce=False, supervised_contrastive=False)  # only 'clead_online' may set these
 FAITHFUL_RECIPES = {   # the two readings of the authors' code; a None field of FaithfulConfig takes its recipe's value
     # as the authors' code runs: CW view on a SimCLR augmentation, head batches FGSM at random, lr halved every 15
     "authors": dict(view_kinds=("pgd_crop", "fgsm", "cw_aug"), encoder_views=("pgd_crop", "cw_aug"),
@@ -181,27 +181,19 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4
     saturation blends with the mean gray / the gray image; hue a shift in [-hue, hue] turns. On 1-channel
     images saturation and hue do nothing (as in torchvision)."""
     b = x.shape[0]
-    factor = lambda v: torch.empty(b).uniform_(max(0.0, 1 - v), 1 + v, generator=generator)
+    dev = lambda t: t.to(x.device, x.dtype).view(-1, 1, 1, 1)
+    factor = lambda v: dev(torch.empty(b).uniform_(max(0.0, 1 - v), 1 + v, generator=generator))
     fb, fc, fs = factor(brightness), factor(contrast), factor(saturation)
     fh = torch.empty(b).uniform_(-hue, hue, generator=generator)
     order = torch.rand(b, 4, generator=generator).argsort(dim=1)          # a random order per image
     apply = torch.rand(b, generator=generator) < p
-    dev = lambda t: t.to(x.device, x.dtype).view(-1, 1, 1, 1)
-
-    def adjust(k: int, z: torch.Tensor) -> torch.Tensor:
-        if k == 0:
-            return (z * dev(fb)).clamp(0, 1)
-        if k == 1:
-            m = _gray(z).mean(dim=(1, 2, 3), keepdim=True)
-            return (dev(fc) * z + (1 - dev(fc)) * m).clamp(0, 1)
-        if k == 2:
-            return (dev(fs) * z + (1 - dev(fs)) * _gray(z)).clamp(0, 1) if z.shape[1] == 3 else z
-        return _hue_rotate(z, fh).clamp(0, 1)
-
     out = x
-    for r in range(4):
-        which = order[:, r].to(x.device)
-        out = torch.stack([adjust(k, out) for k in range(4)])[which, torch.arange(b, device=x.device)]
+    for r in range(4):   # brightness, contrast, saturation and hue of every image; each keeps its r-th in order
+        adjusted = torch.stack([(out * fb).clamp(0, 1),
+                                (fc * out + (1 - fc) * _gray(out).mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1),
+                                (fs * out + (1 - fs) * _gray(out)).clamp(0, 1) if out.shape[1] == 3 else out,
+                                _hue_rotate(out, fh).clamp(0, 1)])
+        out = adjusted[order[:, r].to(x.device), torch.arange(b, device=x.device)]
     return torch.where(dev(apply).bool(), out, x)
 
 
@@ -226,10 +218,9 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     """One adversarial copy of every image per kind, against the fixed `surrogate`, stored as 8-bit.
 
     x: (N, C, H, W) in [0, 1], y: (N,) int64 -> {kind: (N, C, H, W) uint8 on the CPU}. Kinds: 'pgd' (L-inf eps,
-    `steps` steps of `alpha`, default 3/8 eps), 'fgsm' (eps), 'cw' (CW-L2, no eps bound, `cw_steps` steps of
-    Adam); '<kind>_crop' attacks a `random_resized_crop` of the image, '<kind>_aug' its `simclr_augment`.
-    cache: None, or an object with `load(surrogate, x, y, params) -> views | None` and `save(surrogate, x, y,
-    params, views)` (the course's `clead_lite.course.views_cache.ViewsCache`)."""
+    `steps` steps of `alpha`, default 3/8 eps), 'fgsm' (eps), 'cw' (CW-L2, unbounded, `cw_steps` Adam steps);
+    '<kind>_crop' attacks a `random_resized_crop` of the image, '<kind>_aug' its `simclr_augment`. cache: None, or
+    with `load(surrogate, x, y, params) -> views | None` and `save(surrogate, x, y, params, views)` (`ViewsCache`)."""
     from tqdm.auto import tqdm
     for k in kinds:
         check_choice(k, "view kind", VIEW_KINDS)
@@ -241,7 +232,7 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     has_crop, has_aug = (any(k.endswith(s) for k in kinds) for s in ("_crop", "_aug"))
     params = dict(kinds=list(kinds), eps=eps, steps=steps, alpha=alpha, cw_steps=cw_steps, cw_c=cw_c,
                   cw_kappa=cw_kappa, cw_lr=cw_lr, crop_scale=list(crop_scale), flip=flip, seed=seed, format=1)
-    if has_aug:   # (absent otherwise: earlier caches keep their keys)
+    if has_aug:   # only then: views without '_aug' kinds keep their cache key
         params["aug_crop_scale"] = list(aug_crop_scale)
     views = cache.load(surrogate, x, y, params) if cache is not None else None
     if views is not None:
@@ -250,7 +241,7 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
     was_training = surrogate.training
     surrogate.eval()
     crop_gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1)     # its own stream: the crops stay as they were
+    aug_gen = torch.Generator().manual_seed(seed + 1)     # its own stream: '_aug' kinds leave the crops unchanged
     out = {k: torch.empty(x.shape, dtype=torch.uint8) for k in kinds}
     for start in tqdm(range(0, x.shape[0], batch_size), desc="adversarial views", disable=not progress, leave=False):
         xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
@@ -276,28 +267,31 @@ def precompute_adversarial_views(surrogate: nn.Module, x: torch.Tensor, y: torch
 def train_surrogate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None,
                     **kwargs) -> TrainResult:
     """Stage 1: a standard (non-robust) surrogate classifier. `kwargs` go to `train`."""
-    cfg = (config or TrainConfig()).replace(method="standard", attack_loss="ce", clean_ce=False,
-                                            supervised_contrastive=False)
+    cfg = (config or TrainConfig()).replace(method="standard", **_ONLINE_OFF)
     return train(model, x, y, cfg, **kwargs)
+
+
+def _stack_uint8(x: torch.Tensor, views: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
+    """x: (N, C, H, W) in [0, 1] and views [(name, (N, C, H, W) uint8)] -> (N, C * (1 + len(views)), H, W) uint8:
+    stacked along the channels, so that one DeviceLoader shuffles them together."""
+    for name, view in views:
+        if view.shape != x.shape or view.dtype != torch.uint8:
+            raise ValueError(f"{name} must be uint8 of shape {tuple(x.shape)}, got {view.dtype} {tuple(view.shape)}")
+    return torch.cat([to_uint8(x), *(view for _, view in views)], dim=1)
 
 
 def finetune_encoder(model: nn.Module, x: torch.Tensor, views: dict[str, torch.Tensor],
                      config: TrainConfig | None = None, *, view_names: tuple[str, str] | None = None,
                      **kwargs) -> TrainResult:
     """Stage 3: fine-tune the encoder (body + projection head) with `info_nce(z_clean, z_v1, z_v2)`, no labels;
-    the classifier is left untouched. x: (N, C, H, W) in [0, 1]; views: {name: (N, C, H, W) uint8}. The images
-    and both views are stacked along the channels, so that one DeviceLoader shuffles them together."""
+    the classifier is left untouched. x: (N, C, H, W) in [0, 1]; views: {name: (N, C, H, W) uint8}."""
     names = tuple(view_names or FaithfulConfig().recipe("encoder_views"))
     for name in names:
         if name not in views:
             raise ValueError(f"view {name!r} is not in views (have {', '.join(views)})")
-        if views[name].shape != x.shape or views[name].dtype != torch.uint8:
-            raise ValueError(f"view {name!r} must be uint8 of shape {tuple(x.shape)}, got "
-                             f"{views[name].dtype} {tuple(views[name].shape)}")
     check_images(x, "x")
-    stack = torch.cat([to_uint8(x), views[names[0]], views[names[1]]], dim=1)
-    cfg = (config or TrainConfig()).replace(method="faithful_encoder", n_val=0, attack_loss="ce", clean_ce=False,
-                                            supervised_contrastive=False)
+    stack = _stack_uint8(x, [(f"view {name!r}", views[name]) for name in names])
+    cfg = (config or TrainConfig()).replace(method="faithful_encoder", n_val=0, **_ONLINE_OFF)
     return train(model, stack, torch.zeros(len(x), dtype=torch.int64), cfg, loss=encoder_loss, **kwargs)
 
 
@@ -306,24 +300,19 @@ def train_linear_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config
                       reset: bool = True, **kwargs) -> TrainResult:
     """Stage 4: freeze the encoder (BatchNorm included), train a (re-initialised) linear classifier with CE.
 
-    fgsm_view: (N, C, H, W) uint8, the surrogate's FGSM view; with faithful.head_fgsm some batches use it instead
-    of the clean images (`head_uses_fgsm`). The epoch kept is the best on the held-out accuracy that the
-    recipe's head_select names."""
+    x: (N, C, H, W) in [0, 1], y: (N,) int64; fgsm_view: (N, C, H, W) uint8, the surrogate's FGSM view: with
+    faithful.head_fgsm some batches use it instead of x (`head_uses_fgsm`). The epoch kept is the best on the
+    held-out accuracy that the recipe's head_select names."""
     cfg, faithful = config or TrainConfig(), faithful or FaithfulConfig()
     check_images(x, "x")
     if reset:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             unwrap(model).classifier.reset_parameters()
-    parts = [to_uint8(x)]
-    if faithful.head_fgsm and fgsm_view is not None:
-        if fgsm_view.shape != x.shape or fgsm_view.dtype != torch.uint8:
-            raise ValueError(f"fgsm_view must be uint8 of shape {tuple(x.shape)}, got {fgsm_view.dtype} "
-                             f"{tuple(fgsm_view.shape)}")
-        parts.append(fgsm_view)
-    cfg = cfg.replace(method="faithful_head", attack_loss="ce", clean_ce=False, supervised_contrastive=False)
+    stack = _stack_uint8(x, [("fgsm_view", fgsm_view)] if faithful.head_fgsm and fgsm_view is not None else [])
+    cfg = cfg.replace(method="faithful_head", **_ONLINE_OFF)
     select = "val_pgd_acc" if faithful.recipe("head_select") == "pgd" else "val_clean_acc"
-    return train(model, torch.cat(parts, dim=1), y, cfg, loss=head_loss(faithful), select=select, **kwargs)
+    return train(model, stack, y, cfg, loss=head_loss(faithful), select=select, **kwargs)
 
 
 @dataclass
@@ -352,11 +341,10 @@ def train_faithful(x_train: torch.Tensor, y_train: torch.Tensor, config: TrainCo
                    x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
                    device: str | torch.device | None = None, progress: bool = True, cache=None,
                    callback: Callable | None = None, hook: TrainHook | None = None) -> FaithfulResult:
-    """The published C-LEAD pipeline, all four stages; returns FaithfulResult(model, surrogate, histories, ...).
+    """The published C-LEAD pipeline, all four stages. x_train: (N, C, H, W) in [0, 1], y_train: (N,) int64.
 
-    config: the stages' loop settings (eps, lr, batch size, seed, n_val); faithful: the pipeline's. surrogate: a
-    trained standard model to reuse (stage 1 is skipped). cache: where the views are kept. hook: the final
-    stage's; the others get `hook.stage('surrogate')` and `hook.stage('encoder')` (one checkpoint a stage)."""
+    surrogate: a trained standard model to reuse (stage 1 is skipped). cache: where the views are kept. hook: the
+    head stage's; the others get `hook.stage('surrogate')` and `hook.stage('encoder')` (one checkpoint a stage)."""
     t0 = time.perf_counter()
     cfg = (config or TrainConfig(method="clead_faithful")).replace(method="clead_faithful").resolved(dataset)
     fc = (faithful or FaithfulConfig()).resolved()
