@@ -31,7 +31,8 @@ __all__ = ["random_resized_crop", "color_jitter", "simclr_augment", "precompute_
            "FaithfulConfig", "FAITHFUL_RECIPES", "VIEW_KINDS", "head_uses_fgsm", "to_uint8"]
 
 VIEW_KINDS = ("pgd", "pgd_crop", "fgsm", "fgsm_crop", "cw", "cw_crop", "pgd_aug", "fgsm_aug", "cw_aug")
-_ONLINE_OFF = dict(attack_loss="ce", clean_ce=False, supervised_contrastive=False)  # only 'clead_online' may set these
+# the fields only 'clead_online' may set: each stage turns them off, whatever config it is given
+_ONLINE_OFF = dict(attack_loss="ce", clean_ce=False, supervised_contrastive=False, split_views=False)
 FAITHFUL_RECIPES = {   # the two readings of the authors' code; a None field of FaithfulConfig takes its recipe's value
     # as the authors' code runs: CW view on a SimCLR augmentation, head batches FGSM at random, lr halved every 15
     "authors": dict(view_kinds=("pgd_crop", "fgsm", "cw_aug"), encoder_views=("pgd_crop", "cw_aug"),

@@ -138,3 +138,17 @@ def test_head_selection_uses_clean_held_out_accuracy(mnist5k_split):
                                faithful=FaithfulConfig(faithful_recipe="course-v1"))
     pgd = [e["val_pgd_acc"] for e in old.history.epochs()]
     assert old.best_epoch == 1 + pgd.index(max(pgd)) and old.best_val_acc == max(pgd)
+
+
+@pytest.mark.parametrize("field", ["attack_loss", "clean_ce", "supervised_contrastive", "split_views"])
+def test_each_stage_accepts_a_clead_online_config(field):
+    """The stages run their own method, so the fields only clead_online may set are turned off, not refused."""
+    online = TrainConfig(method="clead_online", epochs=1, batch_size=8, eps=0.1, log_every=1,
+                         **{field: "contrastive" if field == "attack_loss" else True})
+    torch.manual_seed(0)
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    views = {k: fa.to_uint8(x) for k in ("pgd_crop", "cw_aug")}
+    model = SmallCNN()
+    fa.train_surrogate(model, x, y, online, progress=False)
+    fa.finetune_encoder(model, x, views, online, progress=False)
+    fa.train_linear_head(model, x, y, online, progress=False)
