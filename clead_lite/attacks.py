@@ -124,12 +124,10 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
     with eval_mode(model), torch.enable_grad():
         w0 = torch.atanh((2 * x - 1).clamp_(-1.0, 1.0))
         best, best_l2 = x.clone(), torch.full((x.shape[0],), math.inf, device=x.device)
-        if binary_search_steps == 1:
-            return _cw_run(model, x, y, w0, c, kappa, steps, lr, best, best_l2)[0]
         const = torch.full((x.shape[0],), float(c), device=x.device)
         lower, upper = torch.zeros_like(const), torch.full_like(const, math.inf)
         for step in range(binary_search_steps):
-            # the first run with c as a float is the fixed-c attack bit for bit, so the search never does worse
+            # run 1 (c a float) is the fixed-c attack bit for bit, all of it at 1 step: the search never does worse
             run_c = float(c) if step == 0 else const
             best, best_l2, success = _cw_run(model, x, y, w0, run_c, kappa, steps, lr, best, best_l2)
             const, lower, upper = cw_search_update(const, lower, upper, success)

@@ -1,10 +1,7 @@
 """Clean and adversarial embeddings, how far apart they are, and a shared 2-D UMAP map of both, in reading order:
-
-- `embed`: (N, D) embeddings, "features" (the penultimate layer) or "projection" (the contrastive head's output);
-- `clean_and_adversarial_embeddings`: embeddings and predictions of clean images and of their adversarial versions;
-- `separation_metrics`: does the attack move an embedding far (towards another class) or keep it close?
-- `umap_projection`: one UMAP fitted on both sets together.
-Embeddings come back as (N, D) float32 CPU tensors; row i of z_adv is image i attacked.
+`embed`, `clean_and_adversarial_embeddings`, `separation_metrics` (does the attack move an embedding far, towards
+another class, or keep it close?) and `umap_projection`. Embeddings come back as (N, D) float32 CPU tensors; row i
+of z_adv is image i attacked.
 """
 from __future__ import annotations
 
@@ -38,9 +35,8 @@ def _embedder(model: nn.Module, space: str) -> Callable[[torch.Tensor], torch.Te
 
 
 def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 512, space: str = "features") -> torch.Tensor:
-    """Embeddings of x: (N, C, H, W) in [0, 1] -> (N, D) float32 on the CPU, in eval mode, without gradients.
-
-    space: "features" (`model.features`) or "projection" (`model.project`, not normalised)."""
+    """Embeddings of x: (N, C, H, W) in [0, 1] -> (N, D) float32 on the CPU, in eval mode, without gradients; space:
+    "features" (`model.features`, the penultimate layer) or "projection" (`model.project`, the contrastive head)."""
     fn = _embedder(model, space)
     check_int(batch_size, "batch_size")
     check_batch(model, x)
@@ -90,24 +86,15 @@ def _as_embeddings(z, name: str) -> torch.Tensor:
     return z.detach().float().cpu()
 
 
-def _nearest_clean(u_adv: torch.Tensor, u_clean: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
-    """Indices (N_adv, k) of the k clean points most cosine-similar to each adversarial one (nearest first)."""
-    return torch.cat([(u_adv[i:i + chunk] @ u_clean.T).topk(k, dim=1).indices for i in range(0, len(u_adv), chunk)])
-
-
 def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """How far adversarial embeddings move away from their clean versions, as five numbers.
 
-    z_clean, z_adv: (N, D), paired row for row; y: (N,) int64 true labels. "Cosine": cosine similarity.
+    z_clean, z_adv: (N, D), paired row for row; y: (N,) int64 true labels.
     - pair_cosine: mean_i cos(z_clean_i, z_adv_i) in [-1, 1]; near 1: the attack barely turns an embedding.
-    - pair_distance_ratio: mean ||z_clean_i - z_adv_i|| / mean distance between the clean class centroids
-      (Euclidean, scale-free); much below 1: a small step next to the class gaps; near 1: one class to another.
-    - knn_accuracy: fraction of adversarial embeddings whose 5-nearest-neighbour (cosine) vote among the clean
-      ones gives their true label; high: the representation is robust even if the classifier head is fooled.
-    - silhouette: sklearn's silhouette score (cosine) of clean and adversarial embeddings together, labelled
-      with the true class, in [-1, 1]; high: compact, separate classes; near 0 or below: the attack blurs them.
-    - own_neighbour_fraction: fraction of adversarial points whose nearest clean point (cosine) is their own
-      clean version; low: the attack carries embeddings past other images."""
+    - pair_distance_ratio: mean |z_clean_i - z_adv_i| / mean clean class-centroid distance; near 1: class to class.
+    - knn_accuracy: fraction of adversarial embeddings whose 5-NN (cosine) vote among clean ones is right; high: robust.
+    - silhouette: sklearn's (cosine) of both sets, true labels, in [-1, 1]; near 0 or below: the attack blurs classes.
+    - own_neighbour_fraction: fraction of adversarial points whose nearest clean one (cosine) is their own original."""
     z_clean, z_adv = _as_embeddings(z_clean, "z_clean"), _as_embeddings(z_adv, "z_adv")
     if z_adv.shape != z_clean.shape:
         raise ValueError(f"z_adv has shape {tuple(z_adv.shape)}, but z_clean has shape {tuple(z_clean.shape)}; "
@@ -128,7 +115,8 @@ def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tens
     ratio = pair_dist / centroid_dist if centroid_dist > 0 else torch.tensor(float("inf"))
 
     k = min(KNN_K, n)
-    nn_idx = _nearest_clean(u_adv, u_clean, k)
+    # (N, k): the k clean points most similar to each adversarial one, nearest first (in chunks: not an N x N matrix)
+    nn_idx = torch.cat([(u_adv[i:i + 2048] @ u_clean.T).topk(k, dim=1).indices for i in range(0, n, 2048)])
     # votes (N, k, C); a tie goes to the class of the nearest point among the tied classes (the bonuses 2^-rank
     # never add up to a whole vote)
     votes = F.one_hot(y[nn_idx], int(y.max()) + 1).float() * (1.0 + 1e-3 * 0.5 ** torch.arange(k).view(1, k, 1))
@@ -143,27 +131,12 @@ def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tens
             "silhouette": float(silhouette), "own_neighbour_fraction": float(own)}
 
 
-def _fit_umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, metric: str) -> np.ndarray:
-    """z: (N, D) float32 -> (N, 2) float32, UMAP imported only here (numba compiles it on first use)."""
-    try:
-        import umap
-    except ImportError as e:
-        raise ImportError("UMAP projections need the package umap-learn: pip install umap-learn "
-                          f"(import failed: {e})") from e
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_components=2, metric=metric, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")   # a seed makes UMAP single-threaded
-        return np.asarray(reducer.fit_transform(z), dtype=np.float32)
-
-
 def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
                     metric: str = "cosine") -> np.ndarray:
-    """One 2-D UMAP map of z_clean: (N_clean, D) and z_adv: (N_adv, D) (tensors or arrays) together.
-
-    Returns (N_clean + N_adv, 2) float32 numpy: the clean rows first, in input order. One UMAP is fitted on the
-    union so that both sets share a map (separate fits would be incomparable). Seeded: deterministic,
-    single-threaded. Above 4,096 points UMAP uses pynndescent, whose first use compiles for a minute (the course
-    caches the maps: `clead_lite.course.umap_cache.cached_umap_projection`)."""
+    """One 2-D UMAP map of z_clean: (N_clean, D) and z_adv: (N_adv, D) (tensors or arrays), fitted on both together
+    (separate fits would be incomparable) -> (N_clean + N_adv, 2) float32 numpy, the clean rows first, in input order.
+    Seeded: deterministic, single-threaded. Above 4,096 points UMAP uses pynndescent, whose first use compiles for a
+    minute (`clead_lite.course.umap_cache.cached_umap_projection` caches the maps)."""
     zc, za = _as_embeddings(z_clean, "z_clean"), _as_embeddings(z_adv, "z_adv")
     if zc.shape[1] != za.shape[1]:
         raise ValueError(f"z_clean and z_adv must have the same embedding dimension, got {tuple(zc.shape)} and "
@@ -178,4 +151,13 @@ def umap_projection(z_clean, z_adv, n_neighbors: int = 15, min_dist: float = 0.1
     if not isinstance(metric, str):
         raise TypeError(f"metric must be a metric name such as 'cosine' or 'euclidean', got {metric!r}")
     z = np.ascontiguousarray(torch.cat([zc, za]).numpy(), dtype=np.float32)
-    return _fit_umap(z, n_neighbors, float(min_dist), seed, metric)
+    try:
+        import umap     # only here: numba compiles it on first use
+    except ImportError as e:
+        raise ImportError("UMAP projections need the package umap-learn: pip install umap-learn "
+                          f"(import failed: {e})") from e
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=float(min_dist), n_components=2, metric=metric,
+                        random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")   # a seed makes UMAP single-threaded
+        return np.asarray(reducer.fit_transform(z), dtype=np.float32)

@@ -2,8 +2,7 @@
 
 Embeddings are (B, D) float tensors, normalised to unit length inside; every loss computes in float32, also under
 autocast. Notation: u_i = z_i / |z_i|, s(a, b) = u_a . u_b (cosine similarity), tau = the temperature. A zero
-embedding becomes the zero vector, as in `F.normalize` (similarity 0, finite gradients), not an error: finding it
-would read the values, a device sync at every training step.
+embedding stays zero (`F.normalize`: similarity 0, finite gradients), not an error: finding it would sync every step.
 """
 from __future__ import annotations
 
@@ -57,9 +56,8 @@ def info_nce(anchor: torch.Tensor, *views: torch.Tensor, temperature: float = 0.
     with torch.autocast(anchor.device.type, enabled=False):
         a = F.normalize(anchor.float(), dim=1)
         us = [F.normalize(v.float(), dim=1) for v in views]
-        # Queries against the 2B columns [a_j, u_j], arranged two ways (equal values, gradients may differ in the
-        # last bit): one batched matmul for "mean" (training), two per block for "none" (attacks); each reproduces
-        # the results recorded before (tests/golden).
+        # Queries against the 2B columns [a_j, u_j]: one batched matmul for "mean" (training), two per block for
+        # "none" (attacks): equal values, but either one for both would move gradients in the last bit (tests/golden).
         if reduction == "mean":
             pairs = torch.stack([torch.cat([a, u]) for u in us])                   # (K, 2B, D)
             queries = pairs if symmetric else pairs[:, :b]                        # (K, Q, D), Q = 2B or B

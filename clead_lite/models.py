@@ -1,8 +1,6 @@
 """Models that take pixels x: (B, C, H, W) float in [0, 1]: the normalisation is inside the model, so attacks and
-eps-balls are in pixel space. Every model (a `CourseModel`) has
-- `forward(x) -> (B, num_classes)` logits; `features(x) -> (B, feature_dim)`, the penultimate embedding;
-- `project(x) -> (B, proj_dim)`, the projection head on the features (not normalised: the losses normalise).
-Then the two architectures, `build_model`, `unwrap` (under DDP / torch.compile wrappers) and `eval_mode`.
+eps-balls are in pixel space. Every model is a `CourseModel` (logits, penultimate features, projection head); then
+the two architectures, `build_model`, `unwrap` (under DDP / torch.compile wrappers) and `eval_mode`.
 """
 from __future__ import annotations
 
@@ -53,8 +51,7 @@ class CourseModel(nn.Module):
         self.head = ProjectionHead(feature_dim, feature_dim, proj_dim)
 
     def _check(self, x: torch.Tensor) -> None:
-        # Shape checks only: free, and torch.compile-friendly. Reading values here would sync on every forward
-        # pass; the range x in [0, 1] is checked where a user calls in (attacks on the CPU, evaluation, training).
+        # Shapes only (free, torch.compile-friendly): reading x's range would sync every forward; callers check it
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects x of shape (B, {self.in_channels}, {self.image_size}, "
                              f"{self.image_size}) in [0, 1], got {tuple(x.shape)}")
@@ -74,7 +71,7 @@ class CourseModel(nn.Module):
         return self.body(self.normalize(x))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """x -> (B, proj_dim) projection for contrastive losses."""
+        """x -> (B, proj_dim) projection for contrastive losses (not normalised: the losses normalise)."""
         return self.head(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
