@@ -89,12 +89,16 @@ def _as_embeddings(z, name: str) -> torch.Tensor:
 def separation_metrics(z_clean: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """How far adversarial embeddings move away from their clean versions, as five numbers.
 
-    z_clean, z_adv: (N, D), paired row for row; y: (N,) int64 true labels.
+    z_clean, z_adv: (N, D), paired row for row; y: (N,) int64 true labels. "Cosine": cosine similarity.
     - pair_cosine: mean_i cos(z_clean_i, z_adv_i) in [-1, 1]; near 1: the attack barely turns an embedding.
-    - pair_distance_ratio: mean |z_clean_i - z_adv_i| / mean clean class-centroid distance; near 1: class to class.
-    - knn_accuracy: fraction of adversarial embeddings whose 5-NN (cosine) vote among clean ones is right; high: robust.
-    - silhouette: sklearn's (cosine) of both sets, true labels, in [-1, 1]; near 0 or below: the attack blurs classes.
-    - own_neighbour_fraction: fraction of adversarial points whose nearest clean one (cosine) is their own original."""
+    - pair_distance_ratio: mean ||z_clean_i - z_adv_i|| / mean distance between the clean class centroids
+      (Euclidean, scale-free); much below 1: a small step next to the class gaps; near 1: one class to another.
+    - knn_accuracy: fraction of adversarial embeddings whose 5-nearest-neighbour (cosine) vote among the clean
+      ones gives their true label; high: the representation is robust even if the classifier head is fooled.
+    - silhouette: sklearn's silhouette score (cosine) of clean and adversarial embeddings together, labelled
+      with the true class, in [-1, 1]; high: compact, separate classes; near 0 or below: the attack blurs them.
+    - own_neighbour_fraction: fraction of adversarial points whose nearest clean point (cosine) is their own
+      clean version; low: the attack carries embeddings past other images."""
     z_clean, z_adv = _as_embeddings(z_clean, "z_clean"), _as_embeddings(z_adv, "z_adv")
     if z_adv.shape != z_clean.shape:
         raise ValueError(f"z_adv has shape {tuple(z_adv.shape)}, but z_clean has shape {tuple(z_clean.shape)}; "
