@@ -1,11 +1,9 @@
-"""Honest robustness evaluation, in reading order: argument checks and helpers; clean, robust and transfer
-accuracy; eps sweeps; the automated sanity checks of Carlini et al. (2019) and Croce & Hein (2020); the original
-AutoAttack (Croce & Hein 2020); `evaluate`, one results row that states its threat model.
+"""Honest robustness evaluation: clean, robust and transfer accuracy; eps sweeps; the sanity checks of Carlini et al.
+(2019) and Croce & Hein (2020); the original AutoAttack; `evaluate`, one results row that states its threat model.
 
-Every function takes plain tensors: x: (N, C, H, W) float in [0, 1] (any device: batches are moved to the
-model's device); y: (N,) int64 class indices; attack: a callable attack(model, xb, yb) -> x_adv, e.g.
-`attacks.make_attack("pgd", eps=0.3, alpha=0.0375, steps=20)`. Arguments are checked once, where you call; the
-loops over batches then trust them.
+x: (N, C, H, W) float in [0, 1] on any device (batches move to the model's device); y: (N,) int64 class indices;
+attack: a callable attack(model, xb, yb) -> x_adv, e.g. `attacks.make_attack("pgd", eps=0.3, alpha=0.0375,
+steps=20)`. Arguments are checked once, where you call; the loops over batches then trust them.
 """
 from __future__ import annotations
 
@@ -55,11 +53,6 @@ def _check_norm(norm: str) -> str:
     return check_choice(norm.lower(), "norm", ("linf", "l2"))
 
 
-def _check_ints(minimum: int = 1, **values: int) -> None:
-    for name, value in values.items():
-        check_int(value, name, minimum)
-
-
 # Small helpers
 def default_alpha(eps: float, steps: int) -> float:
     """PGD step size 2.5 * eps / steps (Madry et al. 2018): the steps can cross the ball 2.5 times.
@@ -87,10 +80,9 @@ def _single_step(eps: float, norm: str) -> AttackFn:
 
 @contextmanager
 def _channels_last(model: nn.Module) -> Iterator[None]:
-    """4-D weights in the channels_last memory layout for the duration; each one's layout restored afterwards.
-    Only the layout changes, not a value (outputs agree to 1e-7). On the CPU it makes SmallCNN's forward 1.8x and
-    forward + backward to the input 1.3x faster (oneDNN prefers it; benchmarks/bench_eval_layout.py), which
-    matters for AutoAttack's 5,000 Square queries. Nested use converts nothing twice."""
+    """4-D weights in the channels_last layout for the duration, each restored afterwards; values unchanged (outputs
+    agree to 1e-7), but on the CPU oneDNN runs SmallCNN's forward 1.8x and forward + backward 1.3x faster, which
+    AutoAttack's 5,000 Square queries feel (benchmarks/bench_eval_layout.py). Nested use converts nothing twice."""
     def channels_last_strides(p: torch.Tensor) -> tuple[int, ...]:
         _, c, h, w = p.shape
         return (h * w * c, 1, w * c, c)
@@ -141,20 +133,17 @@ def _run_attack(attack: AttackFn, source: nn.Module, target: nn.Module, x: torch
                 batch_size: int, norm: str = "linf") -> _Run:
     """x_adv = attack(source, xb, yb) batch by batch, scored on `target` (the same model for white-box)."""
     src_device, tgt_device = device_of(source), device_of(target)
-    correct, dist, lo, hi, bad = [], [], [], [], []
+    rows = []   # per batch: correct, then x_adv's statistics for `within_ball`; all read once after the loop
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size].to(src_device)
         yb = y[start:start + batch_size].to(src_device)
         x_adv = check_adversarial(attack(source, xb, yb), xb).detach()
-        flat = x_adv.flatten(1)      # per-example statistics, read once after the loop (for `within_ball`)
-        lo.append(flat.amin(1))
-        hi.append(flat.amax(1))
-        bad.append(~torch.isfinite(flat).all(1))
-        dist.append(_distance(x_adv, xb, norm))
+        flat = x_adv.flatten(1)
+        stats = _distance(x_adv, xb, norm), flat.amin(1), flat.amax(1), ~torch.isfinite(flat).all(1)
         with torch.no_grad(), eval_mode(target):
             pred = check_logits(target(x_adv.to(tgt_device)), x_adv.shape[0]).argmax(1)
-        correct.append(pred == yb.to(tgt_device))
-    correct, dist, lo, hi, bad = (torch.cat([p.cpu() for p in parts]) for parts in (correct, dist, lo, hi, bad))
+        rows.append((pred == yb.to(tgt_device), *stats))
+    correct, dist, lo, hi, bad = (torch.cat([p.cpu() for p in column]) for column in zip(*rows))
     return _Run(correct, float(dist.nan_to_num(nan=math.inf).max()), float(lo.min()), float(hi.max()), int(bad.sum()))
 
 
@@ -192,11 +181,10 @@ def transfer_accuracy(source: nn.Module, target: nn.Module, x: torch.Tensor, y: 
 def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
               attack: str | Callable[[float], AttackFn] = "pgd", *, batch_size: int = 512, seed: int = 0,
               **attack_kwargs) -> pd.DataFrame:
-    """Accuracy against one attack at several budgets: DataFrame with columns eps, accuracy, attack, n.
-    attack: 'fgsm' (L-inf), 'pgd' (L-inf), 'pgd_l2' (L2; eps may exceed 1), 'noise' (random sign noise of
-    size eps, L-inf; pass norm='l2' for Gaussian directions), or a callable eps -> attack(model, x, y).
-    attack_kwargs go to the attack; PGD defaults: steps=20, alpha=2.5 * eps / steps at each eps (pass alpha
-    to fix it). Each eps draws its random starts from a fresh generator seeded with `seed`."""
+    """Accuracy against one attack at several budgets: DataFrame with columns eps, accuracy, attack, n. attack: 'fgsm'
+    or 'pgd' (L-inf), 'pgd_l2' (L2; eps may exceed 1), 'noise' (random signs of size eps; norm='l2': a Gaussian
+    direction), or a callable eps -> attack(model, x, y). attack_kwargs go to the attack (PGD: steps=20, alpha =
+    2.5 * eps / steps unless given). Each eps draws its random starts from a fresh generator seeded with `seed`."""
     _check_inputs(model, x, y, batch_size)
     check_int(seed, "seed", minimum=0)
     if not callable(attack):
@@ -307,7 +295,9 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
                   more_restarts: int | None = None, tolerance: int = 2, large_eps_max: float = 0.05,
                   undefended_max: float = 0.05, noise_ratio: float = 0.5, batch_size: int = 512,
                   seed: int = 0) -> SanityReport:
-    """The automated sanity checks (Carlini et al. 2019; Croce & Hein 2020) of one evaluation, in this order:
+    """The sanity checks of an evaluation with PGD (alpha = 2.5 * eps / steps unless given) or with `attack`, a factory
+    (eps, steps, restarts) -> attack(model, x, y). Comparisons between attacks allow `tolerance` examples of noise;
+    eps 0 must match exactly. In this order:
     - eps0_equals_clean: the attack at eps 0 gives exactly the clean accuracy
     - monotone_in_eps: accuracy does not rise along `sweep` (default 0, eps/4, eps/2, 3eps/4, eps)
     - large_eps_breaks: <= large_eps_max at large_eps (1 for L-inf, sqrt(C*H*W) for L2: any image is reachable)
@@ -317,17 +307,16 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     - whitebox_le_transfer: accuracy <= that of the same attack made on `source` (n/a without a source)
     - noise_much_weaker: noise of size eps removes <= noise_ratio of the attack's drop, the attack > tolerance
     - within_ball: every x_adv of every run is finite, in [0, 1] and within eps (float slack 1e-6)
-    - undefended_near_zero: accuracy <= undefended_max, with undefended=True only (a model without a defence)
-    The attack under test is PGD (alpha = 2.5 * eps / steps unless given) or `attack`, a factory attack(eps, steps,
-    restarts) -> callable(model, x, y) -> x_adv. Comparisons between attacks allow `tolerance` examples of noise;
-    eps 0 must match exactly."""
+    - undefended_near_zero: accuracy <= undefended_max, with undefended=True only (a model without a defence)"""
     _check_inputs(model, x, y, batch_size)
     norm = _check_norm(norm)
     eps = check_budget(eps, norm)
     if eps == 0:
         raise ValueError("eps must be > 0 for the sanity checks (eps 0 is one of the checks)")
-    _check_ints(steps=steps, restarts=restarts)
-    _check_ints(0, tolerance=tolerance, seed=seed)
+    check_int(steps, "steps")
+    check_int(restarts, "restarts")
+    check_int(tolerance, "tolerance", minimum=0)
+    check_int(seed, "seed", minimum=0)
     alpha = default_alpha(eps, steps) if alpha is None else check_positive(alpha, "alpha")
     for name, v in dict(large_eps_max=large_eps_max, undefended_max=undefended_max, noise_ratio=noise_ratio).items():
         if check_nonnegative(v, name) > 1:
@@ -368,8 +357,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
         acc_more = run(f"{name} restarts={more_restarts}", factory(eps, steps, more_restarts), eps)
         single = "FGSM" if norm == "linf" else "FGM-L2"
         acc_single = run(single, _single_step(eps, norm), eps)
-        acc_tr = None if source is None else run(f"{name} from source", factory(eps, steps, restarts), eps,
-                                                 src=source)
+        acc_tr = None if source is None else run(f"{name} from source", factory(eps, steps, restarts), eps, source)
         noise = make_attack("random_noise", eps=eps, norm=norm, generator=_generator(seed))
         acc_noise = run("random noise", noise, eps)
 
@@ -427,9 +415,9 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 # AutoAttack (the original, Croce & Hein 2020, from the PyPI package `pyautoattack`)
 @dataclass
 class AutoAttackResult:
-    """What one AutoAttack run measured. accuracy: robust accuracy of the evaluated subset, re-scored on
-    the returned x_adv; attacks_run: the attacks that actually ran (AutoAttack stops once nothing is left
-    to break); accuracy_after: robust accuracy after each of them (from AutoAttack's log)."""
+    """What one AutoAttack run measured. accuracy: the subset's robust accuracy, re-scored on the returned x_adv;
+    attacks_run: the attacks that ran (AutoAttack stops once nothing is left to break); accuracy_after: robust
+    accuracy after each of them, from AutoAttack's log."""
     accuracy: float
     clean_accuracy: float
     n: int
@@ -480,13 +468,12 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
                         version: str = "standard", n: int | None = None, seed: int = 0, *,
                         attacks: Sequence[str] | None = None, batch_size: int = 500, verbose: bool = False,
                         return_details: bool = False) -> float | AutoAttackResult:
-    """Robust accuracy in [0, 1] under the original AutoAttack (package `pyautoattack`). eps > 0 (L-inf: at most 1);
-    norm 'Linf' | 'L2' | 'L1' (any case); version 'standard' (APGD-CE, APGD-T, FAB-T, Square: the headline number),
-    'plus', 'rand', or 'custom' with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's
-    settings). n: a random subset of n examples (`random_subset`, drawn with `seed`; None = all). Runs on the
-    model's device, seeded with `seed`; the global RNG state is restored afterwards. AutoAttack's log is silent
-    unless `verbose`; its warnings (e.g. "it seems to be a randomized defense") become Python warnings.
-    return_details: return an AutoAttackResult instead of the float."""
+    """Robust accuracy in [0, 1] under the original AutoAttack. eps > 0 (L-inf: at most 1); norm 'Linf' | 'L2' | 'L1'
+    (any case); version 'standard' (APGD-CE, APGD-T, FAB-T, Square: the headline number), 'plus', 'rand', or 'custom'
+    with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's settings). n: a random subset of n
+    examples (`random_subset`; None = all). Seeded with `seed`, on the model's device; the global RNG state is
+    restored afterwards. AutoAttack's log is silent unless `verbose`; its warnings (e.g. "it seems to be a randomized
+    defense") become Python warnings. return_details: an AutoAttackResult instead of the float."""
     _check_inputs(model, x, y, batch_size)
     if not isinstance(norm, str) or norm.lower() not in AUTOATTACK_NORMS:
         raise ValueError(f"unknown norm {norm!r}; allowed: 'Linf', 'L2', 'L1'")
@@ -514,8 +501,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     start = time.perf_counter()
     with _channels_last(model):
         with eval_mode(model), torch.random.fork_rng(devices=rng_devices), _autoattack_log(verbose) as log:
-            # 'custom' runs the listed attacks with the standard version's settings (1 APGD restart, 9 target
-            # classes, 5000 Square queries): built as 'standard', then given the list
+            # 'custom': built as 'standard' (1 APGD restart, 9 target classes, 5000 Square queries), then given the list
             adversary = AutoAttack(model, device=device, eps=eps, norm=aa_norm, seed=seed,
                                    version="standard" if version == "custom" else version)
             if version == "custom":
@@ -543,19 +529,20 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
              steps: int = 20, restarts: int = 1, n_autoattack: int = 0, source: nn.Module | None = None,
              batch_size: int = 512, seed: int = 0, *, norm: str = "linf", name: str | None = None,
              source_name: str | None = None, per_image: bool = False) -> dict:
-    """One row of the results table, with its threat model stated. Accuracies in [0, 1]: clean; fgsm (single
-    step; FGM for L2); pgd (PGD-`steps`, `restarts` restarts, alpha = 2.5 * eps / steps unless given, white-box:
-    made on the model itself); autoattack (original AutoAttack, standard version, on a seeded subset of
-    n_autoattack examples; NaN when 0); transfer (the same PGD made on `source`, scored on the model; NaN
-    without a source). per_image: also return row["pgd_correct"], the (N,) bool per-image outcome of that PGD
-    (CPU), so that a later comparison on a subset (e.g. AutoAttack's) reuses this run instead of attacking again."""
+    """One row of the results table, with its threat model stated. Accuracies in [0, 1]: clean; fgsm (FGM for L2);
+    pgd (PGD-`steps`, `restarts` restarts, alpha = 2.5 * eps / steps unless given, white-box: made on the model);
+    autoattack (standard version, on a seeded subset of n_autoattack examples; NaN when 0); transfer (the same PGD
+    made on `source`, scored on the model; NaN without a source). per_image: also row["pgd_correct"], that PGD's
+    (N,) bool per-image outcome (CPU), so that a later comparison on a subset (e.g. AutoAttack's) needs no new run."""
     _check_inputs(model, x, y, batch_size)
     if not isinstance(per_image, bool):
         raise TypeError(f"per_image must be True or False, got {per_image!r}")
     norm = _check_norm(norm)
     eps = check_budget(eps, norm)
-    _check_ints(steps=steps, restarts=restarts)
-    _check_ints(0, n_autoattack=n_autoattack, seed=seed)
+    check_int(steps, "steps")
+    check_int(restarts, "restarts")
+    check_int(n_autoattack, "n_autoattack", minimum=0)
+    check_int(seed, "seed", minimum=0)
     if n_autoattack > x.shape[0]:
         raise ValueError(f"n_autoattack must be at most the number of examples ({x.shape[0]}), got {n_autoattack}")
     alpha = default_alpha(eps, steps) if alpha is None else check_positive(alpha, "alpha")
