@@ -96,11 +96,11 @@ def _about(minutes: float | None, where: str) -> str | None:
 def time_line(quick_seconds: float | None, colab_minutes: float | None, fresh_minutes: float | None = None) -> str:
     """The header's one line of expected time, e.g. '*Time: about 2 min on a laptop CPU (`quick`), about 4 min
     on a Colab T4 (`colab`, estimated).*'; with `fresh_minutes` (a fresh Colab runtime without the Drive store,
-    when it retrains models) the T4 part says both, e.g. 'about 5 min on a Colab T4 (`colab`, estimated; about 12
-    min in a fresh runtime without the Drive store)'."""
+    which retrains every model the notebook loads) the T4 part says both, in the student's terms, e.g. 'about 5
+    min on a Colab T4 (`colab`, estimated; about 12 min without the models earlier notebooks saved)'."""
     where = "on a Colab T4 (`colab`, estimated)"
     if fresh_minutes is not None and colab_minutes is not None and round(fresh_minutes) != round(colab_minutes):
-        where = where[:-1] + f"; {_about(fresh_minutes, 'in a fresh runtime without the Drive store')})"
+        where = where[:-1] + f"; {_about(fresh_minutes, 'without the models earlier notebooks saved')})"
     parts = [_about(None if quick_seconds is None else quick_seconds / 60, "on a laptop CPU (`quick`)"),
              _about(colab_minutes, where)]
     parts = [p for p in parts if p] or ["not measured yet"]

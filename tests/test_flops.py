@@ -137,8 +137,8 @@ def test_time_line_and_its_update():
     assert W.time_line(20, 0.0) == "*Time: under a minute on a laptop CPU (`quick`), under a minute on a Colab T4 (`colab`, estimated).*"
     assert W.time_line(None, None) == "*Time: not measured yet.*"
     assert W.time_line(95, 4.6, 11.8) == ("*Time: about 2 min on a laptop CPU (`quick`), about 5 min on a Colab T4 "
-                                          "(`colab`, estimated; about 12 min in a fresh runtime without the Drive "
-                                          "store).*")
+                                          "(`colab`, estimated; about 12 min without the models earlier "
+                                          "notebooks saved).*")
     assert W.time_line(20, 1.1, 1.1).endswith("about 1 min on a Colab T4 (`colab`, estimated).*")
     source = "# 01\n\n**Goals.**\n"
     once = W.update_time_line(source, "*Time: a.*")
