@@ -626,12 +626,15 @@ def _check_finite(record: dict, run: Run, epoch: int) -> None:
 
 def _print_epoch(record: dict, cfg: TrainConfig) -> None:
     from tqdm.auto import tqdm
-    # the accuracies the record has, each after two spaces; the held-out PGD one after one, beside the clean one
-    labels = {"acc": "  train acc", "val_clean_acc": "  held-out clean", "val_pgd_acc": f" PGD-{cfg.val_steps}",
-              "val_fgsm_acc": "  FGSM"}
-    scores = "".join(f"{label} {record[k]:.3f}" for k, label in labels.items() if k in record)
-    tqdm.write(f"{cfg.method} epoch {record['epoch']}/{cfg.epochs}  loss {record['loss']:.4f}{scores}  "
-               f"{record['seconds']:.1f} s")
+    parts = [f"{cfg.method} epoch {record['epoch']}/{cfg.epochs}", f"loss {record['loss']:.4f}"]
+    if "acc" in record:
+        parts.append(f"train acc {record['acc']:.3f}")
+    if "val_clean_acc" in record:
+        pgd_ = f" PGD-{cfg.val_steps} {record['val_pgd_acc']:.3f}" if "val_pgd_acc" in record else ""
+        parts.append(f"held-out clean {record['val_clean_acc']:.3f}{pgd_}")
+    if "val_fgsm_acc" in record:
+        parts.append(f"FGSM {record['val_fgsm_acc']:.3f}")
+    tqdm.write("  ".join(parts + [f"{record['seconds']:.1f} s"]))
     if record.get("catastrophic_overfitting"):
         tqdm.write(f"catastrophic overfitting at epoch {record['epoch']}: held-out PGD accuracy fell to "
                    f"{record['val_pgd_acc']:.3f} (FGSM {record.get('val_fgsm_acc', float('nan')):.3f}); "

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..course.umap_cache import cached_umap_projection
 from ..embeddings import clean_and_adversarial_embeddings, separation_metrics
-from ..models import unwrap
+from ..models import device_of, eval_mode
 from ..validate import check_eps, check_images, check_int, check_labels
 from .viz import EXPLORER_ATTACKS, make_explorer_attack
 
@@ -64,21 +64,12 @@ class ExplorerData:
         return pd.DataFrame(rows)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(unwrap(model).parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _softmax(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """(N, K) class probabilities of x in eval mode on the model's device, returned on the CPU."""
-    device, was_training = _device_of(model), model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.cat([F.softmax(model(x[i:i + batch_size].to(device)).float(), dim=1).cpu()
-                              for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
+    device = device_of(model)
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([F.softmax(model(x[i:i + batch_size].to(device)).float(), dim=1).cpu()
+                          for i in range(0, len(x), batch_size)])
 
 
 def _resolve_attacks(attacks, steps: int) -> dict[str, ExplorerAttack]:

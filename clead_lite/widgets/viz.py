@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import attacks as _attacks
-from ..models import unwrap
+from ..models import device_of
 from ..validate import check_choice, check_eps, check_images, check_int
 
 CLEAN_COLOR = "#1f77b4"
@@ -433,7 +433,7 @@ class AttackExplorer(_explorer_base()):  # type: ignore[misc]
         if len(y) != len(x):
             raise ValueError(f"x and y disagree on the number of images: {len(x)} vs {len(y)}")
         self.model, self.x, self.y, self.classes = model, x, y, classes
-        self.device = next(unwrap(model).parameters()).device
+        self.device = device_of(model)
         self._attacks = {a: make_explorer_attack(a, steps=steps) for a in attacks}
         eps = eps_max / 2 if eps is None else check_eps(eps)
         step = max(eps_max / 100, 1e-4)
