@@ -1,8 +1,8 @@
 """Time evaluation with the weights in channels_last against the default layout, on the same model and batch.
 
-`clead_lite.evaluation.evaluate`, `sanity_checks` and `autoattack_accuracy` switch a model's 4-D weights to
-the channels_last memory layout for their duration (values unchanged). This script measures what that buys
-and checks that it changes no result. Each figure is timed interleaved (default, channels_last, default, ...)
+`clead_lite.evaluation.evaluate`, `sanity_checks` and `clead_lite.course.autoattack.autoattack_accuracy` switch a
+model's 4-D weights to the channels_last memory layout for their duration (values unchanged). This script measures
+what that buys and checks that it changes no result. Each figure is timed interleaved (default, channels_last, default, ...)
 so that drifts in machine load hit both alike; it prints the medians and the speed-up default / channels_last:
 
 - forward, and forward + backward to the input (one PGD step), on a batch of --batch images;
@@ -25,15 +25,16 @@ from unittest import mock
 import torch
 
 from clead_lite import evaluation as E
+from clead_lite.course import autoattack as AA
 from clead_lite.models import build_model
 
 from bench_attacks import machine
 
 
 def interleaved(fn, model, repeats: int) -> tuple[float, float]:
-    """Median seconds of fn() in the default layout and inside _channels_last(model), alternating."""
+    """Median seconds of fn() in the default layout and inside channels_last_weights(model), alternating."""
     def fast():
-        with E._channels_last(model):
+        with E.channels_last_weights(model):
             fn()
     times = {fn: [], fast: []}
     fn(), fast()   # warm-up
@@ -92,11 +93,11 @@ def main() -> None:
         xs, ys = x[:args.n_aa], y[:args.n_aa]
         kw = dict(version="custom", attacks=["apgd-ce"], seed=0)
         t0 = time.perf_counter()
-        with mock.patch.object(E, "_channels_last", lambda m: contextlib.nullcontext()):   # the default layout
-            acc_plain = E.autoattack_accuracy(model, xs, ys, eps, **kw)
+        with mock.patch.object(AA, "channels_last_weights", lambda m: contextlib.nullcontext()):   # default layout
+            acc_plain = AA.autoattack_accuracy(model, xs, ys, eps, **kw)
         plain_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        acc_fast = E.autoattack_accuracy(model, xs, ys, eps, **kw)
+        acc_fast = AA.autoattack_accuracy(model, xs, ys, eps, **kw)
         fast_s = time.perf_counter() - t0
         figures["apgd_ce"] = {"default_s": plain_s, "channels_last_s": fast_s, "speedup": plain_s / fast_s,
                               "accuracy_default": acc_plain, "accuracy_channels_last": acc_fast, "n": args.n_aa}

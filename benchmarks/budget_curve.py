@@ -95,7 +95,8 @@ def run_point(key: dict, args, runs: Path) -> dict:
     import torch
 
     from clead_lite.course.datasets import load_dataset
-    from clead_lite.evaluation import accuracy, autoattack_accuracy
+    from clead_lite.course.autoattack import autoattack_accuracy
+    from clead_lite.evaluation import accuracy
     from clead_lite.models import build_model
     from clead_lite.course.profiles import get_device, get_profile, seed_everything
     from clead_lite.course.profiles import train_config

@@ -161,7 +161,7 @@ def add_autoattack(record: dict, ckpt: Path, args) -> dict:
     """record with the standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) filled in: `--add-autoattack` for a
     row evaluated without it. The same call as `evaluate --n-autoattack` (a subset drawn with seed 0 from the
     row's evaluated images; all of them when n_autoattack >= n), so the row reads as if evaluated with it."""
-    from clead_lite.evaluation import autoattack_accuracy
+    from clead_lite.course.autoattack import autoattack_accuracy
     from clead_lite.course.scoring import load_for_scoring
     model, x, y, _ = load_for_scoring(str(ckpt), args.n_test, device=args.device)
     row = dict(record["row"])

@@ -1,5 +1,6 @@
 """Honest robustness evaluation: clean, robust and transfer accuracy; eps sweeps; the sanity checks of Carlini et al.
-(2019) and Croce & Hein (2020); the original AutoAttack; `evaluate`, one results row that states its threat model.
+(2019) and Croce & Hein (2020); `evaluate`, one results row that states its threat model (the course adds the original
+AutoAttack's column to it: `clead_lite.course.autoattack`).
 
 x: (N, C, H, W) float in [0, 1] on any device (batches move to the model's device); y: (N,) int64 class indices;
 attack: a callable attack(model, xb, yb) -> x_adv, e.g. `attacks.make_attack("pgd", eps=0.3, alpha=0.0375,
@@ -7,11 +8,7 @@ steps=20)`. Arguments are checked once, where you call; the loops over batches t
 """
 from __future__ import annotations
 
-import logging
 import math
-import re
-import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -22,20 +19,16 @@ import torch.nn as nn
 
 from .attacks import make_attack
 from .models import check_batch, device_of, eval_mode, unwrap
-from .validate import (check_adversarial, check_attack, check_budget, check_choice, check_eps, check_int, check_logits,
+from .validate import (check_adversarial, check_attack, check_budget, check_choice, check_int, check_logits,
                        check_nonnegative, check_positive)
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 AttackFactory = Callable[[float, int, int], AttackFn]   # (eps, steps, restarts) -> attack(model, x, y)
 
 __all__ = ["predict", "accuracy", "robust_accuracy", "transfer_accuracy", "eps_sweep", "sanity_checks",
-           "SanityReport", "Check", "autoattack_accuracy", "AutoAttackResult", "random_subset", "evaluate",
-           "default_alpha", "SWEEP_ATTACKS"]
+           "SanityReport", "Check", "evaluate", "default_alpha", "distance", "channels_last_weights", "SWEEP_ATTACKS"]
 
 SWEEP_ATTACKS = ("fgsm", "pgd", "pgd_l2", "noise")
-AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
-AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
-AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 BALL_ATOL = 1e-6        # float32 slack when checking |x_adv - x| <= eps
 BALL_RTOL = 1e-5        # relative slack for the L2 norm (a sum of 784+ squares)
 
@@ -65,8 +58,8 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _distance(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
-    """(B,) per-example distance in norm 'linf', 'l2' or 'l1'."""
+def distance(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """(B,) per-example distance |x_adv - x| in norm 'linf', 'l2' or 'l1'."""
     d = (x_adv - x).flatten(1).float()
     return d.abs().amax(1) if norm == "linf" else d.norm(p=2 if norm == "l2" else 1, dim=1)
 
@@ -79,7 +72,7 @@ def _single_step(eps: float, norm: str) -> AttackFn:
 
 
 @contextmanager
-def _channels_last(model: nn.Module) -> Iterator[None]:
+def channels_last_weights(model: nn.Module) -> Iterator[None]:
     """4-D weights in the channels_last layout for the duration, each restored afterwards; values unchanged (outputs
     agree to 1e-7), but on the CPU oneDNN runs SmallCNN's forward 1.8x and forward + backward 1.3x faster, which
     AutoAttack's 5,000 Square queries feel (benchmarks/bench_eval_layout.py). Nested use converts nothing twice."""
@@ -139,7 +132,7 @@ def _run_attack(attack: AttackFn, source: nn.Module, target: nn.Module, x: torch
         yb = y[start:start + batch_size].to(src_device)
         x_adv = check_adversarial(attack(source, xb, yb), xb).detach()
         flat = x_adv.flatten(1)
-        stats = _distance(x_adv, xb, norm), flat.amin(1), flat.amax(1), ~torch.isfinite(flat).all(1)
+        stats = distance(x_adv, xb, norm), flat.amin(1), flat.amax(1), ~torch.isfinite(flat).all(1)
         with torch.no_grad(), eval_mode(target):
             pred = check_logits(target(x_adv.to(tgt_device)), x_adv.shape[0]).argmax(1)
         rows.append((pred == yb.to(tgt_device), *stats))
@@ -347,7 +340,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
         runs[label] = (result, e)
         return result.accuracy
 
-    with _channels_last(model):     # first every run, in a fixed order (a factory may draw from global RNG)
+    with channels_last_weights(model):     # first every run, in a fixed order (a factory may draw from global RNG)
         clean = _accuracy(model, x, y, batch_size)
         sweep_acc = [run(f"{name} eps={e:.4g}", factory(e, steps, restarts), e) for e in sweep]
         acc = sweep_acc[sweep.index(eps)]
@@ -412,128 +405,16 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     return SanityReport(checks, settings)
 
 
-# AutoAttack (the original, Croce & Hein 2020, from the PyPI package `pyautoattack`)
-@dataclass
-class AutoAttackResult:
-    """What one AutoAttack run measured. accuracy: the subset's robust accuracy, re-scored on the returned x_adv;
-    attacks_run: the attacks that ran (AutoAttack stops once nothing is left to break); accuracy_after: robust
-    accuracy after each of them, from AutoAttack's log."""
-    accuracy: float
-    clean_accuracy: float
-    n: int
-    eps: float
-    norm: str
-    version: str
-    seed: int
-    attacks: list[str]
-    attacks_run: list[str]
-    accuracy_after: dict[str, float]
-    max_perturbation: float
-    seconds: float
-    correct: torch.Tensor = field(repr=False)      # (n,) bool
-    indices: torch.Tensor = field(repr=False)      # (n,) int64 positions in x of the evaluated subset
-    warnings: list[str] = field(default_factory=list)
-
-
-def random_subset(total: int, n: int | None, seed: int) -> torch.Tensor:
-    """Positions of a seeded random subset of n out of `total` (all, in order, for n=None): AutoAttack's images."""
-    return torch.arange(total) if n is None else torch.randperm(total, generator=_generator(seed))[:n]
-
-
-@contextmanager
-def _autoattack_log(verbose: bool) -> Iterator[list[logging.LogRecord]]:
-    """AutoAttack's log records, collected instead of printed (and echoed when verbose)."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-            if verbose:
-                print(f"[autoattack] {record.getMessage()}", flush=True)
-
-    logger, handler = logging.getLogger("auto-attack"), Collect(logging.DEBUG)
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-
-
-def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "Linf",
-                        version: str = "standard", n: int | None = None, seed: int = 0, *,
-                        attacks: Sequence[str] | None = None, batch_size: int = 500, verbose: bool = False,
-                        return_details: bool = False) -> float | AutoAttackResult:
-    """Robust accuracy in [0, 1] under the original AutoAttack. eps > 0 (L-inf: at most 1); norm 'Linf' | 'L2' | 'L1'
-    (any case); version 'standard' (APGD-CE, APGD-T, FAB-T, Square: the headline number), 'plus', 'rand', or 'custom'
-    with `attacks` (e.g. ['apgd-ce', 'apgd-t'], run with the standard version's settings). n: a random subset of n
-    examples (`random_subset`; None = all). Seeded with `seed`, on the model's device; the global RNG state is
-    restored afterwards. AutoAttack's log is silent unless `verbose`; its warnings (e.g. "it seems to be a randomized
-    defense") become Python warnings. return_details: an AutoAttackResult instead of the float."""
-    _check_inputs(model, x, y, batch_size)
-    if not isinstance(norm, str) or norm.lower() not in AUTOATTACK_NORMS:
-        raise ValueError(f"unknown norm {norm!r}; allowed: 'Linf', 'L2', 'L1'")
-    aa_norm = AUTOATTACK_NORMS[norm.lower()]
-    eps = check_eps(eps) if aa_norm == "Linf" else check_positive(eps, "eps")
-    if eps == 0:
-        raise ValueError("eps must be > 0 for AutoAttack, got 0 (at eps 0 robust accuracy is the clean accuracy)")
-    check_choice(version, "version", AUTOATTACK_VERSIONS)
-    if (attacks is None) != (version != "custom"):
-        raise ValueError("pass attacks=[...] exactly when version='custom' "
-                         f"(got version={version!r}, attacks={attacks!r})")
-    if attacks is not None and (isinstance(attacks, str) or not attacks):
-        raise ValueError(f"attacks must be a non-empty list such as ['apgd-ce', 'apgd-t'], got {attacks!r}")
-    for a in attacks or ():
-        check_choice(a, "AutoAttack attack", AUTOATTACK_ATTACKS)
-    check_int(seed, "seed", minimum=0)
-    if n is not None and check_int(n, "n") > x.shape[0]:
-        raise ValueError(f"n must be at most the number of examples ({x.shape[0]}), got {n}")
-    from pyautoattack import AutoAttack
-    indices, device = random_subset(x.shape[0], n, seed), device_of(model)
-    xs, ys = x[indices].to(device), y[indices].to(device)
-    with torch.no_grad(), eval_mode(model):   # AutoAttack assumes (B, C) logits: say so before it starts
-        check_logits(model(xs[:2]), min(2, xs.shape[0]))
-    rng_devices = [device] if device.type == "cuda" else []  # device-ok
-    start = time.perf_counter()
-    with _channels_last(model):
-        with eval_mode(model), torch.random.fork_rng(devices=rng_devices), _autoattack_log(verbose) as log:
-            # 'custom': built as 'standard' (1 APGD restart, 9 target classes, 5000 Square queries), then given the list
-            adversary = AutoAttack(model, device=device, eps=eps, norm=aa_norm, seed=seed,
-                                   version="standard" if version == "custom" else version)
-            if version == "custom":
-                adversary.version, adversary.attacks_to_run = "custom", list(attacks)
-            x_adv, _ = adversary.run_standard_evaluation(xs, ys, batch_size=batch_size)
-        seconds = time.perf_counter() - start
-        correct = (_predict(model, x_adv, batch_size) == ys).cpu()
-        clean = (_predict(model, xs, batch_size) == ys).cpu()
-    # AutoAttack logs this line once an attack has run on every remaining robust example
-    found = [re.match(r"robust accuracy after (\S+): ([\d.]+)%", r.getMessage()) for r in log]
-    after = {m.group(1).lower(): float(m.group(2)) / 100 for m in found if m}
-    warned = [r.getMessage() for r in log if r.levelno >= logging.WARNING]
-    for w in warned:
-        warnings.warn(f"AutoAttack: {w}", RuntimeWarning, stacklevel=2)
-    result = AutoAttackResult(
-        accuracy=correct.float().mean().item(), clean_accuracy=clean.float().mean().item(), n=len(indices),
-        eps=eps, norm=aa_norm, version=version, seed=seed, attacks=list(adversary.attacks_to_run),
-        attacks_run=list(after), accuracy_after=after, seconds=seconds, correct=correct, indices=indices,
-        max_perturbation=float(_distance(x_adv, xs, aa_norm.lower()).max()), warnings=warned)
-    return result if return_details else result.accuracy
-
-
 # One evaluation: a results row that states its threat model
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float | None = None,
-             steps: int = 20, restarts: int = 1, n_autoattack: int = 0, source: nn.Module | None = None,
+             steps: int = 20, restarts: int = 1, source: nn.Module | None = None,
              batch_size: int = 512, seed: int = 0, *, norm: str = "linf", name: str | None = None,
              source_name: str | None = None, per_image: bool = False) -> dict:
     """One row of the results table, with its threat model stated. Accuracies in [0, 1]: clean; fgsm (FGM for L2);
     pgd (PGD-`steps`, `restarts` restarts, alpha = 2.5 * eps / steps unless given, white-box: made on the model);
-    autoattack (standard version, on a seeded subset of n_autoattack examples; NaN when 0); transfer (the same PGD
-    made on `source`, scored on the model; NaN without a source). per_image: also row["pgd_correct"], that PGD's
-    (N,) bool per-image outcome (CPU), so that a later comparison on a subset (e.g. AutoAttack's) needs no new run."""
+    transfer (the same PGD made on `source`, scored on the model; NaN without a source). per_image: also
+    row["pgd_correct"], that PGD's (N,) bool per-image outcome (CPU), so that a later comparison on a subset (e.g.
+    AutoAttack's) needs no new run."""
     _check_inputs(model, x, y, batch_size)
     if not isinstance(per_image, bool):
         raise TypeError(f"per_image must be True or False, got {per_image!r}")
@@ -541,10 +422,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
     eps = check_budget(eps, norm)
     check_int(steps, "steps")
     check_int(restarts, "restarts")
-    check_int(n_autoattack, "n_autoattack", minimum=0)
     check_int(seed, "seed", minimum=0)
-    if n_autoattack > x.shape[0]:
-        raise ValueError(f"n_autoattack must be at most the number of examples ({x.shape[0]}), got {n_autoattack}")
     alpha = default_alpha(eps, steps) if alpha is None else check_positive(alpha, "alpha")
     if source is not None:
         _check_inputs(source, x, y, batch_size, "source")
@@ -554,18 +432,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
                            generator=_generator(seed))
     row = {"model": name or type(unwrap(model)).__name__, "norm": norm, "eps": eps, "alpha": alpha,
            "steps": steps, "restarts": restarts, "attack_source": "white-box (the model itself)",
-           "n": x.shape[0], "clean": math.nan, "fgsm": math.nan, "pgd": math.nan, "autoattack": math.nan,
-           "n_autoattack": n_autoattack, "transfer": math.nan, "transfer_source": None}
-    with _channels_last(model):
+           "n": x.shape[0], "clean": math.nan, "fgsm": math.nan, "pgd": math.nan, "transfer": math.nan,
+           "transfer_source": None}
+    with channels_last_weights(model):
         row["clean"] = _accuracy(model, x, y, batch_size)
         row["fgsm"] = _run_attack(_single_step(eps, norm), model, model, x, y, batch_size).accuracy
         pgd_run = _run_attack(pgd(), model, model, x, y, batch_size)
         row["pgd"] = pgd_run.accuracy
         if per_image:
             row["pgd_correct"] = pgd_run.correct
-        if n_autoattack and eps > 0:
-            row["autoattack"] = autoattack_accuracy(model, x, y, eps, AUTOATTACK_NORMS[norm], n=n_autoattack,
-                                                    seed=seed, batch_size=batch_size)
         if source is not None:
             row["transfer"] = _run_attack(pgd(), source, model, x, y, batch_size).accuracy
             row["transfer_source"] = source_name or type(unwrap(source)).__name__

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from clead_lite.course.aa_cache import cache_path, record_result
     from clead_lite.course.checkpoints import find_checkpoint, load_pretrained, sha256_file
-    from clead_lite.evaluation import autoattack_accuracy
+    from clead_lite.course.autoattack import autoattack_accuracy
     from clead_lite.course.notebook_setup import load_data
     from clead_lite.course.profiles import get_profile
 

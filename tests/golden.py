@@ -218,7 +218,10 @@ def golden_evaluation() -> dict:
     other = _model(5)
     pgd = make_attack("pgd", eps=0.3, alpha=0.1, steps=3, generator=torch.Generator().manual_seed(0))
     row = evaluate(model, x, y, eps=0.3, steps=3, restarts=1, seed=0)
-    row = {k: v for k, v in row.items() if "second" not in k and k != "time"}
+    # without the AutoAttack columns (NaN and 0 here), which moved from evaluate to the course layer in session 14;
+    # this entry was re-recorded on the code before that move (commit 56b7e6a) with this line
+    dropped = ("autoattack", "n_autoattack")
+    row = {k: v for k, v in row.items() if "second" not in k and k != "time" and k not in dropped}
     report = sanity_checks(model, x[:32], y[:32], eps=0.3, steps=3, seed=0)
     z = embed(model, x)
     adv = pgd(model, x, y)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clead_lite.course import aa_cache
-from clead_lite.evaluation import autoattack_accuracy
+from clead_lite.course.autoattack import autoattack_accuracy
 from clead_lite.models import SmallCNN
 
 EPS = 0.3

@@ -13,9 +13,10 @@ ALL = sorted(PACKAGE.rglob("*.py"))
 # Issue 19 asked for "at most about 2,500"; the core measured 3,127 lines when it was split out and 2,860 after its
 # docstrings and checks were tightened, 2,848 once an unused loader constructor went, 2,802 once the launcher's
 # process group, UMAP's warm-up and the four copies of the model / x / y check went, 2,726 once the resume state
-# moved to the course and every module was read again for repetition (docs/DESIGN.md section 3 says what it
-# holds). The limit stops it from growing back, it does not claim the target was met.
-CORE_LINES = 2726
+# moved to the course and every module was read again for repetition, 2,601 once the AutoAttack wrapper (plumbing
+# around the pyautoattack package, never called by a student) moved to `course.autoattack` (docs/DESIGN.md section
+# 3 says what it holds). The limit stops it from growing back.
+CORE_LINES = 2601
 
 
 def imports(path: Path):

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .checkpoints import strip_prefixes, checkpoint_dir
 from .safe_io import read_json_entries, write_json_atomic
-from ..evaluation import AutoAttackResult, autoattack_accuracy, random_subset
+from .autoattack import AutoAttackResult, autoattack_accuracy, random_subset
 from ..validate import check_int
 
 CACHE_NAME = "autoattack_cache.json"

@@ -14,7 +14,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..evaluation import autoattack_accuracy, eps_sweep
+from .autoattack import autoattack_accuracy
+from ..evaluation import eps_sweep
 
 __all__ = ["SCORE_COLUMNS", "EPS_FRACTIONS", "score_model", "load_for_scoring"]
 
