@@ -20,10 +20,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import cw_l2, fgsm, pgd
+from .config import SCHEDULES, TrainConfig
 from .data import DATASETS, dataset_info, get_device
 from .models import MODELS, build_model, check_batch, device_of, unwrap
 from .losses import info_nce
-from .training import SCHEDULES, History, TrainConfig, TrainHook, TrainResult, TrainStep, split_validation, train
+from .training import History, TrainHook, TrainResult, TrainStep, split_validation, train
 from .validate import Settings, check_choice, check_eps, check_images, check_int, check_settings
 
 __all__ = ["random_resized_crop", "color_jitter", "simclr_augment", "precompute_adversarial_views",

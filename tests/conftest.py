@@ -124,8 +124,8 @@ def _cache_key() -> str:
     for code in (train_model, build_standard, build_robust, Split):
         h.update(inspect.getsource(code).encode())
     h.update(repr((STANDARD, ROBUST)).encode())
-    for name in ("models.py", "attacks.py", "losses.py", "data.py", "training.py", "evaluation.py", "validate.py",
-                 "course/profiles.py", "course/datasets.py"):
+    for name in ("models.py", "attacks.py", "losses.py", "data.py", "config.py", "training.py", "evaluation.py",
+                 "validate.py", "course/profiles.py", "course/datasets.py"):
         h.update((package / name).read_bytes())
     return h.hexdigest()[:16]
 

@@ -14,9 +14,10 @@ ALL = sorted(PACKAGE.rglob("*.py"))
 # docstrings and checks were tightened, 2,848 once an unused loader constructor went, 2,802 once the launcher's
 # process group, UMAP's warm-up and the four copies of the model / x / y check went, 2,726 once the resume state
 # moved to the course and every module was read again for repetition, 2,601 once the AutoAttack wrapper (plumbing
-# around the pyautoattack package, never called by a student) moved to `course.autoattack` (docs/DESIGN.md section
-# 3 says what it holds). The limit stops it from growing back.
-CORE_LINES = 2601
+# around the pyautoattack package, never called by a student) moved to `course.autoattack`, 2,615 with `TrainConfig`
+# in its own module (`config`, so that `training` is the step and the loop, under 600 lines). docs/DESIGN.md section
+# 3 says what it holds. The limit stops it from growing back.
+CORE_LINES = 2615
 
 
 def imports(path: Path):

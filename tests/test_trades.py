@@ -13,7 +13,8 @@ from clead_lite.course.cli import main
 from clead_lite.attacks import pgd
 from clead_lite.evaluation import accuracy, robust_accuracy
 from clead_lite.models import SmallCNN
-from clead_lite.training import METHODS, TrainConfig, TrainStep, train
+from clead_lite.config import METHODS
+from clead_lite.training import TrainConfig, TrainStep, train
 
 BASE = dict(batch_size=32, lr=0.05, schedule="constant", eps=0.1, attack_steps=2, log_every=2)
 

@@ -48,7 +48,7 @@ class Profile:
     contrastive_weight: float  # lambda of clead_online
     temperature: float
     use_checkpoints: bool      # may notebooks load shipped checkpoints instead of training
-    # training recipe details; None keeps training.TrainConfig.from_profile's rule
+    # training recipe details; None keeps train_config's rule (below)
     train_attack: str = "pgd"  # 'fgsm_rs': FGSM with a random start, step 1.25 eps (train_steps must be 1)
     warmup: float | None = None  # one-cycle: fraction of the steps spent rising to the peak lr
     n_val: int | None = None     # held-out training images checked every epoch
