@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clead_lite.course.cli import _faithful_config, _train_config, build_parser  # noqa: E402
+from clead_lite.course.cli import build_parser  # noqa: E402
+from clead_lite.course.cli_train import _faithful_config, _train_config  # noqa: E402
 from clead_lite.faithful import FaithfulConfig  # noqa: E402
 from clead_lite.course.checkpoints import checkpoint_dir, load_checkpoint, read_manifest  # noqa: E402
 from clead_lite.course.datasets import load_dataset, test_images  # noqa: E402

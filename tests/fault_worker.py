@@ -34,7 +34,7 @@ def _kill() -> None:
 def main(argv: list[str]) -> int:
     mode, n, out_dir = argv[0], int(argv[1]), Path(argv[2])
     cli_args = argv[argv.index("--") + 1:]
-    from clead_lite.course import cli
+    from clead_lite.course import cli, cli_train
     from clead_lite import training
     from clead_lite.course import checkpoints
     from clead_lite import evaluation
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
                 fh.write(what + "\n")
 
         original_save = checkpoints.save_checkpoint
-        original_json = cli._write_json
+        original_json = cli_train._write_json     # the same function as cli's
         original_evaluate = evaluation.evaluate
 
         def save_checkpoint(path, state=None, **extra):
@@ -105,7 +105,8 @@ def main(argv: list[str]) -> int:
 
         checkpoints.save_checkpoint = save_checkpoint
         training.save_checkpoint = save_checkpoint
-        cli._write_json = write_json
+        cli._write_json = write_json           # where evaluate looks it up
+        cli_train._write_json = write_json     # where train looks it up
         evaluation.evaluate = evaluate
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import clead_lite.course.cli as cli
+from clead_lite.course import _cli_common, cli_train
 from clead_lite.course import checkpoints as ck
 from clead_lite.course.cli import main
 from clead_lite.course.safe_io import OutputError, check_output
@@ -64,7 +64,7 @@ def test_a_device_node_is_never_replaced(tmp_path, capsys):
     with pytest.raises(OutputError, match="character device"):            # the writers themselves refuse too
         ck.save_checkpoint(null, {"model": {}})
     with pytest.raises(OutputError, match="character device"):
-        cli._write_json(str(null), {"a": 1})
+        _cli_common._write_json(str(null), {"a": 1})
     assert stat.S_ISCHR(os.lstat(null).st_mode) and not (tmp_path / "ok.pt").exists()
 
 
@@ -129,7 +129,7 @@ def test_a_shipped_checkpoint_or_the_manifest_is_never_an_output(tmp_path, capsy
 
 
 def test_the_default_out_never_replaces_an_earlier_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_runs_dir", lambda: tmp_path / "runs")
+    monkeypatch.setattr(cli_train, "_runs_dir", lambda: tmp_path / "runs")
     argv = ["train", "--method", "standard", *SMOKE, "--epochs", "1"]
     first = tmp_path / "runs" / "mnist5k_standard_smoke_seed0.pt"
     assert main(argv) == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clead_lite.course.cli import _test_split
+from clead_lite.course._cli_common import _test_split
 from clead_lite.course.profiles import faithful_config, train_config
 from clead_lite.faithful import FaithfulConfig
 from clead_lite.attacks import fgsm

@@ -113,7 +113,8 @@ def test_short_trades_run_is_more_robust_than_standard(mnist5k_split):
 def test_cli_beta_only_for_trades(capsys):
     assert main(["train", "--method", "pgd_at", "--beta", "3", "--profile", "smoke"]) == 2
     assert "--beta only applies to --method trades" in capsys.readouterr().err
-    from clead_lite.course.cli import _train_config, build_parser
+    from clead_lite.course.cli import build_parser
+    from clead_lite.course.cli_train import _train_config
     from clead_lite.course.profiles import get_profile
     args = build_parser().parse_args(["train", "--method", "trades", "--beta", "3", "--profile", "smoke"])
     cfg = _train_config(args, get_profile("smoke"))
