@@ -54,10 +54,12 @@ def settings(cfg, faithful) -> dict:
 
 
 def check_against_checkpoint(entry: dict, state: dict, cfg, faithful) -> None:
-    """The stored config must be the command's (faithful: its last stage, the linear head, without validation)."""
+    """The stored config must be the command's (faithful: its last stage, the linear head, without validation, with
+    the recipe's head epochs, lr and schedule where it sets them, as `faithful.train_faithful` trains it)."""
     want = settings(cfg, faithful)
     if entry["method"] == "clead_faithful":
-        want.update(method="faithful_head", n_val=0)
+        want.update(method="faithful_head", n_val=0, epochs=faithful.recipe("head_epochs") or cfg.epochs,
+                    lr=faithful.recipe("head_lr") or cfg.lr, schedule=faithful.recipe("head_schedule") or cfg.schedule)
     # where a run was checkpointed is not a setting of its training (older checkpoints recorded it)
     have = {k: v for k, v in (state.get("config") or {}).items() if k not in ("checkpoint_path", "resume")}
     # a field the checkpoint lacks did not exist in the code that trained it: only the fields it has can differ

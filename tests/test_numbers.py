@@ -51,9 +51,8 @@ def _settings(config: dict, faithful: bool = False) -> dict:
 @pytest.mark.parametrize("method", sorted(ENTRIES))
 def test_manifest_config_is_the_quick_profile(method):
     entry = dict(ENTRIES[method], config=_settings(ENTRIES[method]["config"], faithful=True))
-    # the shipped faithful model predates the 'authors' recipe (manifest: recipe_note, command_now)
     want = train_config(QUICK, method).resolved(QUICK.dataset).to_dict()
-    faithful = faithful_config(QUICK, faithful_recipe="course-v1") if method == "clead_faithful" else None
+    faithful = faithful_config(QUICK) if method == "clead_faithful" else None
     want.update(faithful.resolved().to_dict() if faithful else FaithfulConfig().to_dict())
     assert entry["config"] == want, {k: (entry["config"].get(k), v) for k, v in want.items()
                                      if entry["config"].get(k) != v}
@@ -70,6 +69,18 @@ def test_the_notebooks_key_finds_the_shipped_checkpoint(method, quick_data):
     assert used.to_dict() == _settings(ENTRIES[method]["config"])
     assert find(model_key(method, QUICK.dataset, QUICK.model, QUICK.name, cfg.replace(epochs=cfg.epochs + 1),
                           x_train, y_train)) is None
+
+
+def test_the_faithful_key_finds_the_shipped_checkpoint_and_only_for_its_settings(quick_data):
+    """load_or_train_faithful finds the shipped model by its key, like every other model: another faithful
+    setting (here the course's first recipe) is another model, trained rather than loaded."""
+    x_train, y_train, _, _ = quick_data
+    cfg = train_config(QUICK, "clead_faithful").resolved(QUICK.dataset)
+    key = lambda faithful: model_key("clead_faithful", QUICK.dataset, QUICK.model, QUICK.name, cfg, x_train, y_train,
+                                     faithful)
+    hit = find(key(faithful_config(QUICK)))
+    assert hit is not None and hit.source == "shipped" and hit.path.name == ENTRIES["clead_faithful"]["file"]
+    assert find(key(faithful_config(QUICK, faithful_recipe="course-v1"))) is None
 
 
 def test_every_place_scores_the_first_n_test_images(quick_data):

@@ -284,16 +284,14 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
                            *, progress: bool = True):
     """The `clead_faithful` model for this profile: (model in eval mode on `device`, FaithfulResult or None).
 
-    Where it comes from, in order: the shipped checkpoint (quick: trained with the 'course-v1' recipe, as the
-    manifest's `recipe_note` and the README say); the model store (key: the profile's faithful config and the
-    training images; the surrogate is the profile's standard model, itself determined by its own key); else
-    `faithful.train_faithful` here, with `surrogate` (a copy: stage 1 skipped), saved into the store outside
-    smoke, so that notebooks 05, 06 and 07 train it once. The FaithfulResult (views, histories) comes back only
-    when it was trained here.
+    Where it comes from, in order: a shipped checkpoint or the model store, found by the same key as every model
+    (the profile's training and faithful settings, the training images; the surrogate is the profile's standard
+    model, itself determined by its own key); else `faithful.train_faithful` here, with `surrogate` (a copy: stage 1
+    skipped), saved into the store outside smoke, so that notebooks 05, 06 and 07 train it once. The FaithfulResult
+    (views, histories) comes back only when it was trained here.
     """
     import copy
 
-    from .checkpoints import find_checkpoint, load_pretrained
     from ..faithful import train_faithful
     from .store import find, load_model, model_key, save_model, store_dir
 
@@ -301,10 +299,6 @@ def load_or_train_faithful(profile: Profile, x_train, y_train, device: torch.dev
     faithful = faithful_config(profile)
     key = None
     if profile.use_checkpoints:
-        shipped = find_checkpoint(profile.dataset, "clead_faithful", profile.name, profile.model)
-        if shipped is not None:
-            model, _ = load_pretrained(profile.dataset, "clead_faithful", profile.name, profile.model, device=device)
-            return model.eval(), None
         key = model_key("clead_faithful", profile.dataset, profile.model, profile.name, config, x_train, y_train,
                         faithful)
         hit = find(key)
