@@ -43,7 +43,7 @@ def no_store_folder(tmp_path, monkeypatch):
 
 def _settings(config: dict, faithful: bool = False) -> dict:
     """A manifest config's training settings: the TrainConfig fields, and with `faithful` the FaithfulConfig's (the
-    manifest also keeps `checkpoint_path` and `resume`, which moved out of TrainConfig into course.runs.Checkpoint)."""
+    manifest's config holds both)."""
     fields = set(TrainConfig().to_dict()) | (set(FaithfulConfig().to_dict()) if faithful else set())
     return {k: v for k, v in config.items() if k in fields}
 
