@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-METHOD_CHOICES = ("standard", "pgd_at", "trades", "clead_online", "clead_faithful")
+from ..config import METHODS as METHOD_CHOICES    # the methods a user can name (the core's list)
 
 
 class UsageError(ValueError):

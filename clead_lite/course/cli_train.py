@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ._cli_common import METHOD_CHOICES, UsageError, _command_line, _plain, _test_split, _write_json
+from ..config import SCHEDULES
 from .parse import parse_finite, parse_fraction, parse_seed
 from .profiles import DATASETS, PROFILE_NAMES, faithful_config, train_config
 
@@ -37,7 +38,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--eps", type=parse_fraction, default=None,
                    help="training eps, e.g. 0.3 or 8/255 (default: the dataset's)")
     p.add_argument("--attack-steps", type=int, default=None, help="PGD steps for the training examples")
-    p.add_argument("--schedule", choices=("onecycle", "piecewise", "constant", "step"), default=None)
+    p.add_argument("--schedule", choices=SCHEDULES, default=None)
     p.add_argument("--n-train", type=int, default=None, help="training images (default: the profile's)")
     p.add_argument("--n-val", type=int, default=None, help="held-out images for early stopping (0: none)")
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
