@@ -1,8 +1,8 @@
 """The original AutoAttack (Croce & Hein 2020, the PyPI package `pyautoattack`), run so that its number can be
 trusted and repeated: a seeded subset of the images, the global RNG state restored afterwards, its log collected
 (the accuracy after each attack) instead of printed, its warnings turned into Python warnings, and the accuracy
-re-scored on the images it returns. The course's evaluation (`clead_lite.evaluation.evaluate`) gives clean, FGSM,
-PGD and transfer accuracy; the command line, `aa_cache` and `benchmarks/` add this column to its row.
+re-scored on the images it returns. `clead_lite.evaluation.evaluate` gives clean, FGSM, PGD and transfer accuracy;
+the command line, notebook 06 (through `aa_cache`) and `benchmarks/run_results.py` add this column to its row.
 """
 from __future__ import annotations
 
